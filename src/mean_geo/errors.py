@@ -1,0 +1,17 @@
+"""Project exceptions: user mistakes that the entry points print as one line (no traceback)."""
+
+
+class MeanGeoError(Exception):
+    """Base class: something the user can fix (a path, a config key, a checkpoint)."""
+
+
+class DatasetLayoutError(MeanGeoError):
+    """The files on disk do not match the dataset layout that was asked for."""
+
+
+class ConfigError(MeanGeoError):
+    """A configuration value is missing or out of range."""
+
+
+class CheckpointError(MeanGeoError):
+    """A checkpoint is missing, unreadable, or from another model."""

@@ -1,0 +1,241 @@
+"""Write a synthetic world in the exact on-disk layout of University-1652 or SUES-200.
+
+The world is rendered into a temporary sibling folder and renamed into place only when complete,
+so an interrupted run never leaves a half-written world that looks finished, and an existing
+folder is never written into.  ``world.json`` at the root records the parameters; asking again for
+the same world is a no-op (that is how ``make train`` generates it "if absent").
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mean_geo.data.layouts import SUES200_ALTITUDES
+from mean_geo.errors import MeanGeoError
+from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, render_satellite
+from mean_geo.synth.world import generate_place
+
+LAYOUTS = ("university1652", "sues200")
+SATELLITE_SIDE_M = 200.0
+U1652_ALTITUDE_RANGE = (256.0, 121.5)  # the real drone spirals down from 256 m to 121.5 m
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that determines the bytes of a synthetic world."""
+
+    layout: str
+    locations: int = 40
+    seed: int = 0
+    image_size: int = 256
+    drone_per_location: int = 10
+    altitudes: tuple[int, ...] = field(default=SUES200_ALTITUDES)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise MeanGeoError(f"layout '{self.layout}': expected one of {list(LAYOUTS)}")
+        if self.locations < 2:
+            raise MeanGeoError(f"locations={self.locations}: need at least 2")
+        if self.image_size < 32 or self.drone_per_location < 1:
+            raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
+        bad = [a for a in self.altitudes if a not in SUES200_ALTITUDES]
+        if bad:
+            raise MeanGeoError(f"altitudes {bad}: expected some of {list(SUES200_ALTITUDES)}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["altitudes"] = list(self.altitudes)
+        return d
+
+
+def split_ids(spec: WorldSpec) -> dict[str, list[str]]:
+    """Location ids per role, scaled from the real datasets' proportions."""
+    n = spec.locations
+    ids = [f"{i:04d}" for i in range(1, 10000)]
+    if spec.layout == "university1652":
+        # real: 701 training buildings, 701 other test buildings, 250 gallery-only distractors
+        extra = max(1, round(n * 250 / 701))
+        return {"train": ids[:n], "test": ids[n : 2 * n], "distractor": ids[2 * n : 2 * n + extra]}
+    # SUES-200: 200 places, 120 train / 80 test; galleries hold all places
+    n_train = max(1, round(n * 120 / 200))
+    rng = np.random.default_rng([spec.seed, 1])
+    order = rng.permutation(n)
+    train = sorted(ids[i] for i in order[:n_train])
+    test = sorted(ids[i] for i in order[n_train:])
+    return {"train": train, "test": test, "distractor": []}
+
+
+def _encode(img: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        Image.fromarray(img).save(buf, format="JPEG", quality=92)
+    else:
+        Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _drone_cameras(spec: WorldSpec, rng: np.random.Generator, altitude: int | None) -> list[DroneCamera]:
+    n = spec.drone_per_location
+    start = rng.uniform(0, 2 * np.pi)
+    cams = []
+    for k in range(n):
+        if altitude is None:  # University-1652: one descending orbit around the building
+            frac = k / max(n - 1, 1)
+            alt = U1652_ALTITUDE_RANGE[0] + frac * (U1652_ALTITUDE_RANGE[1] - U1652_ALTITUDE_RANGE[0])
+            az = start + 2 * np.pi * k / n
+        else:  # SUES-200: frames along the approach at a fixed height
+            alt = altitude * rng.uniform(0.97, 1.03)
+            az = start + rng.uniform(-np.pi / 2, np.pi / 2)
+        cams.append(
+            DroneCamera(
+                azimuth=float(az + rng.uniform(-0.1, 0.1)),
+                altitude=float(alt),
+                pitch_deg=float(rng.uniform(55, 68)),
+                vfov_deg=45.0,
+                roll_deg=float(rng.uniform(-4, 4)),
+            )
+        )
+    return cams
+
+
+def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
+    """All images of one location: {"satellite": [bytes], "drone@<alt>": [bytes, ...]}."""
+    place = generate_place(spec.seed, index)
+    rng = np.random.default_rng([spec.seed, index, 11])
+    sat_shade = cast_shadows(place, rng.uniform(0, 2 * np.pi), rng.uniform(35, 65))
+    drone_shade = cast_shadows(place, rng.uniform(0, 2 * np.pi), rng.uniform(30, 65))
+    sat = render_satellite(place, sat_shade, spec.image_size, SATELLITE_SIDE_M)
+    # the satellite pass was taken on another day: global tint and contrast change
+    sat = np.clip((sat.astype(np.float32) - 128) * rng.uniform(0.85, 1.15) + 128, 0, 255)
+    sat = np.clip(sat * rng.uniform(0.92, 1.08, size=3), 0, 255).astype(np.uint8)
+    sat_fmt = "PNG" if spec.layout == "sues200" else "JPEG"
+    out: dict[str, list[bytes]] = {"satellite": [_encode(sat, sat_fmt)]}
+    alts: list[int | None] = list(spec.altitudes) if spec.layout == "sues200" else [None]
+    for alt in alts:
+        imgs = [
+            _encode(render_drone(place, drone_shade, cam, spec.image_size, rng), "JPEG")
+            for cam in _drone_cameras(spec, rng, alt)
+        ]
+        out[f"drone@{alt}"] = imgs
+    return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _write_u1652(root: Path, loc: str, role: str, imgs: dict[str, list[bytes]]) -> None:
+    sat = imgs["satellite"][0]
+    drones = imgs["drone@None"]
+    drone_names = [f"image-{k + 1:02d}.jpeg" for k in range(len(drones))]
+    if role == "train":
+        _write(root / "train" / "satellite" / loc / f"{loc}.jpg", sat)
+        for name, data in zip(drone_names, drones):
+            _write(root / "train" / "drone" / loc / name, data)
+        return
+    _write(root / "test" / "gallery_satellite" / loc / f"{loc}.jpg", sat)
+    for name, data in zip(drone_names, drones):
+        _write(root / "test" / "gallery_drone" / loc / name, data)
+    if role == "test":
+        _write(root / "test" / "query_satellite" / loc / f"{loc}.jpg", sat)
+        for name, data in zip(drone_names, drones):
+            _write(root / "test" / "query_drone" / loc / name, data)
+
+
+def _write_sues200(root: Path, loc: str, role: str, imgs: dict[str, list[bytes]], altitudes) -> None:
+    sat = imgs["satellite"][0]
+    for alt in altitudes:
+        drones = imgs[f"drone@{alt}"]
+        test = root / "Testing" / str(alt)
+        # the galleries hold every place, training places included (they act as distractors)
+        _write(test / "gallery_satellite" / loc / "0.png", sat)
+        for k, data in enumerate(drones):
+            _write(test / "gallery_drone" / loc / f"{k}.jpg", data)
+        if role == "train":
+            _write(root / "Training" / str(alt) / "satellite" / loc / "0.png", sat)
+            for k, data in enumerate(drones):
+                _write(root / "Training" / str(alt) / "drone" / loc / f"{k}.jpg", data)
+        else:
+            _write(test / "query_satellite" / loc / "0.png", sat)
+            for k, data in enumerate(drones):
+                _write(test / "query_drone" / loc / f"{k}.jpg", data)
+
+
+def _render_job(args: tuple[WorldSpec, int]) -> dict[str, list[bytes]]:
+    return render_location(*args)
+
+
+def existing_spec(root: Path) -> dict | None:
+    marker = root / "world.json"
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+    return None
+
+
+def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, progress: bool = True) -> Path:
+    """Render ``spec`` into ``root``; a no-op if ``root`` already holds exactly this world.
+
+    Refuses (MeanGeoError) to touch a non-empty ``root`` that is anything else.
+    """
+    root = Path(root).expanduser()
+    if root.exists():
+        if existing_spec(root) == spec.to_json():
+            return root
+        if not root.is_dir() or any(root.iterdir()):
+            raise MeanGeoError(
+                f"{root}: exists and is not this synthetic world (world.json differs or is missing); "
+                "choose another --out or remove it yourself"
+            )
+    ids = split_ids(spec)
+    jobs = [(loc, role) for role in ("train", "test", "distractor") for loc in ids[role]]
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        args = [(spec, int(loc)) for loc, _ in jobs]
+        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+            results = pool.map(_render_job, args, chunksize=1)
+            for (loc, role), imgs in tqdm(
+                zip(jobs, results), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
+            ):
+                if spec.layout == "university1652":
+                    _write_u1652(tmp, loc, role, imgs)
+                else:
+                    _write_sues200(tmp, loc, role, imgs, spec.altitudes)
+        (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+class _Inline:
+    """Stand-in for a process pool when one worker is asked for (simpler to debug/profile)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(fn, items, chunksize=1):
+        return map(fn, items)
