@@ -149,10 +149,14 @@ def u1652_test(root: str | Path, folder: str) -> list[ImageRecord]:
     return scan_view_folder(base / folder, U1652_TEST[folder])
 
 
-def _altitudes(altitudes: int | Sequence[int] | None) -> tuple[int, ...]:
+def parse_altitudes(altitudes: int | str | Sequence[int] | None) -> tuple[int, ...]:
+    """``150`` / ``"150"`` / ``[150, 200]`` / ``"all"`` / ``None`` (= all) → a tuple of altitudes."""
     if altitudes is None or altitudes == "all":
         return SUES200_ALTITUDES
-    alts = (int(altitudes),) if isinstance(altitudes, (int, str)) else tuple(int(a) for a in altitudes)
+    try:
+        alts = (int(altitudes),) if isinstance(altitudes, (int, str)) else tuple(int(a) for a in altitudes)
+    except (TypeError, ValueError):
+        raise DatasetLayoutError(f"altitude {altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'") from None
     bad = [a for a in alts if a not in SUES200_ALTITUDES]
     if bad or not alts:
         raise DatasetLayoutError(f"altitude {bad or alts}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
@@ -164,7 +168,7 @@ def sues200_train(root: str | Path, altitudes: int | Sequence[int] | None = None
     base = _resolve_root(root, "Training", "SUES-200 (split with the official 120/80 list)") / "Training"
     drone: list[ImageRecord] = []
     sat: dict[str, ImageRecord] = {}
-    for alt in _altitudes(altitudes):
+    for alt in parse_altitudes(altitudes):
         d = scan_view_folder(base / str(alt) / "drone", "drone", alt)
         s = scan_view_folder(base / str(alt) / "satellite", "satellite", alt)
         _check_same_locations(d, s, base / str(alt) / "drone", base / str(alt) / "satellite")
@@ -182,7 +186,7 @@ def sues200_test(root: str | Path, folder: str, altitudes: int | Sequence[int] |
     base = _resolve_root(root, "Testing", "SUES-200 (split with the official 120/80 list)") / "Testing"
     out: list[ImageRecord] = []
     seen_sat: set[str] = set()
-    for alt in _altitudes(altitudes):
+    for alt in parse_altitudes(altitudes):
         recs = scan_view_folder(base / str(alt) / folder, SUES200_TEST[folder], alt)
         if SUES200_TEST[folder] == "satellite":
             recs = [r for r in recs if r.location not in seen_sat]

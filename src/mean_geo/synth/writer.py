@@ -220,7 +220,13 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
         (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
         if root.exists():
             root.rmdir()  # empty (checked above)
-        tmp.rename(root)
+        try:
+            tmp.rename(root)
+        except OSError:
+            # another process (e.g. a second DDP rank) finished the same world first
+            if existing_spec(root) != spec.to_json():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

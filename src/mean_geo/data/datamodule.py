@@ -1,0 +1,185 @@
+"""LightningDataModules for University-1652 and SUES-200 (real or synthetic, same layouts).
+
+Train: location-unique batches of (drone, satellite, label) pairs.  Validation/test: for every
+direction asked for ("d2s" = drone query → satellite gallery, "s2d" = satellite → drone), one
+query loader and one gallery loader, in the order given by :attr:`eval_sets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mean_geo.data import layouts
+from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
+from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
+from mean_geo.data.samplers import LocationUniqueBatchSampler
+from mean_geo.data.transforms import eval_transform, train_transform
+from mean_geo.errors import ConfigError
+
+
+class CrossViewDataModule(L.LightningDataModule):
+    """Shared logic; subclasses say how to read their layout."""
+
+    layout: str = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 384,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 4,
+        seed: int = 0,
+        directions: Sequence[str] = ("d2s", "s2d"),
+        augment: bool = True,
+        joint_flip_p: float = 0.5,
+        pin_memory: bool | None = None,
+        synthesize: dict | None = None,
+    ) -> None:
+        super().__init__()
+        bad = [d for d in directions if d not in DIRECTIONS]
+        if bad or not directions:
+            raise ConfigError(f"directions {list(directions)}: expected a non-empty subset of {list(DIRECTIONS)}")
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.directions = tuple(directions)
+        self.augment = augment
+        self.joint_flip_p = joint_flip_p
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.synthesize = dict(synthesize) if synthesize else None
+        self._train_split: TrainSplit | None = None
+        self.train_set: PairedViewsDataset | None = None
+        self.eval_datasets: list[ImageListDataset] = []
+
+    # --- layout hooks -------------------------------------------------------------------------
+    def read_train(self) -> TrainSplit:
+        raise NotImplementedError
+
+    def read_eval(self, folder: str) -> list[ImageRecord]:
+        raise NotImplementedError
+
+    def world_spec_kwargs(self) -> dict:
+        """Extra WorldSpec fields for synthetic data (e.g. the altitudes)."""
+        return {}
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.synthesize is not None:
+            from mean_geo.synth.writer import WorldSpec, write_world
+
+            spec = WorldSpec(layout=self.layout, **{**self.world_spec_kwargs(), **self.synthesize})
+            write_world(spec, self.root)
+
+    @property
+    def eval_sets(self) -> list[tuple[str, str]]:
+        """(direction, "query" | "gallery") of each val/test dataloader, in order."""
+        return [(d, role) for d in self.directions for role in ("query", "gallery")]
+
+    @property
+    def train_split(self) -> TrainSplit:
+        if self._train_split is None:
+            self._train_split = self.read_train()
+        return self._train_split
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train_split.locations)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = PairedViewsDataset(
+                make_pairs(self.train_split),
+                train_transform(self.image_size, "drone", self.augment),
+                train_transform(self.image_size, "satellite", self.augment),
+                self.joint_flip_p if self.augment else 0.0,
+            )
+        if not self.eval_datasets:
+            folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
+            records = {f: self.read_eval(f) for f in dict.fromkeys(folders)}
+            names = sorted({r.location for recs in records.values() for r in recs})
+            # real datasets name locations by number: keep those numbers as ids (readable in results)
+            ids = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
+            tf = eval_transform(self.image_size)
+            self.eval_datasets = [
+                ImageListDataset(records[f], [ids[r.location] for r in records[f]], tf) for f in folders
+            ]
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        world_size, rank = self._world()
+        sampler = LocationUniqueBatchSampler(self.train_set.labels, self.batch_size, self.seed, world_size, rank)
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        world_size, rank = self._world()
+        loaders = []
+        for ds in self.eval_datasets:
+            # DistributedSampler pads with repeats: the LightningModule de-duplicates by dataset index
+            sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
+            loaders.append(
+                DataLoader(
+                    ds,
+                    batch_size=self.eval_batch_size,
+                    sampler=sampler,
+                    shuffle=False,
+                    num_workers=self.num_workers,
+                    pin_memory=self.pin_memory,
+                )
+            )
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+
+class University1652DataModule(CrossViewDataModule):
+    """University-1652: ``root/train/{drone,satellite}``, ``root/test/{query,gallery}_*``."""
+
+    layout = "university1652"
+
+    def read_train(self) -> TrainSplit:
+        return layouts.u1652_train(self.root)
+
+    def read_eval(self, folder: str) -> list[ImageRecord]:
+        return layouts.u1652_test(self.root, folder)
+
+
+class SUES200DataModule(CrossViewDataModule):
+    """SUES-200 after the official split, one altitude (the paper's protocol) or several."""
+
+    layout = "sues200"
+
+    def __init__(self, root: str | Path, altitude: int | str | Sequence[int] = 150, **kwargs) -> None:
+        super().__init__(root, **kwargs)
+        self.altitudes = layouts.parse_altitudes(altitude)
+
+    def world_spec_kwargs(self) -> dict:
+        return {"altitudes": layouts.SUES200_ALTITUDES}
+
+    def read_train(self) -> TrainSplit:
+        return layouts.sues200_train(self.root, self.altitudes)
+
+    def read_eval(self, folder: str) -> list[ImageRecord]:
+        return layouts.sues200_test(self.root, folder, self.altitudes)

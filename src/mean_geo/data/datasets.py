@@ -1,0 +1,86 @@
+"""Torch datasets over image records: training pairs and evaluation image lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from mean_geo.data.layouts import ImageRecord, TrainSplit
+from mean_geo.errors import DatasetLayoutError
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as RGB, turning decoder errors into one clear line that names the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetLayoutError(f"{path}: cannot be decoded as an image ({exc})") from exc
+
+
+def make_pairs(split: TrainSplit) -> list[tuple[Path, Path, int]]:
+    """Every drone image with its location's satellite image and the location's class label.
+
+    The reference uses the first satellite file of the location (University-1652 has exactly one).
+    """
+    first_sat: dict[str, Path] = {}
+    for r in split.satellite:
+        first_sat.setdefault(r.location, r.path)
+    label_of = split.label_of
+    return [(r.path, first_sat[r.location], label_of[r.location]) for r in split.drone]
+
+
+class PairedViewsDataset(Dataset):
+    """(drone image, satellite image, location label) for training."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path, int]],
+        drone_transform: Callable,
+        satellite_transform: Callable,
+        joint_flip_p: float = 0.5,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.drone_transform = drone_transform
+        self.satellite_transform = satellite_transform
+        self.joint_flip_p = joint_flip_p
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, _, label in self.pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        drone_path, sat_path, label = self.pairs[index]
+        drone, sat = load_rgb(drone_path), load_rgb(sat_path)
+        if torch.rand(()) < self.joint_flip_p:  # the same mirror for both views keeps them consistent
+            drone = drone.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            sat = sat.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return self.drone_transform(drone), self.satellite_transform(sat), label
+
+
+class ImageListDataset(Dataset):
+    """(image, location id as int, dataset index) for query/gallery embedding.
+
+    The dataset index lets evaluation drop the samples that DDP's sampler repeats as padding.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], location_ids: Sequence[int], transform: Callable):
+        if len(records) != len(location_ids):
+            raise ValueError("records and location_ids differ in length")
+        self.records = list(records)
+        self.location_ids = torch.as_tensor(list(location_ids), dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        img = self.transform(load_rgb(self.records[index].path))
+        return img, int(self.location_ids[index]), index

@@ -1,0 +1,58 @@
+"""Per-view augmentation pipelines (torchvision transforms v2), after the reference recipe.
+
+Reference (albumentations in the authors' code; spec §5): JPEG quality 90-100 (p 0.5) → resize →
+colour jitter (p 0.5; contrast 0.3 satellite / 0.7 drone) → blur or sharpen (p 0.3) → grid or coarse
+dropout (p 0.3) → satellite only: random 90° rotation (p 1) → ImageNet normalisation.  The joint
+horizontal flip of both views happens in the paired dataset, before these.
+Differences: torchvision has no GridDropout; coarse dropout is RandomErasing of one 2-10 % patch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomRotate90(torch.nn.Module):
+    """Rotate by k·90°, k uniform in {0, 1, 2, 3} (exact for square images; no interpolation)."""
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        k = int(torch.randint(0, 4, ()).item())
+        return torch.rot90(img, k, dims=(-2, -1)) if k else img
+
+
+def _finish() -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """Resize + normalise, no augmentation (the reference evaluates without TTA)."""
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *_finish()])
+
+
+def train_transform(image_size: int, view: str, augment: bool = True) -> v2.Compose:
+    """Training pipeline of one view ("drone" or "satellite")."""
+    if view not in ("drone", "satellite"):
+        raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
+    steps: list = [v2.ToImage()]
+    if augment:
+        steps.append(v2.RandomApply([v2.JPEG((90, 100))], p=0.5))
+    steps.append(v2.Resize((image_size, image_size), antialias=True))
+    if augment:
+        contrast = 0.3 if view == "satellite" else 0.7
+        steps += [
+            v2.RandomApply([v2.ColorJitter(0.15, contrast, 0.3, 0.3)], p=0.5),
+            v2.RandomApply(
+                [v2.RandomChoice([v2.GaussianBlur(5, sigma=(0.1, 1.5)), v2.RandomAdjustSharpness(2.0, p=1.0)])],
+                p=0.3,
+            ),
+        ]
+    steps += _finish()
+    if augment:
+        steps.append(v2.RandomErasing(p=0.3, scale=(0.02, 0.1), value=0))
+        if view == "satellite":
+            steps.append(RandomRotate90())
+    return v2.Compose(steps)

@@ -1,0 +1,147 @@
+"""MEAN's losses: symmetric InfoNCE (PEE), ID cross-entropy (GEE), CDA (CEA) and their weighted sum.
+
+Paper: L = λ1·L_CDA + λ2·L_InfoNCE + λ3·L_CE with λ = (1.3, 1.0, 0.1) on University-1652 and
+λ1 = 0.75 on SUES-200 (spec §3).  Plain ``nn.Module``s with keyword arguments; no Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from mean_geo.errors import ConfigError
+from mean_geo.models.mean import MEANOutput
+
+CDA_VARIANTS = ("released", "paper")
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks, keeping gradients (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+class InfoNCELoss(nn.Module):
+    """Symmetric (CLIP-style) InfoNCE with a learnable temperature and label smoothing.
+
+    ``logits = exp(logit_scale) · â bᵀ``; the positive of row i is column i; the loss is the mean of
+    the row-wise and column-wise cross-entropies.  ``gather_distributed`` uses the pairs of all DDP
+    ranks as negatives, like the reference's DataParallel batch (which is one big batch).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        label_smoothing: float = 0.1,
+        learnable_temperature: bool = True,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"loss.infonce.temperature={temperature}: must be > 0")
+        scale = torch.tensor(math.log(1 / temperature))
+        if learnable_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+        self.label_smoothing = label_smoothing
+        self.gather_distributed = gather_distributed
+
+    @property
+    def temperature(self) -> float:
+        return float(torch.exp(-self.logit_scale.detach()))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a, b: (B, D)`` paired embeddings (not necessarily normalised)."""
+        a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+        if self.gather_distributed:
+            a, b = gather_with_grad(a), gather_with_grad(b)
+        logits = self.logit_scale.exp() * a @ b.t()
+        target = torch.arange(a.shape[0], device=a.device)
+        ce = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        ce_t = F.cross_entropy(logits.t(), target, label_smoothing=self.label_smoothing)
+        return (ce + ce_t) / 2
+
+
+class IdentityLoss(nn.Module):
+    """Cross-entropy over locations, averaged over the GEE heads of one view (no label smoothing)."""
+
+    def forward(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        return sum(F.cross_entropy(lg.float(), labels) for lg in logits) / len(logits)
+
+
+class CDALoss(nn.Module):
+    """Cross-domain alignment of the CEA maps of the two views of each pair (positives only).
+
+    Each sample's map ``(C, N)`` is flattened to one vector.  ``"released"``: cosine term plus the
+    code's "MSE" term, which is again ``1 − mean cos`` — so the loss is ``2·(1 − mean cos)``
+    (spec §9.3).  ``"paper"`` ([INFERRED] from the text "cosine + MSE"): ``(1 − mean cos)`` plus the
+    mean squared error between the raw (un-normalised) maps.
+    """
+
+    def __init__(self, variant: str = "released") -> None:
+        super().__init__()
+        if variant not in CDA_VARIANTS:
+            raise ConfigError(f"loss.cda.variant={variant!r}: expected one of {list(CDA_VARIANTS)}")
+        self.variant = variant
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a, b: (B, C, N)``."""
+        fa, fb = a.float().flatten(1), b.float().flatten(1)
+        cos = F.cosine_similarity(fa, fb, dim=1, eps=1e-12)
+        cosine_term = 1 - cos.mean()
+        if self.variant == "released":
+            return cosine_term + (1 - cos.sum() / fa.shape[0])
+        return cosine_term + F.mse_loss(fa, fb)
+
+
+class MEANLoss(nn.Module):
+    """Weighted total; returns every term so each can be logged.
+
+    Order of the weights follows the paper: ``weight_cda`` (λ1), ``weight_infonce`` (λ2),
+    ``weight_ce`` (λ3).  A zero weight skips the term entirely.
+    """
+
+    def __init__(
+        self,
+        weight_cda: float = 1.3,
+        weight_infonce: float = 1.0,
+        weight_ce: float = 0.1,
+        infonce: InfoNCELoss | None = None,
+        cda: CDALoss | None = None,
+    ) -> None:
+        super().__init__()
+        for name, w in (("weight_cda", weight_cda), ("weight_infonce", weight_infonce), ("weight_ce", weight_ce)):
+            if w < 0:
+                raise ConfigError(f"loss.{name}={w}: must be >= 0")
+        self.weight_cda, self.weight_infonce, self.weight_ce = weight_cda, weight_infonce, weight_ce
+        self.infonce = infonce if infonce is not None else InfoNCELoss()
+        self.identity = IdentityLoss()
+        self.cda = cda if cda is not None else CDALoss()
+
+    def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        total = drone.embedding.new_zeros((), dtype=torch.float32)
+        if self.weight_infonce > 0:
+            terms["loss_infonce"] = self.infonce(satellite.embedding, drone.embedding)
+            total = total + self.weight_infonce * terms["loss_infonce"]
+        if self.weight_ce > 0:
+            if not drone.logits or not satellite.logits:
+                raise ConfigError("loss.weight_ce > 0 but the model was built without GEE heads")
+            # summed over the two views, each the mean over its heads (spec §3)
+            terms["loss_ce"] = self.identity(satellite.logits, labels) + self.identity(drone.logits, labels)
+            total = total + self.weight_ce * terms["loss_ce"]
+        if self.weight_cda > 0:
+            if drone.aligned is None or satellite.aligned is None:
+                raise ConfigError("loss.weight_cda > 0 but the model was built without the CEA branch")
+            terms["loss_cda"] = self.cda(satellite.aligned, drone.aligned)
+            total = total + self.weight_cda * terms["loss_cda"]
+        terms["loss"] = total
+        return terms

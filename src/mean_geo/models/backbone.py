@@ -1,0 +1,69 @@
+"""ConvNeXt backbone through timm: the last-stage map and the pooled, normed vector.
+
+MEAN uses ConvNeXt-Tiny ImageNet-22k → 1k (``convnext_tiny.fb_in22k_ft_in1k``).  Plain
+``convnext_tiny`` in timm resolves to a different checkpoint, so the tag is pinned.  The classifier
+is not built (``num_classes=0``): the released model never uses it (spec §2.1), and unused
+parameters would force DDP's ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from mean_geo.errors import ConfigError
+
+DEFAULT_BACKBONE = "convnext_tiny.fb_in22k_ft_in1k"
+
+
+def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str | None = None) -> nn.Module:
+    """Build ``name`` with random init, hub-cached weights, or a local weights file."""
+    kwargs: dict = {"num_classes": 0}
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.backbone.weights_file={path}: no such file")
+        # timm's pretrained loader handles the key remapping and drops the 1000-class head
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    else:
+        kwargs["pretrained"] = pretrained
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise ConfigError(f"model.backbone.name={name}: not a timm model ({exc})") from None
+        raise
+    except OSError as exc:  # hub offline / not cached (huggingface_hub errors subclass OSError)
+        raise ConfigError(
+            f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); either put them in "
+            "the Hugging Face hub cache (run once online), or pass model.backbone.weights_file=/path/to/"
+            "weights.safetensors|.pth, or set model.backbone.pretrained=false"
+        ) from None
+
+
+class ConvNeXtBackbone(nn.Module):
+    """``(B, 3, H, W) -> (map (B, C, H/32, W/32), pooled (B, C))``; optionally every stage's map."""
+
+    def __init__(self, name: str = DEFAULT_BACKBONE, pretrained: bool = False, weights_file: str | None = None):
+        super().__init__()
+        self.name = name
+        self.net = create_timm_backbone(name, pretrained, weights_file)
+        if not all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre", "forward_head")):
+            raise ConfigError(f"model.backbone.name={name}: expected a ConvNeXt-style timm model")
+        self.num_features: int = self.net.num_features
+        self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
+
+    def forward(
+        self, x: torch.Tensor, return_stages: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        x = self.net.stem(x)
+        stages = []
+        for stage in self.net.stages:
+            x = stage(x)
+            stages.append(x)
+        fmap = self.net.norm_pre(x)
+        pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP + the pretrained LayerNorm
+        return (fmap, pooled, stages) if return_stages else (fmap, pooled)

@@ -1,0 +1,93 @@
+"""MEAN: a shared (siamese) ConvNeXt backbone with the PEE, GEE and CEA branches.
+
+Train mode returns a :class:`MEANOutput` for the losses; eval mode returns only the L2-normalised
+retrieval embedding, as the released model does (the branches are training-only, spec §4).
+Branches whose loss weight is zero are not built, so DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mean_geo.errors import ConfigError
+from mean_geo.models.backbone import DEFAULT_BACKBONE, ConvNeXtBackbone
+from mean_geo.models.cea import CrossDomainEnhancedAlignment
+from mean_geo.models.gee import GlobalExtensionEmbedding
+from mean_geo.models.pee import ProgressiveExtensionEmbedding
+
+PEE_MODES = ("released", "multiscale")
+
+
+@dataclass
+class MEANOutput:
+    """What the losses need from one view."""
+
+    embedding: torch.Tensor  # (B, D) retrieval embedding before L2-normalisation (InfoNCE input)
+    logits: list[torch.Tensor] = field(default_factory=list)  # GEE heads: [local_1, local_2, global], (B, K)
+    aligned: torch.Tensor | None = None  # CEA output (B, 512, H·W), CDA input
+
+
+class MEAN(nn.Module):
+    """Multi-Level Embedding and Alignment Network."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = DEFAULT_BACKBONE,
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        use_gee: bool = True,
+        use_cea: bool = True,
+        pee: str = "released",
+        double_softmax: bool = True,
+        channel_axis_heads: bool = True,
+        num_local: int = 2,
+        cea_proj_dim: int = 256,
+        cea_out_dim: int = 512,
+    ) -> None:
+        super().__init__()
+        if pee not in PEE_MODES:
+            raise ConfigError(f"model.pee={pee!r}: expected one of {list(PEE_MODES)}")
+        if use_gee and num_classes < 2:
+            raise ConfigError(f"num_classes={num_classes}: the GEE heads need at least 2 training locations")
+        self.num_classes = num_classes
+        self.backbone = ConvNeXtBackbone(backbone, pretrained, weights_file)
+        dim = self.backbone.num_features
+        self.embedding_dim = dim
+        self.pee = ProgressiveExtensionEmbedding(self.backbone.stage_channels, dim) if pee == "multiscale" else None
+        self.gee = GlobalExtensionEmbedding(dim, num_classes, num_local, channel_axis_heads) if use_gee else None
+        self.cea = (
+            CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
+        )
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.pee is None:
+            fmap, pooled = self.backbone(x)
+            return fmap, pooled, pooled
+        fmap, pooled, stages = self.backbone(x, return_stages=True)
+        return fmap, pooled, self.pee(stages, pooled)
+
+    def forward(self, x: torch.Tensor) -> MEANOutput | torch.Tensor:
+        """``(B, 3, H, W)`` → MEANOutput (train) or the L2-normalised embedding ``(B, D)`` (eval)."""
+        fmap, pooled, embedding = self._embed(x)
+        if not self.training:
+            return F.normalize(embedding.float(), dim=-1)
+        return MEANOutput(
+            embedding=embedding,
+            logits=self.gee(fmap, pooled) if self.gee is not None else [],
+            aligned=self.cea(fmap) if self.cea is not None else None,
+        )
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised retrieval embedding whatever the module's mode (keeps the mode unchanged)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(x)
+        finally:
+            self.train(was_training)
