@@ -9,7 +9,10 @@ Differences: torchvision has no GridDropout; coarse dropout is RandomErasing of 
 
 from __future__ import annotations
 
+import io
+
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,6 +25,22 @@ class RandomRotate90(torch.nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         k = int(torch.randint(0, 4, ()).item())
         return torch.rot90(img, k, dims=(-2, -1)) if k else img
+
+
+class RandomJPEG(torch.nn.Module):
+    """Re-encode a PIL image as JPEG with a random quality (torchvision's v2.JPEG relies on the
+    deprecated ``torchvision.io`` codecs)."""
+
+    def __init__(self, quality: tuple[int, int] = (90, 100)) -> None:
+        super().__init__()
+        self.quality = quality
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        q = int(torch.randint(self.quality[0], self.quality[1] + 1, ()).item())
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=q)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
 
 
 def _finish() -> list:
@@ -37,10 +56,8 @@ def train_transform(image_size: int, view: str, augment: bool = True) -> v2.Comp
     """Training pipeline of one view ("drone" or "satellite")."""
     if view not in ("drone", "satellite"):
         raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
-    steps: list = [v2.ToImage()]
-    if augment:
-        steps.append(v2.RandomApply([v2.JPEG((90, 100))], p=0.5))
-    steps.append(v2.Resize((image_size, image_size), antialias=True))
+    steps: list = [v2.RandomApply([RandomJPEG((90, 100))], p=0.5)] if augment else []
+    steps += [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
     if augment:
         contrast = 0.3 if view == "satellite" else 0.7
         steps += [

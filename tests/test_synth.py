@@ -1,0 +1,128 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mean_geo.errors import MeanGeoError
+from mean_geo.synth import writer
+from mean_geo.synth.__main__ import main as synth_main
+from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, render_satellite
+from mean_geo.synth.world import generate_place
+from mean_geo.synth.writer import WorldSpec, write_world
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+TINY = dict(locations=3, image_size=48, drone_per_location=2)
+
+
+@pytest.mark.parametrize("layout", ["sues200", "university1652"])
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, layout):
+    a = write_world(WorldSpec(layout, seed=5, **TINY), tmp_path / "a", workers=2, progress=False)
+    b = write_world(WorldSpec(layout, seed=5, **TINY), tmp_path / "b", workers=1, progress=False)
+    c = write_world(WorldSpec(layout, seed=6, **TINY), tmp_path / "c", workers=1, progress=False)
+    da, db, dc = tree_digest(a), tree_digest(b), tree_digest(c)
+    assert da == db  # byte for byte, whatever the number of worker processes
+    assert set(da) == set(dc)  # same layout ...
+    images = [k for k in da if not k.endswith("world.json")]
+    assert sum(da[k] != dc[k] for k in images) == len(images)  # ... but every image differs
+
+
+def test_sues200_tree_has_the_real_relationships(sues_world):
+    spec = WorldSpec("sues200", locations=10, seed=0, image_size=64, drone_per_location=3)
+    ids = writer.split_ids(spec)
+    assert len(ids["train"]) == 6 and len(ids["test"]) == 4  # 120/80 of 200, scaled
+    for alt in (150, 200, 250, 300):
+        train = sues_world / "Training" / str(alt)
+        test = sues_world / "Testing" / str(alt)
+        assert sorted(p.name for p in (train / "drone").iterdir()) == ids["train"]
+        assert sorted(p.name for p in (train / "satellite").iterdir()) == ids["train"]
+        assert sorted(p.name for p in (test / "query_drone").iterdir()) == ids["test"]
+        assert sorted(p.name for p in (test / "query_satellite").iterdir()) == ids["test"]
+        everyone = sorted(ids["train"] + ids["test"])
+        assert sorted(p.name for p in (test / "gallery_satellite").iterdir()) == everyone
+        assert sorted(p.name for p in (test / "gallery_drone").iterdir()) == everyone
+        assert len(list((test / "query_drone" / ids["test"][0]).iterdir())) == 3
+
+
+def test_u1652_tree_has_distractors_in_the_galleries(u1652_world):
+    test = u1652_world / "test"
+    query = {p.name for p in (test / "query_drone").iterdir()}
+    gallery = {p.name for p in (test / "gallery_satellite").iterdir()}
+    train = {p.name for p in (u1652_world / "train" / "satellite").iterdir()}
+    assert len(train) == 6 and len(query) == 6 and not train & query
+    assert query < gallery and len(gallery - query) == 2  # round(6 * 250 / 701)
+    assert {p.name for p in (test / "gallery_drone").iterdir()} == gallery
+    assert sorted(p.name for p in (u1652_world / "train" / "drone" / "0001").iterdir())[0] == "image-01.jpeg"
+
+
+def test_drone_view_is_a_real_perspective_not_the_tile():
+    place = generate_place(0, 1)
+    shade = cast_shadows(place, 1.0, 45)
+    sat = render_satellite(place, shade, 96, 200).astype(float)
+    rng = np.random.default_rng(0)
+    low = render_drone(place, shade, DroneCamera(0.3, 150), 96, rng).astype(float)
+    high = render_drone(place, shade, DroneCamera(0.3, 300), 96, rng).astype(float)
+    assert np.abs(low - sat).mean() > 20  # oblique view, not a noisy copy of the tile
+    assert np.abs(low - high).mean() > 10  # altitude changes the footprint
+    # a tall building leans with the viewing direction: two azimuths give different images
+    other = render_drone(place, shade, DroneCamera(0.3 + np.pi, 150), 96, np.random.default_rng(0)).astype(float)
+    assert np.abs(low - other).mean() > 10
+
+
+def test_places_differ_between_locations():
+    a, b = generate_place(0, 1), generate_place(0, 2)
+    assert not np.array_equal(a.height, b.height)
+    assert a.max_height > 6  # buildings exist
+
+
+def test_existing_world_is_reused_and_foreign_folders_are_refused(tmp_path):
+    spec = WorldSpec("sues200", **TINY)
+    root = write_world(spec, tmp_path / "w", workers=1, progress=False)
+    before = tree_digest(root)
+    assert write_world(spec, root, workers=1, progress=False) == root  # no-op
+    assert tree_digest(root) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(MeanGeoError, match="not this synthetic world"):
+        write_world(spec, mine, workers=1, progress=False)
+    assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
+    with pytest.raises(MeanGeoError, match="not this synthetic world"):
+        write_world(WorldSpec("sues200", seed=1, **TINY), root, workers=1, progress=False)
+    assert tree_digest(root) == before
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = writer.render_location
+
+    def flaky(spec, index):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(spec, index)
+
+    monkeypatch.setattr(writer, "render_location", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        write_world(WorldSpec("sues200", **TINY), tmp_path / "w", workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_images_and_reports_errors_in_one_line(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert synth_main(["--layout", "university1652", "--out", str(out), "--locations", "2",
+                       "--size", "40", "--drone-per-location", "1", "--quiet", "--workers", "1"]) == 0
+    img = Image.open(next((out / "train" / "drone").rglob("*.jpeg")))
+    assert img.size == (40, 40) and img.mode == "RGB"
+    assert synth_main(["--out", str(tmp_path), "--quiet"]) == 2  # tmp_path is not empty
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(tmp_path) in err
