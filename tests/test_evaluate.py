@@ -1,0 +1,109 @@
+"""The evaluator against a slow per-query reference written like the official script."""
+
+import numpy as np
+import pytest
+import torch
+
+from mean_geo.retrieval.evaluate import evaluate
+
+
+def reference(q, qid, g, gid, drop):
+    """One query at a time: sort, drop junk, CMC and the trapezoidal AP (official evaluate_gpu.py)."""
+    qid, gid = np.asarray(qid), np.asarray(gid)
+    labels = np.where(np.isin(gid, qid), gid, -1) if drop else gid
+    n = len(gid)
+    cmc = np.zeros(n)
+    ap_sum = 0.0
+    for qi in range(len(q)):
+        score = g @ q[qi]
+        index = np.argsort(-score, kind="stable")
+        good = np.flatnonzero(labels == qid[qi])
+        junk = np.flatnonzero(labels == -1)
+        if good.size == 0:
+            continue
+        index = index[~np.isin(index, junk)]
+        rows_good = np.flatnonzero(np.isin(index, good))
+        this = np.zeros(n)
+        this[rows_good[0]:] = 1
+        ap = 0.0
+        for i, r in enumerate(rows_good):
+            precision = (i + 1) / (r + 1)
+            old = i / r if r != 0 else 1.0
+            ap += (old + precision) / 2 / len(good)
+        cmc += this
+        ap_sum += ap
+    cmc /= len(q)
+    return {"R@1": cmc[0] * 100, "R@5": cmc[4] * 100, "R@10": cmc[9] * 100,
+            "R@1%": cmc[round(n * 0.01)] * 100, "AP": ap_sum / len(q) * 100}
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("drop", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_reference_on_random_problems(seed, drop):
+    rng = np.random.default_rng(seed)
+    n_loc, dim = 40, 16
+    centres = unit(rng.normal(size=(n_loc + 15, dim)))  # 15 gallery-only distractor places
+    qid = rng.integers(0, n_loc, size=300)
+    gid = np.concatenate([np.repeat(np.arange(n_loc + 15), 3), [5, 5]])  # several positives each
+    q = unit(centres[qid] + 0.9 * rng.normal(size=(len(qid), dim))).astype(np.float32)
+    g = unit(centres[gid] + 0.9 * rng.normal(size=(len(gid), dim))).astype(np.float32)
+    expected = reference(q, qid, g, gid, drop)
+    for chunk in (1 << 24, 7 * len(gid)):  # one chunk, and chunks of 7 queries
+        got = evaluate(torch.from_numpy(q), qid, torch.from_numpy(g), gid, drop_unmatched_gallery=drop,
+                       max_chunk_elements=chunk)
+        assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_hand_made_single_positive_ranks():
+    # gallery: one item per location 0..3; query of location 3 ranked at 0-based r=2 -> AP = 1/(2*3)
+    g = torch.eye(4)
+    q = torch.tensor([[0.6, 0.5, 0.0, 0.4], [0.0, 0.0, 0.0, 1.0]])
+    got = evaluate(q, [3, 3], g, [0, 1, 2, 3], ks=(1, 2, 3), drop_unmatched_gallery=False)
+    assert got["R@1"] == pytest.approx(50.0)
+    assert got["R@2"] == pytest.approx(50.0) and got["R@3"] == pytest.approx(100.0)
+    assert got["AP"] == pytest.approx(100 * (1 / 6 + 1) / 2)
+
+
+def test_ties_keep_gallery_order_and_several_positives():
+    # all scores tie: ranked order is gallery order [1, 0, 1, 0]; query location 0 -> positives at r=1, 3
+    g = torch.ones(4, 2) / 2**0.5
+    q = torch.ones(1, 2) / 2**0.5
+    got = evaluate(q, [0], g, [1, 0, 1, 0], ks=(1, 2))
+    ap = ((0 / 1 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2
+    assert got["R@1"] == 0.0 and got["R@2"] == 100.0
+    assert got["AP"] == pytest.approx(100 * ap)
+
+
+def test_query_without_positive_counts_as_a_miss():
+    g = torch.eye(3)
+    q = torch.eye(3)[:2]
+    # the second query's location (9) is nowhere in the gallery
+    got = evaluate(q, [0, 9], g, [0, 1, 2], drop_unmatched_gallery=False)
+    assert got["R@1"] == 50.0 and got["AP"] == 50.0
+
+
+def test_dropping_unmatched_gallery_removes_distractors_from_the_ranking():
+    # a distractor (location 7) outranks the positive unless it is dropped
+    g = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
+    q = torch.tensor([[0.7, 0.714]])
+    kept = evaluate(q, [0], g, [0, 7], drop_unmatched_gallery=False, ks=(1,))
+    dropped = evaluate(q, [0], g, [0, 7], drop_unmatched_gallery=True, ks=(1,))
+    assert kept["R@1"] == 0.0 and kept["AP"] == pytest.approx(25.0)
+    assert dropped["R@1"] == 100.0 and dropped["AP"] == 100.0
+
+
+def test_r1_percent_reads_the_cmc_at_round_of_one_percent():
+    # 951 gallery items -> index round(9.51) = 10, i.e. a first hit at 0-based rank 10 counts
+    n = 951
+    g = torch.zeros(n, n)
+    g[torch.arange(n), torch.arange(n)] = 1.0
+    scores = torch.linspace(1.0, 0.0, n)
+    q = scores[None, :]  # gallery item j has score scores[j]
+    at10 = evaluate(q, [10], g, list(range(n)), drop_unmatched_gallery=False)
+    at11 = evaluate(q, [11], g, list(range(n)), drop_unmatched_gallery=False)
+    assert at10["R@1%"] == 100.0 and at10["R@10"] == 0.0
+    assert at11["R@1%"] == 0.0
