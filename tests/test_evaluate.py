@@ -72,7 +72,7 @@ def test_ties_keep_gallery_order_and_several_positives():
     # all scores tie: ranked order is gallery order [1, 0, 1, 0]; query location 0 -> positives at r=1, 3
     g = torch.ones(4, 2) / 2**0.5
     q = torch.ones(1, 2) / 2**0.5
-    got = evaluate(q, [0], g, [1, 0, 1, 0], ks=(1, 2))
+    got = evaluate(q, [0], g, [1, 0, 1, 0], ks=(1, 2), drop_unmatched_gallery=False)
     ap = ((0 / 1 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2
     assert got["R@1"] == 0.0 and got["R@2"] == 100.0
     assert got["AP"] == pytest.approx(100 * ap)
