@@ -1,0 +1,63 @@
+"""``python -m mean_geo.train``: fit MEAN, then evaluate the best checkpoint on the test split.
+
+Thin composition root (the only place, with eval.py, that reads the Hydra config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.composition import (
+    build_callbacks,
+    build_config_of,
+    build_datamodule,
+    build_lit_module,
+    build_loggers,
+)
+from mean_geo.errors import CheckpointError
+from mean_geo.results import write_results
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train (and test) as configured; returns the metrics written to metrics.json."""
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    dm = build_datamodule(cfg.dataset)
+    dm.prepare_data()  # generates the synthetic world if it is configured and absent
+    lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=build_loggers(cfg.get("logger")) or False
+    )
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint to resume from")
+    trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if not cfg.get("test", True) or trainer.fast_dev_run:
+        return val_metrics
+    ckpt = trainer.checkpoint_callback
+    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=False, verbose=False)
+    if trainer.is_global_zero:
+        write_results(
+            out_dir, lit, dm,
+            extra={"best_checkpoint": best, "val": val_metrics, "epochs": trainer.current_epoch},
+            make_plots=cfg.eval.get("plots", True),
+        )
+    return {**val_metrics, **lit.last_metrics}
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return None if value is None else float(value)
+
+
+if __name__ == "__main__":
+    main()
