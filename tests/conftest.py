@@ -24,3 +24,31 @@ def sues_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def u1652_world(tmp_path_factory):
     return write_world(U1652_SPEC, tmp_path_factory.mktemp("worlds") / "u1652", progress=False)
+
+
+# --- composing the real Hydra configs -----------------------------------------------------------
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from mean_geo.cli import CONF_DIR  # noqa: E402
+
+
+def compose_config(name: str, overrides: list[str], return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """One data folder for the whole session, so the smoke world is generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def quiet_overrides(tmp, data_dir) -> list[str]:
+    """Outputs into ``tmp``, data from the session's data folder, no progress bars."""
+    out = [
+        f"paths.output_dir={tmp}/out",
+        f"paths.log_dir={tmp}/logs",
+        f"paths.data_dir={data_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
+    return out

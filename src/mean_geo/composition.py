@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mean_geo.data.datamodule import CrossViewDataModule
@@ -85,5 +86,8 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
     return loggers
 
 
-def build_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
-    return [instantiate(c) for c in (callbacks_cfg or {}).values() if c is not None and "_target_" in c]
+def build_callbacks(callbacks_cfg: DictConfig | None, progress_bar: bool = True) -> list[L.Callback]:
+    """Callbacks from config; progress bars are left out when the trainer has them disabled
+    (``trainer.enable_progress_bar=false`` would otherwise refuse the configured bar)."""
+    callbacks = [instantiate(c) for c in (callbacks_cfg or {}).values() if c is not None and "_target_" in c]
+    return [c for c in callbacks if progress_bar or not isinstance(c, ProgressBar)]

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mean_geo.cli import CONF_DIR, report_user_errors
 from mean_geo.composition import build_datamodule, build_lit_module, build_loggers
-from mean_geo.errors import CheckpointError
-from mean_geo.results import write_results
+from mean_geo.errors import CheckpointError, ConfigError
+from mean_geo.results import ResultsWriter, read_metrics
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
@@ -43,9 +43,13 @@ def run(cfg: DictConfig) -> dict:
     ckpt = read_training_checkpoint(cfg.ckpt_path)
     recipe = ckpt["hyper_parameters"]["build_config"]
     dataset_cfg = OmegaConf.create(recipe.get("dataset") or {})
-    override = cfg.get("dataset")
-    if override:
-        dataset_cfg = override if "_target_" in override else OmegaConf.merge(dataset_cfg, override)
+    override = {k: v for k, v in (cfg.get("dataset") or {}).items() if v is not None}
+    if "_target_" in override:  # another dataset entirely
+        dataset_cfg = OmegaConf.create(override)
+    elif override:
+        if "altitude" in override and "altitude" not in dataset_cfg:
+            raise ConfigError("dataset.altitude: the checkpoint's dataset has no altitudes (not SUES-200)")
+        dataset_cfg = OmegaConf.merge(dataset_cfg, override)
     dm = build_datamodule(dataset_cfg)
     dm.prepare_data()
     lit = build_lit_module(recipe, None, cfg.eval, cfg.channels_last)
@@ -55,12 +59,13 @@ def run(cfg: DictConfig) -> dict:
             f"ckpt_path={cfg.ckpt_path}: weights do not fit the recorded model "
             f"({len(missing)} missing, {len(unexpected)} unexpected)"
         )
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=build_loggers(cfg.get("logger")) or False)
+    out_dir = Path(cfg.paths.output_dir)
+    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt_path)})
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=[writer], logger=build_loggers(cfg.get("logger")) or False
+    )
     trainer.test(lit, datamodule=dm, verbose=False)
-    if trainer.is_global_zero:
-        write_results(Path(cfg.paths.output_dir), lit, dm, extra={"checkpoint": str(cfg.ckpt_path)},
-                      make_plots=cfg.eval.get("plots", True))
-    return dict(lit.last_metrics)
+    return read_metrics(out_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -79,3 +80,34 @@ def write_results(
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
     Console().print(metrics_table(lit.last_metrics, stage))
     return payload
+
+
+class ResultsWriter(L.Callback):
+    """Writes metrics.json and plots when testing ends, on global rank 0 of whatever strategy runs
+    (so it works the same in one process, under DDP, ddp_spawn and SLURM)."""
+
+    def __init__(self, out_dir: str | Path, make_plots: bool = True, extra: dict | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.make_plots = make_plots
+        self.extra = dict(extra or {})
+        self.val_metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val_metrics = {k: float(v) for k, v in pl_module.last_metrics.items() if k.startswith("val/")}
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        extra = dict(self.extra)
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+            extra["best_checkpoint"] = ckpt.best_model_path
+        if self.val_metrics:
+            extra["val"] = self.val_metrics
+        write_results(self.out_dir, pl_module, trainer.datamodule, extra=extra, make_plots=self.make_plots)
+
+
+def read_metrics(out_dir: str | Path) -> dict[str, float]:
+    """Test (and last validation) metrics of a run directory, as written by :class:`ResultsWriter`."""
+    payload = json.loads((Path(out_dir) / "metrics.json").read_text())
+    return {**payload.get("val", {}), **payload["metrics"]}

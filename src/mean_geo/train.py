@@ -20,7 +20,7 @@ from mean_geo.composition import (
     build_loggers,
 )
 from mean_geo.errors import CheckpointError
-from mean_geo.results import write_results
+from mean_geo.results import ResultsWriter, read_metrics
 
 
 def run(cfg: DictConfig) -> dict:
@@ -30,25 +30,24 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg.dataset)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
+    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=build_loggers(cfg.get("logger")) or False
+        cfg.trainer,
+        callbacks=[*build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True)), writer],
+        logger=build_loggers(cfg.get("logger")) or False,
     )
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint to resume from")
     trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    # callback_metrics come back to this process whatever the strategy (ddp_spawn included)
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not cfg.get("test", True) or trainer.fast_dev_run:
         return val_metrics
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    # the checkpoint is our own (written by this run), so a full load is safe
     trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=False, verbose=False)
-    if trainer.is_global_zero:
-        write_results(
-            out_dir, lit, dm,
-            extra={"best_checkpoint": best, "val": val_metrics, "epochs": trainer.current_epoch},
-            make_plots=cfg.eval.get("plots", True),
-        )
-    return {**val_metrics, **lit.last_metrics}
+    return read_metrics(out_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

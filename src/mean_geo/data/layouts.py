@@ -159,7 +159,7 @@ def parse_altitudes(altitudes: int | str | Sequence[int] | None) -> tuple[int, .
         raise DatasetLayoutError(f"altitude {altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'") from None
     bad = [a for a in alts if a not in SUES200_ALTITUDES]
     if bad or not alts:
-        raise DatasetLayoutError(f"altitude {bad or alts}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
+        raise DatasetLayoutError(f"altitude {', '.join(map(str, bad or alts))}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
     return alts
 
 

@@ -1,0 +1,43 @@
+# mean_geo — every target sets up what it needs by itself.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# torch 2.14.1 + torchvision 0.29.1: the pair that installs and imports together on our machines
+TORCH   := torch==2.14.1 torchvision==0.29.1
+EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm
+
+.PHONY: help install train smoke test test-fast lint bench clean
+
+help:
+	@echo "make train   - set up, then train MEAN on the embedded synthetic world (experiment=demo)"
+	@echo "make test    - set up, then run the whole test suite"
+	@echo "make smoke   - the one-minute pipeline check (experiment=smoke)"
+	@echo "make lint    - ruff"
+	@echo "make install - only set up .venv"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m mean_geo.train experiment=demo $(ARGS)
+
+smoke: $(STAMP)
+	$(BIN)/python -m mean_geo.train experiment=smoke $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf logs .pytest_cache .ruff_cache

@@ -1,0 +1,98 @@
+"""Every config group option composes, and everything that can run here instantiates."""
+
+import importlib.util
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+
+from mean_geo.cli import CONF_DIR
+from mean_geo.composition import build_callbacks, build_config_of, build_datamodule, build_lit_module, build_loggers
+from tests.conftest import compose_config, quiet_overrides
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_datasets(dataset, tmp_path, data_dir):
+    cfg = compose_config("train", [f"dataset={dataset}", *quiet_overrides(tmp_path, data_dir)])
+    dm = build_datamodule(cfg.dataset)
+    assert isinstance(dm, L.LightningDataModule)
+    assert dm.root.parent == Path(data_dir) or dm.root.parent.parent == Path(data_dir)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose_and_build_their_model(experiment, tmp_path, data_dir):
+    cfg = compose_config("train", [f"experiment={experiment}", "model.pretrained=false",
+                                   "model.backbone=test_convnext", *quiet_overrides(tmp_path, data_dir)])
+    build_datamodule(cfg.dataset)
+    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    assert lit.model.gee is not None and lit.model.cea is not None
+    assert cfg.loss.weight_cda == (0.75 if cfg.dataset._target_.endswith("SUES200DataModule") else 1.3)
+
+
+def test_zero_loss_weights_build_no_branch(tmp_path, data_dir):
+    cfg = compose_config("train", ["experiment=smoke", "loss.weight_ce=0", "loss.weight_cda=0",
+                                   *quiet_overrides(tmp_path, data_dir)])
+    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    assert lit.model.gee is None and lit.model.cea is None
+
+
+@pytest.mark.parametrize("hardware", options("hardware"))
+def test_hardware(hardware, tmp_path, data_dir):
+    if hardware.startswith("slurm") and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("hydra-submitit-launcher not installed (extra: slurm)")
+    cfg = compose_config("train", [f"hardware={hardware}", *quiet_overrides(tmp_path, data_dir)],
+                         return_hydra_config=hardware.startswith("slurm"))
+    if cfg.trainer.accelerator == "cpu" and not hardware.startswith("slurm"):
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+        assert trainer.precision == cfg.trainer.precision
+        assert trainer.world_size == cfg.trainer.devices or cfg.trainer.strategy == "ddp_spawn"
+    else:
+        assert cfg.trainer.accelerator in ("gpu", "cpu") and "precision" in cfg.trainer
+    if hardware.startswith("slurm"):
+        assert "submitit" in cfg.hydra.launcher._target_
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_loggers(logger, tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    cfg = compose_config("train", [f"logger={logger}", *quiet_overrides(tmp_path, data_dir)])
+    loggers = build_loggers(cfg.logger)
+    assert loggers and all(hasattr(lg, "log_metrics") for lg in loggers)
+    if "wandb" in logger:
+        import os
+
+        assert os.environ["WANDB_MODE"] == "offline"  # no key: offline instead of failing
+
+
+def test_callbacks(tmp_path, data_dir):
+    cfg = compose_config("train", quiet_overrides(tmp_path, data_dir))
+    names = {type(c).__name__ for c in build_callbacks(cfg.callbacks)}
+    assert {"ModelCheckpoint", "LearningRateMonitor"} <= names
+    assert cfg.callbacks.model_checkpoint.monitor == "val/d2s/R@1"
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug(debug, tmp_path, data_dir):
+    cfg = compose_config("train", [f"debug={debug}", *quiet_overrides(tmp_path, data_dir)])
+    instantiate(cfg.trainer, logger=False, callbacks=[])
+
+
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_hparams_search(search, tmp_path, data_dir):
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        pytest.skip("hydra-optuna-sweeper not installed (extra: optuna)")
+    cfg = compose_config("train", [f"hparams_search={search}", *quiet_overrides(tmp_path, data_dir)],
+                         return_hydra_config=True)
+    assert "optim.optimizer.lr" in cfg.hydra.sweeper.params
+
+
+def test_eval_config_composes(tmp_path, data_dir):
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "dataset.root=/elsewhere", *quiet_overrides(tmp_path, data_dir)])
+    assert cfg.ckpt_path == "x.ckpt" and cfg.dataset.root == "/elsewhere"
