@@ -26,8 +26,15 @@ def test_datasets(dataset, tmp_path, data_dir):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiments_compose_and_build_their_model(experiment, tmp_path, data_dir):
-    cfg = compose_config("train", [f"experiment={experiment}", "model.pretrained=false",
-                                   "model.backbone=test_convnext", *quiet_overrides(tmp_path, data_dir)])
+    cfg = compose_config(
+        "train",
+        [
+            f"experiment={experiment}",
+            "model.pretrained=false",
+            "model.backbone=test_convnext",
+            *quiet_overrides(tmp_path, data_dir),
+        ],
+    )
     build_datamodule(cfg.dataset)
     lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
     assert lit.model.gee is not None and lit.model.cea is not None
@@ -35,8 +42,9 @@ def test_experiments_compose_and_build_their_model(experiment, tmp_path, data_di
 
 
 def test_zero_loss_weights_build_no_branch(tmp_path, data_dir):
-    cfg = compose_config("train", ["experiment=smoke", "loss.weight_ce=0", "loss.weight_cda=0",
-                                   *quiet_overrides(tmp_path, data_dir)])
+    cfg = compose_config(
+        "train", ["experiment=smoke", "loss.weight_ce=0", "loss.weight_cda=0", *quiet_overrides(tmp_path, data_dir)]
+    )
     lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
     assert lit.model.gee is None and lit.model.cea is None
 
@@ -45,8 +53,11 @@ def test_zero_loss_weights_build_no_branch(tmp_path, data_dir):
 def test_hardware(hardware, tmp_path, data_dir):
     if hardware.startswith("slurm") and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
         pytest.skip("hydra-submitit-launcher not installed (extra: slurm)")
-    cfg = compose_config("train", [f"hardware={hardware}", *quiet_overrides(tmp_path, data_dir)],
-                         return_hydra_config=hardware.startswith("slurm"))
+    cfg = compose_config(
+        "train",
+        [f"hardware={hardware}", *quiet_overrides(tmp_path, data_dir)],
+        return_hydra_config=hardware.startswith("slurm"),
+    )
     if cfg.trainer.accelerator == "cpu" and not hardware.startswith("slurm"):
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.precision == cfg.trainer.precision
@@ -88,8 +99,9 @@ def test_debug(debug, tmp_path, data_dir):
 def test_hparams_search(search, tmp_path, data_dir):
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
         pytest.skip("hydra-optuna-sweeper not installed (extra: optuna)")
-    cfg = compose_config("train", [f"hparams_search={search}", *quiet_overrides(tmp_path, data_dir)],
-                         return_hydra_config=True)
+    cfg = compose_config(
+        "train", [f"hparams_search={search}", *quiet_overrides(tmp_path, data_dir)], return_hydra_config=True
+    )
     assert "optim.optimizer.lr" in cfg.hydra.sweeper.params
 
 

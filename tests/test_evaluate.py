@@ -24,7 +24,7 @@ def reference(q, qid, g, gid, drop):
         index = index[~np.isin(index, junk)]
         rows_good = np.flatnonzero(np.isin(index, good))
         this = np.zeros(n)
-        this[rows_good[0]:] = 1
+        this[rows_good[0] :] = 1
         ap = 0.0
         for i, r in enumerate(rows_good):
             precision = (i + 1) / (r + 1)
@@ -33,8 +33,13 @@ def reference(q, qid, g, gid, drop):
         cmc += this
         ap_sum += ap
     cmc /= len(q)
-    return {"R@1": cmc[0] * 100, "R@5": cmc[4] * 100, "R@10": cmc[9] * 100,
-            "R@1%": cmc[round(n * 0.01)] * 100, "AP": ap_sum / len(q) * 100}
+    return {
+        "R@1": cmc[0] * 100,
+        "R@5": cmc[4] * 100,
+        "R@10": cmc[9] * 100,
+        "R@1%": cmc[round(n * 0.01)] * 100,
+        "AP": ap_sum / len(q) * 100,
+    }
 
 
 def unit(x):
@@ -53,8 +58,9 @@ def test_matches_reference_on_random_problems(seed, drop):
     g = unit(centres[gid] + 0.9 * rng.normal(size=(len(gid), dim))).astype(np.float32)
     expected = reference(q, qid, g, gid, drop)
     for chunk in (1 << 24, 7 * len(gid)):  # one chunk, and chunks of 7 queries
-        got = evaluate(torch.from_numpy(q), qid, torch.from_numpy(g), gid, drop_unmatched_gallery=drop,
-                       max_chunk_elements=chunk)
+        got = evaluate(
+            torch.from_numpy(q), qid, torch.from_numpy(g), gid, drop_unmatched_gallery=drop, max_chunk_elements=chunk
+        )
         assert got == pytest.approx(expected, abs=1e-9)
 
 

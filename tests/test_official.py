@@ -69,8 +69,14 @@ def test_authors_checkpoint_loads_every_tensor(tmp_path, prefix):
     report = load_official_checkpoint(path, target)
     assert report.missing == [] and report.unexpected == [] and report.mismatched == []
     assert sorted(report.ignored) == sorted(
-        ["backbone.net.head.fc.weight", "backbone.net.head.fc.bias", "logit_scale_blocks",
-         "w_blocks1", "w_blocks2", "w_blocks3"]
+        [
+            "backbone.net.head.fc.weight",
+            "backbone.net.head.fc.bias",
+            "logit_scale_blocks",
+            "w_blocks1",
+            "w_blocks2",
+            "w_blocks3",
+        ]
     )
     assert report.logit_scale == pytest.approx(3.2)
     for key, value in source.state_dict().items():

@@ -119,8 +119,26 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
 def test_cli_writes_images_and_reports_errors_in_one_line(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert synth_main(["--layout", "university1652", "--out", str(out), "--locations", "2",
-                       "--size", "40", "--drone-per-location", "1", "--quiet", "--workers", "1"]) == 0
+    assert (
+        synth_main(
+            [
+                "--layout",
+                "university1652",
+                "--out",
+                str(out),
+                "--locations",
+                "2",
+                "--size",
+                "40",
+                "--drone-per-location",
+                "1",
+                "--quiet",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     img = Image.open(next((out / "train" / "drone").rglob("*.jpeg")))
     assert img.size == (40, 40) and img.mode == "RGB"
     assert synth_main(["--out", str(tmp_path), "--quiet"]) == 2  # tmp_path is not empty

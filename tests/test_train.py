@@ -57,8 +57,16 @@ def test_resume_from_last_checkpoint_continues(smoke_run, tmp_path, data_dir):
     out, _, _ = smoke_run
     last = out / "checkpoints" / "last.ckpt"
     first_steps = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    cfg = compose_config("train", ["experiment=smoke", f"ckpt_path={last}", "trainer.max_epochs=2", "test=false",
-                                   *quiet_overrides(tmp_path, data_dir)])
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=smoke",
+            f"ckpt_path={last}",
+            "trainer.max_epochs=2",
+            "test=false",
+            *quiet_overrides(tmp_path, data_dir),
+        ],
+    )
     train_entry.run(cfg)
     resumed = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * first_steps
@@ -69,9 +77,16 @@ def test_ddp_on_cpu_gives_the_single_process_metrics(smoke_run, tmp_path, data_d
     """Two gloo processes evaluate the same checkpoint: gathered, de-duplicated, same numbers."""
     out, metrics, _ = smoke_run
     best = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    cfg = compose_config("eval", [f"ckpt_path={best}", "hardware=ddp_cpu", "eval.plots=false",
-                                  "dataset.eval_batch_size=7",  # odd sizes: DDP pads with repeats
-                                  *quiet_overrides(tmp_path, data_dir)])
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={best}",
+            "hardware=ddp_cpu",
+            "eval.plots=false",
+            "dataset.eval_batch_size=7",  # odd sizes: DDP pads with repeats
+            *quiet_overrides(tmp_path, data_dir),
+        ],
+    )
     eval_entry.run(cfg)
     payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
     expected = {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -82,15 +97,25 @@ def run_cli(args: list[str], tmp: Path, data_dir: Path, timeout: int = 300) -> s
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, *args, f"paths.log_dir={tmp}/logs", f"paths.data_dir={data_dir}",
-         "trainer.enable_progress_bar=false"],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp,
+        [
+            sys.executable,
+            *args,
+            f"paths.log_dir={tmp}/logs",
+            f"paths.data_dir={data_dir}",
+            "trainer.enable_progress_bar=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp,
     )
 
 
 @pytest.mark.slow
 def test_two_job_sweep(tmp_path, data_dir):
-    res = run_cli(["-m", "mean_geo.train", "-m", "experiment=smoke", "seed=1,2", "eval.plots=false"], tmp_path, data_dir)
+    args = ["-m", "mean_geo.train", "-m", "experiment=smoke", "seed=1,2", "eval.plots=false"]
+    res = run_cli(args, tmp_path, data_dir)
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = sorted((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))
     assert len(jobs) == 2
@@ -99,8 +124,12 @@ def test_two_job_sweep(tmp_path, data_dir):
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_job(tmp_path, data_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    res = run_cli(["-m", "mean_geo.train", "-m", "experiment=smoke", "hardware=slurm_local", "eval.plots=false",
-                   "test=false"], tmp_path, data_dir, timeout=400)
+    res = run_cli(
+        ["-m", "mean_geo.train", "-m", "experiment=smoke", "hardware=slurm_local", "eval.plots=false", "test=false"],
+        tmp_path,
+        data_dir,
+        timeout=400,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
 

@@ -41,8 +41,11 @@ class MEANLitModule(L.LightningModule):
         self.channels_last = channels_last
         self.build_config = build_config or {}
         self.save_hyperparameters(
-            {"eval_ks": list(self.eval_ks), "drop_unmatched_gallery": drop_unmatched_gallery,
-             "build_config": self.build_config}
+            {
+                "eval_ks": list(self.eval_ks),
+                "drop_unmatched_gallery": drop_unmatched_gallery,
+                "build_config": self.build_config,
+            }
         )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -111,8 +114,9 @@ class MEANLitModule(L.LightningModule):
                 continue
             q_emb, q_ids, _ = collected[(direction, "query")]
             g_emb, g_ids, _ = collected[(direction, "gallery")]
-            result = evaluate(q_emb, q_ids, g_emb, g_ids, ks=self.eval_ks,
-                              drop_unmatched_gallery=self.drop_unmatched_gallery)
+            result = evaluate(
+                q_emb, q_ids, g_emb, g_ids, ks=self.eval_ks, drop_unmatched_gallery=self.drop_unmatched_gallery
+            )
             for key, value in result.items():
                 metrics[f"{stage}/{direction}/{key}"] = value
         # every rank computed the same numbers from the same gathered data: no sync needed

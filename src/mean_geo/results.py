@@ -65,8 +65,12 @@ def write_results(
                 qds = dm.eval_datasets[sets.index((direction, "query"))]
                 gds = dm.eval_datasets[sets.index((direction, "gallery"))]
                 plots.retrieval_strips(
-                    [qds.records[i].path for i in qidx.tolist()], qid, q,
-                    [gds.records[i].path for i in gidx.tolist()], gid, g,
+                    [qds.records[i].path for i in qidx.tolist()],
+                    qid,
+                    q,
+                    [gds.records[i].path for i in gidx.tolist()],
+                    gid,
+                    g,
                     plot_dir / f"{direction}_top5.png",
                 )
         if curves:

@@ -85,9 +85,7 @@ def scan_view_folder(folder: Path, view: str, altitude: int | None = None) -> li
     for loc in locations:
         images = sorted(p for p in loc.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise DatasetLayoutError(
-                f"{loc}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)"
-            )
+            raise DatasetLayoutError(f"{loc}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
         for img in images:
             check_image_file(img)
             records.append(ImageRecord(img, loc.name, view, altitude))
@@ -126,9 +124,7 @@ def _resolve_root(root: str | Path, marker: str, dataset: str) -> Path:
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: dataset root does not exist; expected the {dataset} folder")
     if not (root / marker).is_dir():
-        raise DatasetLayoutError(
-            f"{root}: no '{marker}' folder; expected the {dataset} root that contains it"
-        )
+        raise DatasetLayoutError(f"{root}: no '{marker}' folder; expected the {dataset} root that contains it")
     return root
 
 
@@ -156,10 +152,13 @@ def parse_altitudes(altitudes: int | str | Sequence[int] | None) -> tuple[int, .
     try:
         alts = (int(altitudes),) if isinstance(altitudes, (int, str)) else tuple(int(a) for a in altitudes)
     except (TypeError, ValueError):
-        raise DatasetLayoutError(f"altitude {altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'") from None
+        raise DatasetLayoutError(
+            f"altitude {altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'"
+        ) from None
     bad = [a for a in alts if a not in SUES200_ALTITUDES]
     if bad or not alts:
-        raise DatasetLayoutError(f"altitude {', '.join(map(str, bad or alts))}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
+        shown = ", ".join(map(str, bad or alts))
+        raise DatasetLayoutError(f"altitude {shown}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
     return alts
 
 

@@ -85,9 +85,7 @@ class LocationUniqueBatchSampler(Sampler[list[int]]):
 
     def _global_batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
-            batches = location_unique_batches(
-                self.labels, self.batch_size * self.num_replicas, self.seed, self.epoch
-            )
+            batches = location_unique_batches(self.labels, self.batch_size * self.num_replicas, self.seed, self.epoch)
             self._cache = (self.epoch, batches)
         return self._cache[1]
 

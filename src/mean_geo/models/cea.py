@@ -66,9 +66,7 @@ class MultiLevelFusion(nn.Module):
 class CrossDomainEnhancedAlignment(nn.Module):
     """``(B, C, H, W) -> (B, out_dim, H·W)``: project, L2-normalise over channels, calibrate, fuse."""
 
-    def __init__(
-        self, channels: int, proj_dim: int = 256, out_dim: int = 512, double_softmax: bool = True
-    ) -> None:
+    def __init__(self, channels: int, proj_dim: int = 256, out_dim: int = 512, double_softmax: bool = True) -> None:
         super().__init__()
         self.projection = SparseProjection(channels, 2 * channels, proj_dim)
         self.calibration = AdaptiveCalibration(proj_dim, double_softmax=double_softmax)

@@ -97,5 +97,5 @@ class GlobalExtensionEmbedding(nn.Module):
         self.global_head = ClassifierHead(channels, num_classes, channel_axis_conv=channel_axis_conv)
 
     def forward(self, fmap: torch.Tensor, pooled: torch.Tensor) -> list[torch.Tensor]:
-        local = [head(y.mean(dim=(-2, -1))) for head, y in zip(self.local_heads, self.deg(fmap))]
+        local = [head(y.mean(dim=(-2, -1))) for head, y in zip(self.local_heads, self.deg(fmap), strict=True)]
         return [*local, self.global_head(pooled)]

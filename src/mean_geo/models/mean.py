@@ -60,9 +60,7 @@ class MEAN(nn.Module):
         self.embedding_dim = dim
         self.pee = ProgressiveExtensionEmbedding(self.backbone.stage_channels, dim) if pee == "multiscale" else None
         self.gee = GlobalExtensionEmbedding(dim, num_classes, num_local, channel_axis_heads) if use_gee else None
-        self.cea = (
-            CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
-        )
+        self.cea = CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.pee is None:

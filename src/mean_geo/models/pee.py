@@ -28,6 +28,6 @@ class ProgressiveExtensionEmbedding(nn.Module):
 
     def forward(self, stages: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         extension = torch.zeros_like(pooled)
-        for proj, fmap in zip(self.projections, stages):
+        for proj, fmap in zip(self.projections, stages[:-1], strict=True):
             extension = extension + proj(fmap.mean(dim=(-2, -1)))  # progressive: shallow → deep
         return pooled + extension

@@ -86,8 +86,11 @@ def _coarse_max(height: np.ndarray, block: int) -> np.ndarray:
     m = height.shape[0] // block * block
     coarse = height[:m, :m].reshape(m // block, block, m // block, block).max(axis=(1, 3))
     padded = np.pad(coarse, 1)
-    shifts = [padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
-              for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+    shifts = [
+        padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+    ]
     return np.max(shifts, axis=0)
 
 

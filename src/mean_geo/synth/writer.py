@@ -142,15 +142,15 @@ def _write_u1652(root: Path, loc: str, role: str, imgs: dict[str, list[bytes]]) 
     drone_names = [f"image-{k + 1:02d}.jpeg" for k in range(len(drones))]
     if role == "train":
         _write(root / "train" / "satellite" / loc / f"{loc}.jpg", sat)
-        for name, data in zip(drone_names, drones):
+        for name, data in zip(drone_names, drones, strict=True):
             _write(root / "train" / "drone" / loc / name, data)
         return
     _write(root / "test" / "gallery_satellite" / loc / f"{loc}.jpg", sat)
-    for name, data in zip(drone_names, drones):
+    for name, data in zip(drone_names, drones, strict=True):
         _write(root / "test" / "gallery_drone" / loc / name, data)
     if role == "test":
         _write(root / "test" / "query_satellite" / loc / f"{loc}.jpg", sat)
-        for name, data in zip(drone_names, drones):
+        for name, data in zip(drone_names, drones, strict=True):
             _write(root / "test" / "query_drone" / loc / name, data)
 
 
@@ -211,7 +211,7 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
         with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
             results = pool.map(_render_job, args, chunksize=1)
             for (loc, role), imgs in tqdm(
-                zip(jobs, results), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
+                zip(jobs, results, strict=True), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
             ):
                 if spec.layout == "university1652":
                     _write_u1652(tmp, loc, role, imgs)
