@@ -25,7 +25,7 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.backbone.weights_file={path}: no such file")
+            raise ConfigError(f"model.weights_file={path}: no such file")
         # timm's pretrained loader handles the key remapping and drops the 1000-class head
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     else:
@@ -34,13 +34,13 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
         return timm.create_model(name, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
-            raise ConfigError(f"model.backbone.name={name}: not a timm model ({exc})") from None
+            raise ConfigError(f"model.backbone={name}: not a timm model ({exc})") from None
         raise
     except OSError as exc:  # hub offline / not cached (huggingface_hub errors subclass OSError)
         raise ConfigError(
             f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); either put them in "
-            "the Hugging Face hub cache (run once online), or pass model.backbone.weights_file=/path/to/"
-            "weights.safetensors|.pth, or set model.backbone.pretrained=false"
+            "the Hugging Face hub cache (run once online), or pass model.weights_file=/path/to/"
+            "weights.safetensors|.pth, or set model.pretrained=false"
         ) from None
 
 
@@ -52,7 +52,7 @@ class ConvNeXtBackbone(nn.Module):
         self.name = name
         self.net = create_timm_backbone(name, pretrained, weights_file)
         if not all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre", "forward_head")):
-            raise ConfigError(f"model.backbone.name={name}: expected a ConvNeXt-style timm model")
+            raise ConfigError(f"model.backbone={name}: expected a ConvNeXt-style timm model")
         self.num_features: int = self.net.num_features
         self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
 

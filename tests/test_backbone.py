@@ -1,0 +1,40 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from mean_geo.errors import ConfigError
+from mean_geo.models.backbone import ConvNeXtBackbone
+
+
+def test_random_init_returns_last_map_and_pooled_vector():
+    net = ConvNeXtBackbone("test_convnext")
+    fmap, pooled, stages = net(torch.randn(2, 3, 64, 64), return_stages=True)
+    assert fmap.shape == (2, 64, 2, 2) and pooled.shape == (2, 64)
+    assert [s.shape[1] for s in stages] == net.stage_channels == [24, 32, 48, 64]
+    # pooled = the pretrained-style head norm applied to the spatial mean of the last map
+    expected = torch.nn.functional.layer_norm(
+        fmap.mean((2, 3)), (64,), net.net.head.norm.weight, net.net.head.norm.bias
+    )
+    assert torch.allclose(pooled, expected, atol=1e-5)
+
+
+def test_local_weights_file_is_loaded_and_the_imagenet_head_dropped(tmp_path):
+    torch.manual_seed(3)
+    source = timm.create_model("test_convnext", num_classes=1000)
+    path = tmp_path / "convnext.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    net = ConvNeXtBackbone("test_convnext", weights_file=str(path))
+    ours = net.net.state_dict()
+    assert not any(k.startswith("head.fc") for k in ours)
+    for key, value in ours.items():
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_bad_backbone_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        ConvNeXtBackbone("test_convnext", weights_file=str(tmp_path / "missing.pth"))
+    with pytest.raises(ConfigError, match="not a timm model"):
+        ConvNeXtBackbone("convnext_gigantic_nonexistent")
+    with pytest.raises(ConfigError, match="ConvNeXt-style"):
+        ConvNeXtBackbone("resnet18")
