@@ -113,3 +113,18 @@ def test_r1_percent_reads_the_cmc_at_round_of_one_percent():
     at11 = evaluate(q, [11], g, list(range(n)), drop_unmatched_gallery=False)
     assert at10["R@1%"] == 100.0 and at10["R@10"] == 0.0
     assert at11["R@1%"] == 0.0
+
+
+@pytest.mark.parametrize("direct_max", [0, 1000])  # binary-search path and direct-count path
+def test_positive_ranks_equal_the_stable_sort_with_many_ties(direct_max):
+    from mean_geo.retrieval.evaluate import positive_ranks
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (6, 40), generator=gen).float()  # heavy ties
+    good = torch.rand(6, 40, generator=gen) < 0.3
+    rows, ranks = positive_ranks(scores, good, max_elements=64, direct_max_positives=direct_max)
+    order = np.argsort(-scores.numpy(), axis=1, kind="stable")
+    position = np.argsort(order, axis=1)  # rank of each gallery item in its row
+    r, c = np.nonzero(good.numpy())
+    assert rows.tolist() == r.tolist()
+    assert ranks.tolist() == position[r, c].tolist()

@@ -13,7 +13,10 @@ Protocol (the official ``evaluate_gpu.py`` / Sample4Geo ``evaluate``; anchors §
 - AP = Σ_i ½ (P_before(i) + P_at(i)) / n_good over the positives, with P_at(i) = i / (r_i + 1),
   P_before(i) = (i − 1) / r_i or 1 when r_i = 0 (r_i the 0-based rank of the i-th positive);
 - a query without any positive counts as a miss with AP 0 (it stays in the denominator).
-Queries are processed in chunks so the score matrix never exceeds ``max_chunk_elements``.
+Queries are processed in chunks so the score matrix never exceeds ``max_chunk_elements``, and only
+the positives are ranked: a positive's 0-based rank is the number of gallery items scoring higher,
+plus the tied ones earlier in the gallery (exactly the stable sort of the official code), counted
+directly when queries have few positives (D→S) or by binary search in each sorted row otherwise.
 """
 
 from __future__ import annotations
@@ -59,26 +62,74 @@ def evaluate(
     n_gallery = g.shape[0]
     chunk = max(1, max_chunk_elements // max(n_gallery, 1))
 
-    first_rank = torch.empty(q.shape[0], dtype=torch.long, device=device)
-    ap = torch.empty(q.shape[0], dtype=torch.float64, device=device)
-    ranks = torch.arange(n_gallery, device=device, dtype=torch.float64)
-    no_hit = n_gallery + full_gallery  # beyond any K
+    first_rank = torch.full((q.shape[0],), n_gallery + full_gallery, dtype=torch.long, device=device)
+    ap = torch.zeros(q.shape[0], dtype=torch.float64, device=device)
     for start in range(0, q.shape[0], chunk):
         end = min(start + chunk, q.shape[0])
         scores = q[start:end] @ g.T
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        good = gid[order] == qid[start:end, None]  # (c, G) in ranked order
+        good = gid[None, :] == qid[start:end, None]
+        rows, ranks = positive_ranks(scores, good, max_chunk_elements)
+        if rows.numel() == 0:
+            continue
         n_good = good.sum(dim=1)
-        first = good.to(torch.uint8).argmax(dim=1)
-        first_rank[start:end] = torch.where(n_good > 0, first, torch.full_like(first, no_hit))
-        # AP, vectorised over the positives of every query of the chunk
-        i = good.cumsum(dim=1).to(torch.float64)  # 1-based index of each positive
-        p_at = i / (ranks + 1)
-        p_before = torch.where(ranks > 0, (i - 1) / ranks.clamp(min=1), torch.ones_like(i))
-        summed = ((p_at + p_before) * good).sum(dim=1) / 2
-        ap[start:end] = torch.where(n_good > 0, summed / n_good.clamp(min=1), torch.zeros_like(summed))
+        # order the positives of each query by rank: the i-th positive has rank r_i
+        order = torch.argsort(rows * (n_gallery + 1) + ranks)
+        rows, r = rows[order], ranks[order].to(torch.float64)
+        row_start = torch.cumsum(n_good, 0) - n_good
+        i = (torch.arange(rows.numel(), device=device) - row_start[rows] + 1).to(torch.float64)
+        p_at = i / (r + 1)
+        p_before = torch.where(r > 0, (i - 1) / r.clamp(min=1), torch.ones_like(r))
+        contrib = (p_at + p_before) / (2 * n_good[rows].to(torch.float64))
+        ap[start:end] = torch.zeros(end - start, dtype=torch.float64, device=device).index_add_(0, rows, contrib)
+        first = torch.full((end - start,), n_gallery + full_gallery, dtype=torch.long, device=device)
+        first_rank[start:end] = first.scatter_reduce(0, rows, ranks, reduce="amin")
 
     out = {f"R@{k}": 100.0 * (first_rank < k).double().mean().item() for k in ks}
     out["R@1%"] = 100.0 * (first_rank <= one_percent).double().mean().item()
     out["AP"] = 100.0 * ap.mean().item()
     return out
+
+
+def positive_ranks(
+    scores: torch.Tensor, good: torch.Tensor, max_elements: int = 1 << 24, direct_max_positives: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based rank of every positive in its row's stable descending order.
+
+    ``scores, good: (c, G)``.  Returns (row of each positive, its rank), positives in row-major order.
+    """
+    rows, cols = good.nonzero(as_tuple=True)
+    n = scores.shape[1]
+    if rows.numel() == 0:
+        return rows, rows
+    pos_scores = scores[rows, cols]
+    block = max(1, max_elements // n)
+    columns = torch.arange(n, device=rows.device)
+
+    def earlier_ties(sel: torch.Tensor) -> torch.Tensor:
+        """Items with exactly the positive's score that come before it in the gallery."""
+        same = scores[rows[sel]] == pos_scores[sel, None]
+        return (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
+
+    if int(good.sum(dim=1).max()) <= direct_max_positives:
+        ranks = torch.empty_like(rows)
+        for b in range(0, rows.numel(), block):
+            sel = torch.arange(b, min(b + block, rows.numel()), device=rows.device)
+            ranks[sel] = (scores[rows[sel]] > pos_scores[sel, None]).sum(dim=1) + earlier_ties(sel)
+        return rows, ranks
+    # many positives per query (S→D): binary search of every positive's score in its ascending-sorted row
+    n_good = good.sum(dim=1)
+    width = int(n_good.max())
+    row_start = torch.cumsum(n_good, 0) - n_good
+    slot = torch.arange(rows.numel(), device=rows.device) - row_start[rows]
+    padded = torch.full((scores.shape[0], width), float("inf"), dtype=scores.dtype, device=scores.device)
+    padded[rows, slot] = pos_scores
+    ascending = torch.sort(scores, dim=1).values
+    right = torch.searchsorted(ascending, padded, right=True)[rows, slot]
+    left = torch.searchsorted(ascending, padded, right=False)[rows, slot]
+    ranks = n - right
+    # stable order: equal scores earlier in the gallery rank first (rare with real embeddings)
+    tied = torch.nonzero((right - left) > 1).flatten()
+    for b in range(0, tied.numel(), block):
+        sel = tied[b : b + block]
+        ranks[sel] += earlier_ties(sel)
+    return rows, ranks
