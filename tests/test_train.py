@@ -162,3 +162,21 @@ def test_eval_refuses_a_foreign_checkpoint(tmp_path, data_dir):
 def test_bad_override_names_the_key(tmp_path, data_dir):
     res = run_cli(["-m", "mean_geo.train", "experiment=smoke", "model.no_such_knob=3"], tmp_path, data_dir)
     assert res.returncode != 0 and "model.no_such_knob" in res.stderr
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials(tmp_path, data_dir):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = [
+        "-m",
+        "mean_geo.train",
+        "-m",
+        "hparams_search=optuna",
+        "experiment=smoke",
+        "hydra.sweeper.n_trials=2",
+        "eval.plots=false",
+    ]
+    res = run_cli(args, tmp_path, data_dir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))) == 2
+    assert "Best value" in res.stdout + res.stderr
