@@ -52,3 +52,14 @@ def quiet_overrides(tmp, data_dir) -> list[str]:
         "trainer.enable_progress_bar=false",
     ]
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, data_dir):
+    """One real `experiment=smoke` training run shared by the tests that inspect its outputs."""
+    from mean_geo import train as train_entry
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    cfg = compose_config("train", ["experiment=smoke", *quiet_overrides(tmp, data_dir)])
+    metrics = train_entry.run(cfg)
+    return tmp / "out", metrics, cfg

@@ -16,14 +16,6 @@ from tests.conftest import compose_config, quiet_overrides
 KEYS = ("R@1", "R@5", "R@10", "R@1%", "AP")
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, data_dir):
-    tmp = tmp_path_factory.mktemp("smoke")
-    cfg = compose_config("train", ["experiment=smoke", *quiet_overrides(tmp, data_dir)])
-    metrics = train_entry.run(cfg)
-    return tmp / "out", metrics, cfg
-
-
 def test_smoke_run_writes_metrics_plots_and_checkpoints(smoke_run):
     out, metrics, _ = smoke_run
     payload = json.loads((out / "metrics.json").read_text())
@@ -39,6 +31,10 @@ def test_smoke_run_writes_metrics_plots_and_checkpoints(smoke_run):
         assert (out / "plots" / name).stat().st_size > 1000
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert Path(payload["best_checkpoint"]).is_file()
+    rows = (out / "predictions_d2s.csv").read_text().splitlines()
+    assert rows[0].startswith("query,location,correct_at_1") and len(rows) == 1 + 5 * 4 * 3  # 5 places x 4 alt x 3
+    hits = sum(int(r.split(",")[2]) for r in rows[1:]) / (len(rows) - 1)
+    assert 100 * hits == pytest.approx(metrics["test/d2s/R@1"])
     # the smoke world holds 5 held-out places: with the MEAN protocol the D2S gallery is those 5
     assert payload["recall_curve"]["d2s"][4] == 100.0
 

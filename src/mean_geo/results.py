@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -29,6 +30,27 @@ def metrics_table(metrics: dict[str, float], stage: str = "test") -> Table:
     return table
 
 
+def write_predictions(path: Path, query_paths, query_ids, query_emb, gallery_paths, gallery_ids, gallery_emb, k=5):
+    """One CSV row per query: its place, the top-k places retrieved with scores, hit@1 (for failure
+    analysis: ``notebooks/02_results.ipynb`` reads it)."""
+    scores, top = (query_emb.float() @ gallery_emb.float().T).topk(min(k, len(gallery_paths)), dim=1)
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["query", "location", "correct_at_1", "top_locations", "top_scores", "top1_image"])
+        for i, qpath in enumerate(query_paths):
+            ids = [int(gallery_ids[j]) for j in top[i].tolist()]
+            out.writerow(
+                [
+                    str(qpath),
+                    int(query_ids[i]),
+                    int(ids[0] == int(query_ids[i])),
+                    " ".join(map(str, ids)),
+                    " ".join(f"{v:.4f}" for v in scores[i].tolist()),
+                    str(gallery_paths[top[i, 0]]),
+                ]
+            )
+
+
 def write_results(
     out_dir: Path,
     lit: MEANLitModule,
@@ -37,7 +59,7 @@ def write_results(
     make_plots: bool = True,
     stage: str = "test",
 ) -> dict:
-    """metrics.json (+ plots) from the module's last evaluation; returns what was written."""
+    """metrics.json, predictions_<direction>.csv (+ plots) from the module's last evaluation."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -48,39 +70,31 @@ def write_results(
         },
         **(extra or {}),
     }
-    emb = lit.last_embeddings
-    sets = dm.eval_sets
-    if make_plots and emb:
-        plot_dir = out_dir / "plots"
+    emb, sets = lit.last_embeddings, dm.eval_sets
+    plot_dir = out_dir / "plots"
+    if make_plots:
         plot_dir.mkdir(exist_ok=True)
-        curves = {}
-        for direction in dict.fromkeys(d for d, _ in sets):
-            if (direction, "query") in emb and (direction, "gallery") in emb:
-                q, qid, qidx = emb[(direction, "query")]
-                g, gid, gidx = emb[(direction, "gallery")]
-                curves[direction] = (q, qid, g, gid)
-                if lit.drop_unmatched_gallery:  # show the gallery the metrics were computed on
-                    keep = torch.isin(gid, qid)
-                    g, gid, gidx = g[keep], gid[keep], gidx[keep]
-                qds = dm.eval_datasets[sets.index((direction, "query"))]
-                gds = dm.eval_datasets[sets.index((direction, "gallery"))]
-                plots.retrieval_strips(
-                    [qds.records[i].path for i in qidx.tolist()],
-                    qid,
-                    q,
-                    [gds.records[i].path for i in gidx.tolist()],
-                    gid,
-                    g,
-                    plot_dir / f"{direction}_top5.png",
-                )
-        if curves:
-            payload["recall_curve"] = plots.recall_curve(
-                curves, plot_dir / "recall_at_k.png", drop_unmatched_gallery=lit.drop_unmatched_gallery
-            )
-        if ("d2s", "query") in emb and ("d2s", "gallery") in emb:
-            q, qid, _ = emb[("d2s", "query")]
-            g, gid, _ = emb[("d2s", "gallery")]
-            plots.embedding_map(q, qid, g, gid, plot_dir / "embeddings_2d.png")
+    curves = {}
+    for direction in dict.fromkeys(d for d, _ in sets):
+        if (direction, "query") not in emb or (direction, "gallery") not in emb:
+            continue
+        q, qid, qidx = emb[(direction, "query")]
+        g, gid, gidx = emb[(direction, "gallery")]
+        curves[direction] = (q, qid, g, gid)
+        if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
+            keep = torch.isin(gid, qid)
+            g, gid, gidx = g[keep], gid[keep], gidx[keep]
+        q_paths = [dm.eval_datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
+        g_paths = [dm.eval_datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
+        write_predictions(out_dir / f"predictions_{direction}.csv", q_paths, qid, q, g_paths, gid, g)
+        if make_plots:
+            plots.retrieval_strips(q_paths, qid, q, g_paths, gid, g, plot_dir / f"{direction}_top5.png")
+    if make_plots and curves:
+        payload["recall_curve"] = plots.recall_curve(
+            curves, plot_dir / "recall_at_k.png", drop_unmatched_gallery=lit.drop_unmatched_gallery
+        )
+        if "d2s" in curves:
+            plots.embedding_map(*curves["d2s"], plot_dir / "embeddings_2d.png")
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
     Console().print(metrics_table(lit.last_metrics, stage))
     return payload
