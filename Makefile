@@ -13,6 +13,7 @@ help:
 	@echo "make train   - set up, then train MEAN on the embedded synthetic world (experiment=demo)"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make smoke   - the one-minute pipeline check (experiment=smoke)"
+	@echo "make bench   - benchmarks -> bench/results.json (MEAN_REF=/path/to/authors/MEAN to compare)"
 	@echo "make lint    - ruff"
 	@echo "make install - only set up .venv"
 
@@ -35,6 +36,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m mean_geo.bench $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -1,0 +1,162 @@
+"""``python -m mean_geo.bench``: training/embedding speed, evaluation vs the official loop, large-gallery
+search, and (with ``MEAN_REF``) the authors' model side by side.  Prints a table and writes
+``bench/results.json``.  Every case runs in a fresh process so its peak memory is its own; ratios
+compare numbers measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from mean_geo.bench import cases
+from mean_geo.bench.timing import machine
+
+
+def plan(quick: bool, gpu: bool) -> list[tuple[str, str, dict]]:
+    """(name, case function, kwargs) in run order."""
+    if quick:  # seconds, for the test suite: tiny backbone and problems
+        bb = {"backbone": "test_convnext", "repeats": 1}
+        return [
+            ("train 64px fp32", "train_step", {"image_size": 64, "precision": "fp32", "batch": 4, **bb}),
+            ("train 64px bf16", "train_step", {"image_size": 64, "precision": "bf16", "batch": 4, **bb}),
+            ("embed 64px fp32", "embed", {"image_size": 64, "precision": "fp32", "batch": 8, **bb}),
+            ("eval 300x60", "evaluation", {"n_query": 300, "n_gallery": 60, "positives": 1, "repeats": 1}),
+            ("eval 20x600", "evaluation", {"n_query": 20, "n_gallery": 600, "positives": 6, "repeats": 1}),
+            ("search 20k top-10", "search", {"n_gallery": 20_000, "n_query": 100, "backend": "torch"}),
+        ]
+    batch = 16 if gpu else 4
+    precisions = ["fp32", "bf16", "fp16"] if gpu else ["fp32", "bf16"]
+    out = []
+    for size in (256, 384):
+        for p in precisions:
+            out.append((f"train {size}px {p}", "train_step", {"image_size": size, "precision": p, "batch": batch}))
+        out.append(
+            (
+                f"train {size}px bf16+channels_last",
+                "train_step",
+                {"image_size": size, "precision": "bf16", "batch": batch, "channels_last": True},
+            )
+        )
+    eb = 64 if gpu else 16
+    for p, cl in (("fp32", False), ("bf16", False), ("bf16", True), ("fp32", True)):
+        name = f"embed 384px {p}{'+channels_last' if cl else ''}"
+        out.append((name, "embed", {"image_size": 384, "precision": p, "batch": eb, "channels_last": cl}))
+    out += [
+        ("eval U1652 D2S 37855x951", "evaluation", {"n_query": 37_855, "n_gallery": 951, "positives": 1}),
+        ("eval U1652 S2D 701x51355", "evaluation", {"n_query": 701, "n_gallery": 51_355, "positives": 54}),
+        ("search 1M top-10 torch fp32", "search", {"n_gallery": 1_000_000, "n_query": 1000, "backend": "torch"}),
+        (
+            "search 1M top-10 torch bf16",
+            "search",
+            {"n_gallery": 1_000_000, "n_query": 1000, "backend": "torch", "dtype": "bf16"},
+        ),
+        ("search 1M top-10 faiss", "search", {"n_gallery": 1_000_000, "n_query": 1000, "backend": "faiss"}),
+    ]
+    for p in ("fp32", "bf16") if not gpu else ("fp16", "bf16"):
+        out.append(
+            (f"authors' train 256px {p}", "reference_train_step", {"image_size": 256, "batch": batch, "precision": p})
+        )
+    return out
+
+
+def run_case(fn: str, kwargs: dict) -> dict:
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            return pool.submit(getattr(cases, fn), **kwargs).result()
+        except Exception as exc:  # noqa: BLE001 - one failing line must not lose the others
+            return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def ratios(results: dict) -> dict:
+    """Side-by-side ratios of lines measured in this run."""
+    out = {}
+
+    def get(name, key):
+        return results.get(name, {}).get(key)
+
+    for size in (64, 256, 384):
+        base = get(f"train {size}px fp32", "images_per_s")
+        for variant in ("bf16", "fp16", "bf16+channels_last"):
+            v = get(f"train {size}px {variant}", "images_per_s")
+            if base and v:
+                out[f"train {size}px {variant} / fp32"] = v / base
+    for name, res in results.items():
+        if name.startswith("eval") and "speedup" in res:
+            out[f"{name}: ours vs official loop"] = res["speedup"]
+    for p in ("fp32", "bf16", "fp16"):
+        theirs = get(f"authors' train 256px {p}", "pairs_per_s")
+        ours = get(f"train 256px {p}", "pairs_per_s")
+        best = max((r.get("pairs_per_s", 0) for n, r in results.items() if n.startswith("train 256px")), default=0)
+        if theirs and ours:
+            out[f"train 256px {p}: ours / authors'"] = ours / theirs
+            out[f"train 256px: our best setting / authors' {p}"] = best / theirs
+    return out
+
+
+def table(results: dict, ratio: dict) -> Table:
+    t = Table(title="mean_geo benchmarks")
+    for col in ("case", "median", "throughput", "peak RSS MB", "note"):
+        t.add_column(col, justify="left" if col in ("case", "note") else "right")
+    for name, r in results.items():
+        if "skipped" in r or "error" in r:
+            t.add_row(name, "-", "-", "-", r.get("skipped") or r.get("error"))
+            continue
+        median = r.get("median_s", r.get("ours_s"))
+        thr = (
+            f"{r['images_per_s']:.1f} img/s"
+            if "images_per_s" in r
+            else f"{r['pairs_per_s']:.2f} pairs/s"
+            if "pairs_per_s" in r
+            else ""
+        )
+        note = f"official loop {r['official_loop_s']:.2f} s, x{r['speedup']:.0f}" if "speedup" in r else ""
+        t.add_row(name, f"{median:.3f} s", thr, f"{r.get('peak_rss_mb', 0):.0f}", note)
+    t.add_section()
+    for name, value in ratio.items():
+        t.add_row(name, "", f"x{value:.2f}", "", "ratio, same run")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mean_geo.bench", description=__doc__)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks the suite runs")
+    p.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
+    args = p.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    results: dict = {}
+    start = time.perf_counter()
+    for name, fn, kwargs in plan(args.quick, gpu):
+        if args.only and not any(s in name for s in args.only):
+            continue
+        print(f"[bench] {name} ...", flush=True)
+        results[name] = {"case": fn, "args": kwargs, **run_case(fn, kwargs)}
+    ratio = ratios(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": machine(),
+        "device": "cuda" if gpu else "cpu",
+        "quick": args.quick,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "results": results,
+        "ratios": ratio,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    Console().print(table(results, ratio))
+    print(f"wrote {out}")
+    return 0 if not any("error" in r for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Benchmark cases.  Each runs in its own process (see ``__main__``) so its peak memory is its own."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mean_geo.bench.timing import median_time, peak_memory_mb
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _autocast(precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(DEVICE, dtype=dtype)
+
+
+def _model(backbone: str, num_classes: int = 120):
+    from mean_geo.losses import MEANLoss
+    from mean_geo.models.mean import MEAN
+
+    torch.manual_seed(0)
+    return MEAN(num_classes, backbone=backbone).to(DEVICE), MEANLoss().to(DEVICE)
+
+
+def train_step(
+    image_size: int,
+    precision: str,
+    batch: int,
+    channels_last: bool = False,
+    backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
+    repeats: int = 3,
+) -> dict:
+    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s."""
+    model, loss = _model(backbone)
+    model.train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    params = [*model.parameters(), *loss.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
+    drone = torch.randn(batch, 3, image_size, image_size, device=DEVICE).to(memory_format=memory_format)
+    sat = torch.randn_like(drone)
+    labels = torch.arange(batch, device=DEVICE)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with _autocast(precision):
+            total = loss(model(drone), model(sat), labels)["loss"]
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    t = median_time(step, repeats=repeats)
+    return {**t, "pairs_per_s": batch / t["median_s"], "images_per_s": 2 * batch / t["median_s"], **peak_memory_mb()}
+
+
+def embed(
+    image_size: int,
+    precision: str,
+    batch: int,
+    channels_last: bool = False,
+    backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
+    repeats: int = 3,
+) -> dict:
+    """Inference embedding throughput (what gallery indexing and evaluation cost)."""
+    model, _ = _model(backbone)
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(batch, 3, image_size, image_size, device=DEVICE).to(memory_format=memory_format)
+
+    def run():
+        with torch.inference_mode(), _autocast(precision):
+            model(x)
+
+    t = median_time(run, repeats=repeats)
+    return {**t, "images_per_s": batch / t["median_s"], **peak_memory_mb()}
+
+
+def _problem(n_query: int, n_gallery: int, positives: int, dim: int = 768, seed: int = 0):
+    """Random unit embeddings with University-1652-like labels: ``positives`` gallery items per
+    place, queries drawn from the first 701 places (the rest are distractor places)."""
+    rng = np.random.default_rng(seed)
+    gl = np.arange(n_gallery) // positives
+    ql = rng.integers(0, min(701, gl.max() + 1), size=n_query)
+    centres = rng.standard_normal((gl.max() + 1, dim)).astype(np.float32)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    qf = unit(centres[ql] + 1.5 * rng.standard_normal((n_query, dim)).astype(np.float32))
+    gf = unit(centres[gl] + 1.5 * rng.standard_normal((n_gallery, dim)).astype(np.float32))
+    return qf, ql, gf, gl
+
+
+def evaluation(n_query: int, n_gallery: int, positives: int, repeats: int = 3) -> dict:
+    """Our batched evaluator vs the official per-query loop on the same problem; metrics must agree."""
+    from mean_geo.bench.official_eval import official_evaluate
+    from mean_geo.retrieval.evaluate import evaluate
+
+    qf, ql, gf, gl = _problem(n_query, n_gallery, positives)
+    tq, tg = torch.from_numpy(qf).to(DEVICE), torch.from_numpy(gf).to(DEVICE)
+    ours = median_time(lambda: evaluate(tq, ql, tg, gl), repeats=repeats)
+    ref = median_time(lambda: official_evaluate(qf, ql, gf, gl), repeats=1, warmup=0)
+    got, expected = evaluate(tq, ql, tg, gl), official_evaluate(qf, ql, gf, gl)
+    agree = all(abs(got[k] - expected[k]) < 1e-6 for k in expected)
+    if not agree:
+        raise AssertionError(f"metrics differ: ours {got} vs official loop {expected}")
+    return {
+        "ours_s": ours["median_s"],
+        "official_loop_s": ref["median_s"],
+        "speedup": ref["median_s"] / ours["median_s"],
+        "metrics": got,
+        "metrics_equal": agree,
+        **peak_memory_mb(),
+    }
+
+
+def search(n_gallery: int, n_query: int, backend: str, dtype: str = "fp32", repeats: int = 1) -> dict:
+    """Exact top-10 of ``n_query`` queries in a gallery of ``n_gallery`` 768-d embeddings."""
+    from mean_geo.retrieval.search import topk_search
+
+    gen = torch.Generator().manual_seed(0)
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    gallery = torch.nn.functional.normalize(torch.randn(n_gallery, 768, generator=gen), dim=1).to(torch_dtype)
+    query = torch.nn.functional.normalize(torch.randn(n_query, 768, generator=gen), dim=1).to(torch_dtype)
+    gallery, query = gallery.to(DEVICE), query.to(DEVICE)
+    t = median_time(lambda: topk_search(query, gallery, k=10, backend=backend), repeats=repeats, warmup=0)
+    return {**t, **peak_memory_mb()}
+
+
+def reference_train_step(image_size: int, batch: int, precision: str, repeats: int = 3) -> dict:
+    """The authors' model (imported from the user's checkout in MEAN_REF) with their three losses.
+
+    Skipped (a reason is returned) when MEAN_REF is unset or their code cannot be imported; their
+    backbone asks timm for pretrained weights, which is turned off here (no download needed).
+    """
+    ref = os.environ.get("MEAN_REF")
+    if not ref or not Path(ref, "sample4geo").is_dir():
+        return {"skipped": "set MEAN_REF=/path/to/a/checkout/of/ISChenawei/MEAN"}
+    sys.path.insert(0, ref)
+    try:
+        import timm
+
+        real_create = timm.models.create_model
+
+        def no_download(*args, **kwargs):
+            kwargs["pretrained"] = False
+            return real_create(*args, **kwargs)
+
+        make_model = importlib.import_module("sample4geo.hand_convnext.ConvNext.make_model")
+        make_model.create_model = no_download
+        net = (
+            importlib.import_module("sample4geo.hand_convnext.model")
+            .two_view_net(120, block=2, return_f=True)
+            .to(DEVICE)
+        )
+    except Exception as exc:  # noqa: BLE001 - their checkout, their errors: report and skip
+        return {"skipped": f"authors' code did not import: {type(exc).__name__}: {exc}"[:300]}
+    from mean_geo.losses import CDALoss, IdentityLoss, InfoNCELoss
+
+    infonce, ce, cda = InfoNCELoss(), IdentityLoss(), CDALoss()
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
+    drone = torch.randn(batch, 3, image_size, image_size, device=DEVICE)
+    sat = torch.randn_like(drone)
+    labels = torch.arange(batch, device=DEVICE)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with _autocast(precision):
+            (a1, cls1, _, gap1, _), (a2, cls2, _, gap2, _) = net(sat, drone)
+            total = infonce(gap1, gap2) + 0.1 * (ce(cls1, labels) + ce(cls2, labels)) + 1.3 * cda(a1, a2)
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    t = median_time(step, repeats=repeats)
+    return {**t, "pairs_per_s": batch / t["median_s"], **peak_memory_mb()}
