@@ -89,3 +89,18 @@ def test_released_head_bottleneck_ignores_channel_order():
     rel = lambda m: ((m(x) - m(x[:, perm])).norm() / m(x).norm()).item()  # noqa: E731
     assert rel(conv) < 0.1  # only edge effects of the zero padding
     assert rel(lin) > 0.5
+
+
+def test_fast_bottleneck_equals_the_released_convolutions():
+    torch.manual_seed(0)
+    fusion = MultiScaleDilatedFusion(768, 512, channel_axis_conv=True)
+    x = torch.randn(5, 768, requires_grad=True)
+    s = x.unsqueeze(1)
+    convs = [*(conv(s) for conv in fusion.dilated), torch.nn.functional.relu(fusion.pointwise(s))]
+    reference = torch.cat(convs, dim=1).mean(dim=-1)
+    fast = fusion(x)
+    assert fast.shape == (5, 512)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    grads = torch.autograd.grad(fast.sum(), [x, *fusion.parameters()])
+    ref_grads = torch.autograd.grad(reference.sum(), [x, *fusion.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref_grads, strict=True))

