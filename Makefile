@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # torch 2.14.1 + torchvision 0.29.1: the pair that installs and imports together on our machines
 TORCH   := torch==2.14.1 torchvision==0.29.1
-EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna
+EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx
 
 .PHONY: help install train smoke test test-fast lint bench clean
 

@@ -1,0 +1,125 @@
+"""Where a satellite tile is: coordinates of its centre from the sources users actually have.
+
+Looked up in this order, first hit wins:
+1. a CSV with a header ``path,lat,lon`` (path relative to the gallery folder, or absolute, or a bare
+   file name);
+2. GeoTIFF tags in the tile itself (ModelTiepoint + ModelPixelScale, north-up);
+3. a world file beside the tile (``.wld``, ``.jgw``, ``.pgw``, ``.tfw``, …: six lines A D B E C F);
+4. the file name: slippy-map tiles ``…/<z>/<x>/<y>.<ext>`` (Web Mercator) or ``<lat>_<lon>.<ext>``.
+Coordinates from GeoTIFF tags and world files are reported as (lat, lon) assuming the tile's CRS is
+geographic (EPSG:4326); projected CRSs are not converted (say so to the user, do not guess).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from mean_geo.errors import MeanGeoError
+
+WORLD_FILE_SUFFIXES = {".jpg": ".jgw", ".jpeg": ".jgw", ".png": ".pgw", ".tif": ".tfw", ".tiff": ".tfw"}
+_LATLON_NAME = re.compile(r"^(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
+GEOTIFF_TIEPOINT, GEOTIFF_SCALE = 33922, 33550
+
+Coords = tuple[float, float]
+
+
+def read_coordinates_csv(path: str | Path) -> dict[str, Coords]:
+    """``{path as written: (lat, lon)}``; one clear error for a wrong header or a bad number."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MeanGeoError(f"{path}: coordinates CSV not found")
+    out: dict[str, Coords] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "lat", "lon"} <= set(reader.fieldnames):
+            raise MeanGeoError(f"{path}: expected a header 'path,lat,lon', got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                lat, lon = float(row["lat"]), float(row["lon"])
+            except (TypeError, ValueError):
+                raise MeanGeoError(f"{path}:{line}: lat/lon are not numbers ({row})") from None
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise MeanGeoError(f"{path}:{line}: ({lat}, {lon}) is not a latitude/longitude")
+            out[row["path"]] = (lat, lon)
+    return out
+
+
+def tile_centre_from_geotiff(path: Path) -> Coords | None:
+    try:
+        with Image.open(path) as img:
+            tags = getattr(img, "tag_v2", None)
+            if not tags or GEOTIFF_TIEPOINT not in tags or GEOTIFF_SCALE not in tags:
+                return None
+            tie, scale = tags[GEOTIFF_TIEPOINT], tags[GEOTIFF_SCALE]
+            w, h = img.size
+    except OSError:
+        return None
+    # tiepoint: raster (i, j, k) -> model (x, y, z); north-up: y decreases downwards
+    x = tie[3] + (w / 2 - tie[0]) * scale[0]
+    y = tie[4] - (h / 2 - tie[1]) * scale[1]
+    return (y, x)
+
+
+def tile_centre_from_world_file(path: Path) -> Coords | None:
+    candidates = [path.with_suffix(".wld")]
+    if path.suffix.lower() in WORLD_FILE_SUFFIXES:
+        candidates.append(path.with_suffix(WORLD_FILE_SUFFIXES[path.suffix.lower()]))
+    for wf in candidates:
+        if wf.is_file():
+            try:
+                a, d, b, e, c, f = (float(v) for v in wf.read_text().split()[:6])
+                with Image.open(path) as img:
+                    w, h = img.size
+            except (ValueError, OSError):
+                raise MeanGeoError(f"{wf}: expected six numbers (a world file)") from None
+            # the world file maps pixel centres: (col, row) -> (x, y)
+            col, row = (w - 1) / 2, (h - 1) / 2
+            return (d * col + e * row + f, a * col + b * row + c)
+    return None
+
+
+def slippy_tile_centre(z: int, x: int, y: int) -> Coords:
+    """Centre of a Web Mercator (XYZ / slippy-map) tile."""
+    n = 2**z
+    lon = (x + 0.5) / n * 360.0 - 180.0
+    lat = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * (y + 0.5) / n))))
+    return (lat, lon)
+
+
+def tile_centre_from_name(path: Path) -> Coords | None:
+    m = _LATLON_NAME.match(path.stem)
+    if m:
+        lat, lon = float(m.group(1)), float(m.group(2))
+        if -90 <= lat <= 90 and -180 <= lon <= 180:
+            return (lat, lon)
+    parts = path.with_suffix("").parts[-3:]
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        z, x, y = (int(p) for p in parts)
+        if 0 <= z <= 30 and x < 2**z and y < 2**z:
+            return slippy_tile_centre(z, x, y)
+    return None
+
+
+def locate_tiles(paths: list[Path], root: Path, coords_csv: str | Path | None = None) -> list[Coords | None]:
+    """Coordinates (or None) for every tile, from the first source that knows it."""
+    table = read_coordinates_csv(coords_csv) if coords_csv else {}
+    out: list[Coords | None] = []
+    for p in paths:
+        rel = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        found = table.get(rel) or table.get(str(p)) or table.get(p.name)
+        if found is None:
+            found = tile_centre_from_geotiff(p) or tile_centre_from_world_file(p) or tile_centre_from_name(p)
+        out.append(found)
+    return out
+
+
+def haversine_m(a: Coords, b: Coords) -> float:
+    """Great-circle distance in metres."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(h))

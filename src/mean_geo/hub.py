@@ -1,0 +1,144 @@
+"""Inference models: load a training checkpoint or an exported folder, export shareable weights.
+
+An export is a folder with ``model.safetensors`` (only the retrieval network: the training-only
+branches are dropped), ``config.json`` (how to rebuild it) and a generated ``MODEL_CARD.md``;
+:func:`load_model` rebuilds it in one call, without Lightning and without unpickling anything.
+The *fingerprint* identifies the retrieval weights and input size, so an index built with one
+model is refused by another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from safetensors.torch import load_file, save_file
+
+from mean_geo.errors import CheckpointError
+from mean_geo.models.mean import MEAN
+
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
+
+
+@dataclass
+class InferenceModel:
+    """An eval-mode MEAN and what is needed to feed it."""
+
+    model: MEAN
+    image_size: int
+    fingerprint: str
+    recipe: dict
+
+
+def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
+    """The weights the retrieval embedding depends on (backbone, and PEE when built)."""
+    return {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "pee."))}
+
+
+def fingerprint(model: MEAN, image_size: int) -> str:
+    h = hashlib.sha256(f"image_size={image_size};".encode())
+    for key, value in sorted(retrieval_state(model).items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _inference_recipe(model_recipe: dict) -> dict:
+    return {**model_recipe, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
+
+
+def _build(model_recipe: dict, state: dict[str, torch.Tensor], source: Path) -> MEAN:
+    model = instantiate(_inference_recipe(model_recipe), _convert_="all")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.startswith(("backbone.", "pee."))]
+    if missing:
+        raise CheckpointError(f"{source}: {len(missing)} retrieval weights missing (e.g. {missing[0]})")
+    return model.eval()
+
+
+def load_model(path: str | Path) -> InferenceModel:
+    """From a training checkpoint (``.ckpt``) or an export folder (or its ``model.safetensors``)."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name == WEIGHTS:
+        path = path.parent
+    if path.is_dir():
+        if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
+            raise CheckpointError(f"{path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
+        config = json.loads((path / CONFIG).read_text())
+        model = _build(config["model"], load_file(str(path / WEIGHTS)), path)
+        return InferenceModel(model, int(config["image_size"]), fingerprint(model, int(config["image_size"])), config)
+    from mean_geo.eval import read_training_checkpoint
+
+    ckpt = read_training_checkpoint(path)
+    recipe = ckpt["hyper_parameters"]["build_config"]
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model = _build(recipe["model"], state, path)
+    image_size = int((recipe.get("dataset") or {}).get("image_size") or 384)
+    return InferenceModel(model, image_size, fingerprint(model, image_size), recipe)
+
+
+def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
+    """Write model.safetensors + config.json + MODEL_CARD.md into a new folder ``out_dir``."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise CheckpointError(f"{out}: exists and is not empty; choose a new folder")
+    loaded = load_model(ckpt_path)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
+    save_file(state, str(out / WEIGHTS))
+    dataset = loaded.recipe.get("dataset") or {}
+    config = {
+        "format": "mean_geo/1",
+        "model": _inference_recipe(loaded.recipe["model"]),
+        "image_size": loaded.image_size,
+        "embedding_dim": loaded.model.embedding_dim,
+        "fingerprint": loaded.fingerprint,
+        "trained_on": {k: dataset.get(k) for k in ("_target_", "root", "altitude", "directions") if k in dataset},
+        "metrics": metrics or {},
+        "source_checkpoint": str(Path(ckpt_path).name),
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (out / CARD).write_text(model_card(config))
+    return out
+
+
+def model_card(config: dict) -> str:
+    """A dinov2-style card generated from what the export knows (no claims beyond it)."""
+    trained = config["trained_on"]
+    dataset = str(trained.get("_target_", "unknown")).rsplit(".", 1)[-1].replace("DataModule", "")
+    metrics = config.get("metrics") or {}
+    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
+    return f"""# MEAN cross-view geo-localization model
+
+## Model details
+- Architecture: MEAN (Chen, Yang & Rong, IEEE TGRS 2025) — retrieval network only: `{config["model"]["backbone"]}`
+  backbone{" + PEE (multiscale)" if config["model"].get("pee") == "multiscale" else ""}, {config["embedding_dim"]}-d
+  L2-normalised embedding; the training-only GEE/CEA branches are not included.
+- Input: RGB, resized to {config["image_size"]}x{config["image_size"]}, ImageNet mean/std.
+- Fingerprint: `{config["fingerprint"]}` (indexes built with another model are refused).
+- Exported from: `{config["source_checkpoint"]}` by mean_geo.
+
+## Intended use
+Drone → satellite retrieval (find the satellite tile of the place a drone photo shows) and the reverse
+direction, by nearest-neighbour search of embeddings (`python -m mean_geo.index` / `mean_geo.localize`).
+Out of scope: metric positioning beyond the tile grid, imagery unlike the training data.
+
+## Training data
+- Dataset: {dataset or "unknown"}; altitude(s): {trained.get("altitude", "n/a")};
+  evaluated directions: {", ".join(trained.get("directions") or []) or "n/a"}.
+
+## Evaluation (University-1652 protocol, %)
+| metric | value |
+|---|---|
+{rows or "| (none recorded) | |"}
+
+## Loading
+```python
+from mean_geo.hub import load_model
+m = load_model("path/to/this/folder")   # m.model(images) -> (B, {config["embedding_dim"]}) unit vectors
+```
+"""

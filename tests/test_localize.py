@@ -1,0 +1,141 @@
+"""Index a synthetic gallery with a trained smoke model, localize drone photos, export and reload."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mean_geo import localize as loc
+from mean_geo.errors import MeanGeoError
+from mean_geo.hub import load_model
+from mean_geo.index import PartWriter, build_index
+
+
+def trainer():
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[PartWriter()],
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run, data_dir):
+    out, metrics, cfg = smoke_run
+    best = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    world = Path(cfg.dataset.root)
+    return Path(best), world, metrics
+
+
+@pytest.fixture(scope="module")
+def index(smoke, tmp_path_factory):
+    best, world, _ = smoke
+    gallery = world / "Testing" / "150" / "gallery_satellite"
+    coords = tmp_path_factory.mktemp("coords") / "coords.csv"
+    rows = [
+        f"{p.relative_to(gallery)},{40 + i / 100:.4f},{-3 - i / 100:.4f}"
+        for i, p in enumerate(sorted(gallery.rglob("*.png")))
+    ]
+    coords.write_text("path,lat,lon\n" + "\n".join(rows) + "\n")
+    out = tmp_path_factory.mktemp("index") / "gallery.safetensors"
+    assert (
+        build_index(gallery, best, out, trainer(), batch_size=4, num_workers=0, part_size=3, coords_csv=coords) == out
+    )
+    return out, gallery, coords
+
+
+def test_index_holds_every_tile_with_ids_and_coordinates(index, smoke):
+    out, gallery, coords = index
+    idx = loc.read_index(out)
+    tiles = sorted(gallery.rglob("*.png"))
+    assert idx.embeddings.shape == (len(tiles), 64)
+    assert torch.allclose(idx.embeddings.norm(dim=1), torch.ones(len(tiles)), atol=1e-5)
+    assert [t["id"] for t in idx.tiles] == [p.parent.name for p in tiles]
+    assert idx.tiles[2]["latlon"] == [40.02, -3.02]  # coordinates round-trip from the CSV
+    assert not Path(f"{out}.parts").exists()
+    model = load_model(smoke[0])
+    x = torch.stack([loc.eval_transform(model.image_size)(loc.load_rgb(tiles[4]))])
+    assert torch.allclose(model.model(x)[0], idx.embeddings[4], atol=1e-5)
+
+
+def test_localize_finds_held_out_places_and_agrees_with_the_evaluator(index, smoke):
+    out, gallery, _ = index
+    best, world, metrics = smoke
+    photos = sorted((world / "Testing" / "150" / "query_drone").rglob("*.jpg"))
+    results = loc.localize(photos, loc.read_index(out), best, k=5)
+    assert all(len(r) == 5 and r[0].score >= r[-1].score for r in results)
+    hits = [r[0].id == p.parent.name for p, r in zip(photos, results, strict=True)]
+    # the full 10-place gallery is harder than the evaluator's 4-place one: better than chance (10 %)
+    assert sum(hits) / len(hits) > 0.1
+    assert results[0][0].lat is not None
+
+
+def test_interrupted_indexing_resumes_to_the_same_index(smoke, index, tmp_path, monkeypatch):
+    best, _, _ = smoke
+    _, gallery, _ = index
+    t = trainer()
+    real_predict, calls = t.predict, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(t, "predict", flaky)
+    out = tmp_path / "resumed.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(gallery, best, out, t, batch_size=4, num_workers=0, part_size=3)
+    assert not out.exists() and len(list(Path(f"{out}.parts").glob("part_*"))) == 2
+    monkeypatch.undo()
+    build_index(gallery, best, out, trainer(), batch_size=4, num_workers=0, part_size=3)
+    assert torch.allclose(loc.read_index(out).embeddings, loc.read_index(index[0]).embeddings, atol=1e-6)
+    with pytest.raises(MeanGeoError, match="never overwritten"):
+        build_index(gallery, best, out, trainer())
+
+
+def test_export_reloads_to_identical_embeddings_and_onnx_matches(smoke, tmp_path):
+    from mean_geo.export import export_onnx, main
+
+    best, world, _ = smoke
+    assert main([f"ckpt={best}", f"out={tmp_path / 'export'}"]) == 0
+    folder = tmp_path / "export"
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "MODEL_CARD.md"}
+    a, b = load_model(best), load_model(folder)
+    assert a.fingerprint == b.fingerprint
+    x = torch.randn(3, 3, a.image_size, a.image_size)
+    with torch.inference_mode():
+        assert torch.equal(a.model(x), b.model(x))
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "test_convnext" in card and "test/d2s/R@1" in card
+    assert main([f"ckpt={best}", f"out={folder}"]) == 2  # never into a non-empty folder
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    assert export_onnx(folder).is_file()  # raises if ONNX and PyTorch outputs differ
+
+
+def test_cli_json_and_clear_errors(index, smoke, tmp_path, capsys):
+    out, gallery, _ = index
+    best, world, _ = smoke
+    photo = next((world / "Testing" / "200" / "query_drone").rglob("*.jpg"))
+    assert loc.main([str(photo), f"index={out}", f"ckpt={best}", "k=3", f"out={tmp_path / 'strips'}", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload[0]["matches"]) == 3 and len(list((tmp_path / "strips").glob("*.png"))) == 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    other = torch.load(best, map_location="cpu", weights_only=False)
+    other["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
+    torch.save(other, tmp_path / "other.ckpt")
+    for args, message in [
+        ([str(bad), f"index={out}", f"ckpt={best}"], "bad.jpg: not a .jpg image"),
+        ([str(photo), f"index={tmp_path / 'none'}", f"ckpt={best}"], "no such index file"),
+        ([str(photo), f"index={out}", f"ckpt={tmp_path / 'other.ckpt'}"], "did not build the index"),
+    ]:
+        assert loc.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
