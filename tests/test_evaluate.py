@@ -128,3 +128,16 @@ def test_positive_ranks_equal_the_stable_sort_with_many_ties(direct_max):
     r, c = np.nonzero(good.numpy())
     assert rows.tolist() == r.tolist()
     assert ranks.tolist() == position[r, c].tolist()
+
+
+def test_single_positive_per_query_with_ties():
+    from mean_geo.retrieval.evaluate import positive_ranks
+
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randint(0, 3, (8, 30), generator=gen).float()
+    good = torch.zeros(8, 30, dtype=torch.bool)
+    good[torch.arange(8), torch.randint(0, 30, (8,), generator=gen)] = True
+    rows, ranks = positive_ranks(scores, good)
+    position = np.argsort(np.argsort(-scores.numpy(), axis=1, kind="stable"), axis=1)
+    r, c = np.nonzero(good.numpy())
+    assert rows.tolist() == r.tolist() and ranks.tolist() == position[r, c].tolist()

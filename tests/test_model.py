@@ -104,3 +104,19 @@ def test_fast_bottleneck_equals_the_released_convolutions():
     grads = torch.autograd.grad(fast.sum(), [x, *fusion.parameters()])
     ref_grads = torch.autograd.grad(reference.sum(), [x, *fusion.parameters()])
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref_grads, strict=True))
+
+
+def test_joint_backbone_pass_equals_two_separate_passes():
+    torch.manual_seed(0)
+    model = MEAN(6, backbone="test_convnext").train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # make the two computations comparable
+    assert model.per_sample_backbone
+    drone, sat = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
+    joint = model.forward_pair(drone, sat)
+    separate = (model(drone), model(sat))
+    for a, b in zip(joint, separate, strict=True):
+        assert torch.allclose(a.embedding, b.embedding, atol=1e-5)
+        assert torch.allclose(a.aligned, b.aligned, atol=1e-4)
+        assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a.logits, b.logits, strict=True))

@@ -60,8 +60,8 @@ class MEANLitModule(L.LightningModule):
     # --- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         drone, satellite, labels = batch
-        # one forward per view, as in the reference (BatchNorm statistics stay per view)
-        terms = self.loss(self.model(self._prep(drone)), self.model(self._prep(satellite)), labels)
+        # branch BatchNorm statistics stay per view, as in the reference's two calls
+        terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
         bs = labels.shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)

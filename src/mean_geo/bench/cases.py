@@ -23,12 +23,16 @@ def _autocast(precision: str):
     return torch.autocast(DEVICE, dtype=dtype)
 
 
-def _model(backbone: str, num_classes: int = 120):
+def _setup(backbone: str, channels_last: bool, batch: int, image_size: int, num_classes: int = 120):
+    """Model + loss on the device, in the asked memory format, and a random batch of images."""
     from mean_geo.losses import MEANLoss
     from mean_geo.models.mean import MEAN
 
     torch.manual_seed(0)
-    return MEAN(num_classes, backbone=backbone).to(DEVICE), MEANLoss().to(DEVICE)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = MEAN(num_classes, backbone=backbone).to(DEVICE).to(memory_format=memory_format)
+    images = torch.randn(batch, 3, image_size, image_size, device=DEVICE).to(memory_format=memory_format)
+    return model, MEANLoss().to(DEVICE), images
 
 
 def train_step(
@@ -39,22 +43,20 @@ def train_step(
     backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
     repeats: int = 3,
 ) -> dict:
-    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s."""
-    model, loss = _model(backbone)
+    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s.
+
+    Exactly what ``MEANLitModule.training_step`` runs (one backbone pass for both views)."""
+    model, loss, drone = _setup(backbone, channels_last, batch, image_size)
     model.train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    params = [*model.parameters(), *loss.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-4)
     scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
-    drone = torch.randn(batch, 3, image_size, image_size, device=DEVICE).to(memory_format=memory_format)
     sat = torch.randn_like(drone)
     labels = torch.arange(batch, device=DEVICE)
 
     def step():
         opt.zero_grad(set_to_none=True)
         with _autocast(precision):
-            total = loss(model(drone), model(sat), labels)["loss"]
+            total = loss(*model.forward_pair(drone, sat), labels)["loss"]
         scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
@@ -72,11 +74,8 @@ def embed(
     repeats: int = 3,
 ) -> dict:
     """Inference embedding throughput (what gallery indexing and evaluation cost)."""
-    model, _ = _model(backbone)
+    model, _, x = _setup(backbone, channels_last, batch, image_size)
     model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    x = torch.randn(batch, 3, image_size, image_size, device=DEVICE).to(memory_format=memory_format)
 
     def run():
         with torch.inference_mode(), _autocast(precision):

@@ -62,6 +62,31 @@ class MEAN(nn.Module):
         self.gee = GlobalExtensionEmbedding(dim, num_classes, num_local, channel_axis_heads) if use_gee else None
         self.cea = CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
 
+    @property
+    def per_sample_backbone(self) -> bool:
+        """True when the backbone has no batch statistics (ConvNeXt: LayerNorm only), so running
+        both views through it as one batch is exactly the same as two separate passes."""
+        return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
+
+    def forward_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[MEANOutput, MEANOutput]:
+        """Training outputs of both views.  One backbone pass over the 2B images when that is exact
+        (better GEMM efficiency), while the branches still run per view: their BatchNorms keep
+        per-view statistics, as in the reference's two separate calls."""
+        if not self.per_sample_backbone or drone.shape[1:] != satellite.shape[1:]:
+            return self(drone), self(satellite)
+        fmap, pooled, embedding = self._embed(torch.cat([drone, satellite]))
+        b = drone.shape[0]
+        return tuple(  # type: ignore[return-value]
+            self._branches(fmap[sl], pooled[sl], embedding[sl]) for sl in (slice(0, b), slice(b, None))
+        )
+
+    def _branches(self, fmap: torch.Tensor, pooled: torch.Tensor, embedding: torch.Tensor) -> MEANOutput:
+        return MEANOutput(
+            embedding=embedding,
+            logits=self.gee(fmap, pooled) if self.gee is not None else [],
+            aligned=self.cea(fmap) if self.cea is not None else None,
+        )
+
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.pee is None:
             fmap, pooled = self.backbone(x)
@@ -74,11 +99,7 @@ class MEAN(nn.Module):
         fmap, pooled, embedding = self._embed(x)
         if not self.training:
             return F.normalize(embedding.float(), dim=-1)
-        return MEANOutput(
-            embedding=embedding,
-            logits=self.gee(fmap, pooled) if self.gee is not None else [],
-            aligned=self.cea(fmap) if self.cea is not None else None,
-        )
+        return self._branches(fmap, pooled, embedding)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,14 @@ def positive_ranks(
         same = scores[rows[sel]] == pos_scores[sel, None]
         return (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
 
+    if rows.numel() == scores.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
+        # exactly one positive per query (D→S): compare in place, fix ties only where there are any
+        ranks = (scores > pos_scores[:, None]).sum(dim=1)
+        tied = torch.nonzero((scores == pos_scores[:, None]).sum(dim=1) > 1).flatten()
+        for b in range(0, tied.numel(), block):
+            sel = tied[b : b + block]
+            ranks[sel] += earlier_ties(sel)
+        return rows, ranks
     if int(good.sum(dim=1).max()) <= direct_max_positives:
         ranks = torch.empty_like(rows)
         for b in range(0, rows.numel(), block):
