@@ -124,19 +124,31 @@ def positive_ranks(
             sel = torch.arange(b, min(b + block, rows.numel()), device=rows.device)
             ranks[sel] = (scores[rows[sel]] > pos_scores[sel, None]).sum(dim=1) + earlier_ties(sel)
         return rows, ranks
-    # many positives per query (S→D): binary search of every positive's score in its ascending-sorted row
+    # many positives per query (S→D): no sort of the gallery.  Each gallery score is located among
+    # the row's few sorted positive scores (binary search); a histogram of those positions, summed
+    # from the top, counts the items scoring above each positive.
     n_good = good.sum(dim=1)
     width = int(n_good.max())
     row_start = torch.cumsum(n_good, 0) - n_good
     slot = torch.arange(rows.numel(), device=rows.device) - row_start[rows]
     padded = torch.full((scores.shape[0], width), float("inf"), dtype=scores.dtype, device=scores.device)
     padded[rows, slot] = pos_scores
-    ascending = torch.sort(scores, dim=1).values
-    right = torch.searchsorted(ascending, padded, right=True)[rows, slot]
-    left = torch.searchsorted(ascending, padded, right=False)[rows, slot]
-    ranks = n - right
-    # stable order: equal scores earlier in the gallery rank first (rare with real embeddings)
-    tied = torch.nonzero((right - left) > 1).flatten()
+    sorted_pos, perm = torch.sort(padded, dim=1)
+    below = torch.searchsorted(sorted_pos, scores)  # (c, G): positives scoring strictly below each item
+    hist = torch.zeros(scores.shape[0], width + 1, dtype=torch.long, device=scores.device)
+    hist.scatter_add_(1, below, torch.ones_like(below))
+    above_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # items scoring above the k-th lowest positive
+    above = torch.empty_like(above_sorted).scatter_(1, perm, above_sorted)
+    ranks = above[rows, slot]
+    # stable order: an item tying a positive's score and earlier in the gallery ranks first; only rows
+    # where some item other than the positives themselves ties a positive score need the exact count
+    # an item equals a positive score exactly when it equals the first positive not below it
+    nearest = sorted_pos.gather(1, below.clamp(max=width - 1))
+    equal_items = ((nearest == scores) & (below < width)).sum(dim=1)
+    distinct = torch.ones_like(sorted_pos, dtype=torch.bool)
+    distinct[:, 1:] = sorted_pos[:, 1:] != sorted_pos[:, :-1]
+    tie_rows = (equal_items > n_good) | ((~distinct) & torch.isfinite(sorted_pos)).any(dim=1)
+    tied = torch.nonzero(tie_rows[rows]).flatten()
     for b in range(0, tied.numel(), block):
         sel = tied[b : b + block]
         ranks[sel] += earlier_ties(sel)
