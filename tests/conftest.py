@@ -63,3 +63,27 @@ def smoke_run(tmp_path_factory, data_dir):
     cfg = compose_config("train", ["experiment=smoke", *quiet_overrides(tmp, data_dir)])
     metrics = train_entry.run(cfg)
     return tmp / "out", metrics, cfg
+
+
+LEARNING_OVERRIDES = [
+    "experiment=smoke",
+    # a BatchNorm backbone: from random init, timm's tiny ConvNeXt stays on the InfoNCE plateau
+    # for the few steps a test can afford (see README, "The demo"), test_resnet learns in seconds
+    "model.backbone=test_resnet",
+    "dataset.synthesize.locations=20",
+    "dataset.batch_size=8",
+    "dataset.augment=true",
+    "trainer.max_epochs=8",
+    "eval.plots=false",
+]
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory, data_dir):
+    """A short real training run that learns: 20 places (12 train, 8 held out), ~30 s on 2 cores."""
+    from mean_geo import train as train_entry
+
+    tmp = tmp_path_factory.mktemp("learned")
+    cfg = compose_config("train", [*LEARNING_OVERRIDES, *quiet_overrides(tmp, data_dir)])
+    metrics = train_entry.run(cfg)
+    return tmp / "out", metrics, cfg

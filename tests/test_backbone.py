@@ -36,5 +36,13 @@ def test_bad_backbone_settings_are_config_errors(tmp_path):
         ConvNeXtBackbone("test_convnext", weights_file=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigError, match="not a timm model"):
         ConvNeXtBackbone("convnext_gigantic_nonexistent")
-    with pytest.raises(ConfigError, match="ConvNeXt-style"):
-        ConvNeXtBackbone("resnet18")
+    with pytest.raises(ConfigError, match="convolutional feature map"):
+        ConvNeXtBackbone("test_vit")(torch.randn(1, 3, 160, 160))
+
+
+def test_other_timm_cnns_give_the_same_outputs():
+    net = ConvNeXtBackbone("test_resnet")
+    fmap, pooled, stages = net(torch.randn(2, 3, 64, 64), return_stages=True)
+    assert fmap.shape[:2] == (2, net.num_features) and pooled.shape == (2, net.num_features)
+    assert [s.shape[1] for s in stages] == net.stage_channels
+    assert torch.allclose(pooled, fmap.mean((2, 3)), atol=1e-5)

@@ -1,4 +1,4 @@
-"""``python -m mean_geo.localize PHOTO_OR_FOLDER … index=… [ckpt=…] [k=5] [out=…] [--json]``
+"""``python -m mean_geo.localize PHOTO_OR_FOLDER … index=… ckpt=… [k=5] [out=…] [backend=torch|faiss] [--json]``
 
 For each drone photo: the ``k`` most similar satellite tiles of the index with their scores and
 coordinates, printed as a table (or JSON with ``--json``), and a PNG strip per photo in ``out``.
@@ -77,7 +77,9 @@ def list_photos(inputs: list[str]) -> list[Path]:
     return photos
 
 
-def localize(photos: list[Path], index: GalleryIndex, ckpt: str | Path, k: int = 5, batch_size: int = 32):
+def localize(
+    photos: list[Path], index: GalleryIndex, ckpt: str | Path, k: int = 5, batch_size: int = 32, backend: str = "torch"
+):
     """Top-k matches of every photo: ``[[Match, …], …]``."""
     loaded = load_model(ckpt)
     if loaded.fingerprint != index.fingerprint:
@@ -91,7 +93,7 @@ def localize(photos: list[Path], index: GalleryIndex, ckpt: str | Path, k: int =
         for i in range(0, len(photos), batch_size):
             batch = torch.stack([tf(load_rgb(p)) for p in photos[i : i + batch_size]])
             embs.append(loaded.model(batch).float())
-    scores, idx = topk_search(torch.cat(embs), index.embeddings.float(), k=k)
+    scores, idx = topk_search(torch.cat(embs), index.embeddings.float(), k=k, backend=backend)
     results = []
     for row_s, row_i in zip(scores.tolist(), idx.tolist(), strict=True):
         matches = []
@@ -124,8 +126,8 @@ def parse_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
             as_json = True
         elif "=" in arg and not Path(arg).exists():
             key, value = arg.split("=", 1)
-            if key not in ("index", "ckpt", "k", "out"):
-                raise MeanGeoError(f"unknown option {key}=; expected index=, ckpt=, k=, out=")
+            if key not in ("index", "ckpt", "k", "out", "backend"):
+                raise MeanGeoError(f"unknown option {key}=; expected index=, ckpt=, k=, out=, backend=")
             options[key] = value
         else:
             inputs.append(arg)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs, opts, as_json = parse_args(sys.argv[1:] if argv is None else argv)
         k = int(opts.get("k", 5))
         photos = list_photos(inputs)
-        results = localize(photos, read_index(opts["index"]), opts["ckpt"], k=k)
+        results = localize(photos, read_index(opts["index"]), opts["ckpt"], k=k, backend=opts.get("backend", "torch"))
         out = Path(opts.get("out", "localize_out"))
         out.mkdir(parents=True, exist_ok=True)
         for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):

@@ -1,9 +1,10 @@
-"""ConvNeXt backbone through timm: the last-stage map and the pooled, normed vector.
+"""Backbone through timm: the last-stage map and the pooled (and, for ConvNeXt, normed) vector.
 
 MEAN uses ConvNeXt-Tiny ImageNet-22k → 1k (``convnext_tiny.fb_in22k_ft_in1k``).  Plain
 ``convnext_tiny`` in timm resolves to a different checkpoint, so the tag is pinned.  The classifier
 is not built (``num_classes=0``): the released model never uses it (spec §2.1), and unused
-parameters would force DDP's ``find_unused_parameters``.
+parameters would force DDP's ``find_unused_parameters``.  Any timm CNN with ``forward_features`` /
+``forward_head`` works too (e.g. a ResNet for ablations); widths are read from the model.
 """
 
 from __future__ import annotations
@@ -45,25 +46,33 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
 
 
 class ConvNeXtBackbone(nn.Module):
-    """``(B, 3, H, W) -> (map (B, C, H/32, W/32), pooled (B, C))``; optionally every stage's map."""
+    """``(B, 3, H, W) -> (map (B, C, H/32, W/32), pooled (B, C))``; optionally every stage's map.
+
+    Named for the paper's backbone; other timm CNNs go through the generic feature API."""
 
     def __init__(self, name: str = DEFAULT_BACKBONE, pretrained: bool = False, weights_file: str | None = None):
         super().__init__()
         self.name = name
         self.net = create_timm_backbone(name, pretrained, weights_file)
-        if not all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre", "forward_head")):
-            raise ConfigError(f"model.backbone={name}: expected a ConvNeXt-style timm model")
+        self.convnext_layout = all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre"))
+        if not self.convnext_layout and not hasattr(self.net, "forward_intermediates"):
+            raise ConfigError(f"model.backbone={name}: expected a timm CNN with forward_intermediates")
         self.num_features: int = self.net.num_features
         self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
 
     def forward(
         self, x: torch.Tensor, return_stages: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        x = self.net.stem(x)
-        stages = []
-        for stage in self.net.stages:
-            x = stage(x)
-            stages.append(x)
-        fmap = self.net.norm_pre(x)
-        pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP + the pretrained LayerNorm
+        if self.convnext_layout:
+            x = self.net.stem(x)
+            stages = []
+            for stage in self.net.stages:
+                x = stage(x)
+                stages.append(x)
+            fmap = self.net.norm_pre(x)
+        else:
+            fmap, stages = self.net.forward_intermediates(x)
+        if fmap.ndim != 4:
+            raise ConfigError(f"model.backbone={self.name}: expected a convolutional feature map (B, C, H, W)")
+        pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP (+ ConvNeXt's pretrained LayerNorm)
         return (fmap, pooled, stages) if return_stages else (fmap, pooled)
