@@ -87,7 +87,9 @@ def embedding_map(
     num_locations: int = 8,
 ) -> None:
     """PCA of drone (dots) and satellite (stars) embeddings of a few places, one colour per place."""
-    places = torch.unique(sat_ids)[:num_locations]
+    # places seen from both views (galleries also hold places that no query shows)
+    shared = torch.unique(drone_ids)
+    places = shared[torch.isin(shared, sat_ids)][:num_locations]
     d_mask, s_mask = torch.isin(drone_ids, places), torch.isin(sat_ids, places)
     feats = torch.cat([drone_emb[d_mask], sat_emb[s_mask]]).float()
     if feats.shape[0] < 3:
