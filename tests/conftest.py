@@ -71,16 +71,18 @@ LEARNING_OVERRIDES = [
     # for the few steps a test can afford (see README, "The demo"), test_resnet learns in seconds
     "model.backbone=test_resnet",
     "dataset.synthesize.locations=20",
-    "dataset.batch_size=8",
+    "dataset.batch_size=12",
     "dataset.augment=true",
-    "trainer.max_epochs=8",
+    "optim.optimizer.lr=2e-3",
+    "trainer.max_epochs=24",
     "eval.plots=false",
 ]
 
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory, data_dir):
-    """A short real training run that learns: 20 places (12 train, 8 held out), ~30 s on 2 cores."""
+    """A short real training run that learns: 20 places (12 train, 8 held out), ~40 s on 2 cores
+    (measured: D→S R@1 62.5 %, chance 12.5 %)."""
     from mean_geo import train as train_entry
 
     tmp = tmp_path_factory.mktemp("learned")
