@@ -15,8 +15,9 @@ Protocol (the official ``evaluate_gpu.py`` / Sample4Geo ``evaluate``; anchors §
 - a query without any positive counts as a miss with AP 0 (it stays in the denominator).
 Queries are processed in chunks so the score matrix never exceeds ``max_chunk_elements``, and only
 the positives are ranked: a positive's 0-based rank is the number of gallery items scoring higher,
-plus the tied ones earlier in the gallery (exactly the stable sort of the official code), counted
-directly when queries have few positives (D→S) or by binary search in each sorted row otherwise.
+plus the tied ones earlier in the gallery (exactly a stable sort), counted directly when queries
+have few positives (D→S), or, for many positives (S→D), by locating every gallery score among the
+query's sorted positive scores (a binary search) — no per-query sort of the gallery.
 """
 
 from __future__ import annotations
