@@ -13,7 +13,9 @@ Protocol (the official ``evaluate_gpu.py`` / Sample4Geo ``evaluate``; anchors §
 - AP = Σ_i ½ (P_before(i) + P_at(i)) / n_good over the positives, with P_at(i) = i / (r_i + 1),
   P_before(i) = (i − 1) / r_i or 1 when r_i = 0 (r_i the 0-based rank of the i-th positive);
 - a query without any positive counts as a miss with AP 0 (it stays in the denominator).
-Queries are processed in chunks so the score matrix never exceeds ``max_chunk_elements``, and only
+Queries are processed in chunks so the score matrix never exceeds ``max_chunk_elements`` (small
+enough, 8 MB, that the passes over a chunk after its matrix product run from cache: 2x faster on
+the 2-core CPU than 64 MB chunks), and only
 the positives are ranked: a positive's 0-based rank is the number of gallery items scoring higher,
 plus the tied ones earlier in the gallery (exactly a stable sort), counted directly when queries
 have few positives (D→S), or, for many positives (S→D), by locating every gallery score among the
@@ -41,7 +43,7 @@ def evaluate(
     gallery_ids: Sequence[int] | torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
     drop_unmatched_gallery: bool = True,
-    max_chunk_elements: int = 1 << 24,
+    max_chunk_elements: int = 1 << 21,
 ) -> dict[str, float]:
     """Metrics in percent: ``{"R@1", "R@5", "R@10", "R@1%", "AP"}`` (one ``R@k`` per k in ``ks``).
 
@@ -92,7 +94,7 @@ def evaluate(
 
 
 def positive_ranks(
-    scores: torch.Tensor, good: torch.Tensor, max_elements: int = 1 << 24, direct_max_positives: int = 16
+    scores: torch.Tensor, good: torch.Tensor, max_elements: int = 1 << 21, direct_max_positives: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of every positive in its row's stable descending order.
 
