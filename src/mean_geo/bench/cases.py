@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mean_geo.bench.timing import median_time, peak_memory_mb
+from mean_geo.bench.timing import median_time, peak_memory_mb, sync
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -137,8 +139,25 @@ def search(n_gallery: int, n_query: int, backend: str, dtype: str = "fp32", repe
     return {**t, **peak_memory_mb()}
 
 
-def reference_train_step(image_size: int, batch: int, precision: str, repeats: int = 3) -> dict:
-    """The authors' model (imported from the user's checkout in MEAN_REF) with their three losses.
+def _timed_steps(steps: dict, repeats: int) -> dict[str, list[float]]:
+    """Run the steps interleaved (A, B, A, B, …) after one warm-up each, so slow drifts of a shared
+    machine hit both alike; returns every step's seconds per name."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def reference_train_step(image_size: int, batch: int, precision: str, repeats: int = 5) -> dict:
+    """The authors' model (imported from the user's checkout in MEAN_REF) against ours, interleaved
+    in one process, same batch, same precision, same three losses.
 
     Skipped (a reason is returned) when MEAN_REF is unset or their code cannot be imported; their
     backbone asks timm for pretrained weights, which is turned off here (no download needed).
@@ -146,6 +165,8 @@ def reference_train_step(image_size: int, batch: int, precision: str, repeats: i
     ref = os.environ.get("MEAN_REF")
     if not ref or not Path(ref, "sample4geo").is_dir():
         return {"skipped": "set MEAN_REF=/path/to/a/checkout/of/ISChenawei/MEAN"}
+    # ours first: their module re-registers timm's "convnext_tiny" with their own class
+    model, loss, drone = _setup("convnext_tiny.fb_in22k_ft_in1k", False, batch, image_size)
     sys.path.insert(0, ref)
     try:
         import timm
@@ -169,20 +190,37 @@ def reference_train_step(image_size: int, batch: int, precision: str, repeats: i
 
     infonce, ce, cda = InfoNCELoss(), IdentityLoss(), CDALoss()
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    their_opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    model.train()
+    our_opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-4)
     scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
-    drone = torch.randn(batch, 3, image_size, image_size, device=DEVICE)
     sat = torch.randn_like(drone)
     labels = torch.arange(batch, device=DEVICE)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def theirs():
+        their_opt.zero_grad(set_to_none=True)
         with _autocast(precision):
             (a1, cls1, _, gap1, _), (a2, cls2, _, gap2, _) = net(sat, drone)
             total = infonce(gap1, gap2) + 0.1 * (ce(cls1, labels) + ce(cls2, labels)) + 1.3 * cda(a1, a2)
         scaler.scale(total).backward()
-        scaler.step(opt)
+        scaler.step(their_opt)
         scaler.update()
 
-    t = median_time(step, repeats=repeats)
-    return {**t, "pairs_per_s": batch / t["median_s"], **peak_memory_mb()}
+    def ours():
+        our_opt.zero_grad(set_to_none=True)
+        with _autocast(precision):
+            total = loss(*model.forward_pair(drone, sat), labels)["loss"]
+        scaler.scale(total).backward()
+        scaler.step(our_opt)
+        scaler.update()
+
+    times = _timed_steps({"ours": ours, "theirs": theirs}, repeats)
+    ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["theirs"])
+    return {
+        "median_s": theirs_s,
+        "pairs_per_s": batch / theirs_s,
+        "ours_interleaved_s": ours_s,
+        "ours_vs_authors": theirs_s / ours_s,
+        "runs_s": times,
+        **peak_memory_mb(),
+    }
