@@ -37,23 +37,13 @@ def _setup(backbone: str, channels_last: bool, batch: int, image_size: int, num_
     return model, MEANLoss().to(DEVICE), images
 
 
-def train_step(
-    image_size: int,
-    precision: str,
-    batch: int,
-    channels_last: bool = False,
-    backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
-    repeats: int = 3,
-) -> dict:
-    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s.
-
-    Exactly what ``MEANLitModule.training_step`` runs (one backbone pass for both views)."""
-    model, loss, drone = _setup(backbone, channels_last, batch, image_size)
+def _our_step(model, loss, drone: torch.Tensor, sat: torch.Tensor, precision: str):
+    """One optimisation step of ours, as ``MEANLitModule.training_step`` runs it (one backbone pass
+    for both views), with its own AdamW and grad scaler."""
     model.train()
     opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-4)
     scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
-    sat = torch.randn_like(drone)
-    labels = torch.arange(batch, device=DEVICE)
+    labels = torch.arange(drone.shape[0], device=DEVICE)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -62,6 +52,21 @@ def train_step(
         scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
+
+    return step
+
+
+def train_step(
+    image_size: int,
+    precision: str,
+    batch: int,
+    channels_last: bool = False,
+    backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
+    repeats: int = 3,
+) -> dict:
+    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s."""
+    model, loss, drone = _setup(backbone, channels_last, batch, image_size)
+    step = _our_step(model, loss, drone, torch.randn_like(drone), precision)
 
     t = median_time(step, repeats=repeats)
     return {**t, "pairs_per_s": batch / t["median_s"], "images_per_s": 2 * batch / t["median_s"], **peak_memory_mb()}
@@ -191,9 +196,7 @@ def reference_train_step(image_size: int, batch: int, precision: str, repeats: i
     infonce, ce, cda = InfoNCELoss(), IdentityLoss(), CDALoss()
     net.train()
     their_opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    model.train()
-    our_opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-4)
-    scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
+    their_scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
     sat = torch.randn_like(drone)
     labels = torch.arange(batch, device=DEVICE)
 
@@ -202,18 +205,11 @@ def reference_train_step(image_size: int, batch: int, precision: str, repeats: i
         with _autocast(precision):
             (a1, cls1, _, gap1, _), (a2, cls2, _, gap2, _) = net(sat, drone)
             total = infonce(gap1, gap2) + 0.1 * (ce(cls1, labels) + ce(cls2, labels)) + 1.3 * cda(a1, a2)
-        scaler.scale(total).backward()
-        scaler.step(their_opt)
-        scaler.update()
+        their_scaler.scale(total).backward()
+        their_scaler.step(their_opt)
+        their_scaler.update()
 
-    def ours():
-        our_opt.zero_grad(set_to_none=True)
-        with _autocast(precision):
-            total = loss(*model.forward_pair(drone, sat), labels)["loss"]
-        scaler.scale(total).backward()
-        scaler.step(our_opt)
-        scaler.update()
-
+    ours = _our_step(model, loss, drone, sat, precision)
     times = _timed_steps({"ours": ours, "theirs": theirs}, repeats)
     ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["theirs"])
     return {
