@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mean_geo.cli import CONF_DIR, report_user_errors
 from mean_geo.data.datasets import load_rgb
-from mean_geo.data.layouts import IMAGE_SUFFIXES, check_image_file
+from mean_geo.data.layouts import IMAGE_SUFFIXES, check_image_file, images_under
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
 from mean_geo.geo import locate_tiles
@@ -79,7 +79,7 @@ def list_tiles(gallery_dir: str | Path) -> tuple[Path, list[Path]]:
     root = Path(gallery_dir).expanduser()
     if not root.is_dir():
         raise MeanGeoError(f"gallery_dir={root}: no such folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = images_under(root)
     if not paths:
         raise MeanGeoError(f"gallery_dir={root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     for p in paths:

@@ -143,6 +143,3 @@ class MEANLitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish_eval("test")
-
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self.model(self._prep(batch[0]))

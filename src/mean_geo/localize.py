@@ -19,7 +19,7 @@ from rich.table import Table
 from safetensors import safe_open
 
 from mean_geo.data.datasets import load_rgb
-from mean_geo.data.layouts import IMAGE_SUFFIXES, check_image_file
+from mean_geo.data.layouts import check_image_file, images_under
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
 from mean_geo.hub import load_model
@@ -65,7 +65,7 @@ def list_photos(inputs: list[str]) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            photos += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            photos += images_under(p)
         elif p.is_file():
             photos.append(p)
         else:

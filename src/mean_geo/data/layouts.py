@@ -17,15 +17,13 @@ from mean_geo.errors import DatasetLayoutError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 SUES200_ALTITUDES = (150, 200, 250, 300)
 
-# University-1652: split -> (view folder -> view); "street"/"google" folders are not used by MEAN.
-U1652_TRAIN = {"drone": "drone", "satellite": "satellite"}
+# University-1652 test folders -> view; "street"/"google" folders are not used by MEAN.
 U1652_TEST = {
     "query_drone": "drone",
     "gallery_satellite": "satellite",
     "query_satellite": "satellite",
     "gallery_drone": "drone",
 }
-SUES200_TRAIN = {"drone": "drone", "satellite": "satellite"}
 SUES200_TEST = U1652_TEST
 
 # Directions: name -> (query folder, gallery folder)
@@ -66,6 +64,11 @@ def check_image_file(path: Path) -> None:
         raise DatasetLayoutError(f"{path}: empty file, expected a {path.suffix} image")
     if not any(head.startswith(m) for m in _MAGIC[path.suffix.lower()]):
         raise DatasetLayoutError(f"{path}: not a {path.suffix} image (unexpected file header)")
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image file below ``folder``, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def require_dir(path: Path, what: str) -> Path:

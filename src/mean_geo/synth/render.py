@@ -81,19 +81,6 @@ def _camera_rays(cam: DroneCamera, size_px: int) -> tuple[np.ndarray, np.ndarray
     return centre, rays.reshape(-1, 3)
 
 
-def _coarse_max(height: np.ndarray, block: int) -> np.ndarray:
-    """Max height over ``block``-cell squares, dilated by one square (a conservative upper bound)."""
-    m = height.shape[0] // block * block
-    coarse = height[:m, :m].reshape(m // block, block, m // block, block).max(axis=(1, 3))
-    padded = np.pad(coarse, 1)
-    shifts = [
-        padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
-        for dr in (-1, 0, 1)
-        for dc in (-1, 0, 1)
-    ]
-    return np.max(shifts, axis=0)
-
-
 def render_drone(
     place: Place,
     shade: np.ndarray,
@@ -101,7 +88,6 @@ def render_drone(
     size_px: int,
     rng: np.random.Generator,
     level_step_m: float = 2.0,
-    coarse_block: int = 16,
 ) -> np.ndarray:
     """Oblique perspective photo of the target from ``cam`` → (S, S, 3) uint8.
 
@@ -125,7 +111,8 @@ def render_drone(
         return row.astype(np.int32) * side + col.astype(np.int32)
 
     # per-ray bound on the height of anything along its path
-    coarse = _coarse_max(place.height, coarse_block).reshape(-1)
+    coarse_block = place.BOUND_BLOCK
+    coarse = place.height_bound.reshape(-1)  # computed once per place, shared by all its drone views
     hmax = place.max_height
     reach = hmax * float(np.max(np.hypot(sx, sy)))
     n_samples = int(np.ceil(reach / (coarse_block * cell))) + 2

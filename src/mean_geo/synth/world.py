@@ -9,6 +9,7 @@ Everything is a pure function of ``(seed, location_index)`` so worlds are reprod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -61,6 +62,20 @@ class Place:
     @property
     def max_height(self) -> float:
         return float(self.height.max())
+
+    BOUND_BLOCK = 16  # cells per side of the squares of :attr:`height_bound`
+
+    @cached_property
+    def height_bound(self) -> np.ndarray:
+        """Max height over ``BOUND_BLOCK``-cell squares, dilated by one square: a conservative upper
+        bound the drone renderer uses to skip rays that cannot hit anything tall."""
+        block = self.BOUND_BLOCK
+        m = self.size // block * block
+        coarse = self.height[:m, :m].reshape(m // block, block, m // block, block).max(axis=(1, 3))
+        padded = np.pad(coarse, 1)
+        rows, cols = padded.shape
+        shifts = [padded[1 + dr : rows - 1 + dr, 1 + dc : cols - 1 + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+        return np.max(shifts, axis=0)
 
 
 def smooth_noise(rng: np.random.Generator, size: int, coarse: int) -> np.ndarray:
