@@ -64,6 +64,32 @@ def test_matches_reference_on_random_problems(seed, drop):
         assert got == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("drop", [True, False])
+@pytest.mark.parametrize("quantised", [False, True])  # True: coarse values, many exact ties
+def test_one_gallery_item_per_place_matches_reference(drop, quantised):
+    """D→S shape: the positive is found by id lookup; queries of places without a gallery item and
+    gallery-only places included, gallery not in id order."""
+    rng = np.random.default_rng(3)
+    n_loc, dim = 30, 8
+    centres = unit(rng.normal(size=(n_loc, dim)))
+    qid = rng.integers(0, n_loc + 4, size=200)  # places 30..33 have no gallery item
+    gid = rng.permutation(n_loc)
+    q = unit(np.concatenate([centres, unit(rng.normal(size=(4, dim)))])[qid] + 0.8 * rng.normal(size=(200, dim)))
+    g = unit(centres[gid] + 0.8 * rng.normal(size=(n_loc, dim)))
+    if quantised:
+        q, g = np.round(q * 2) / 2, np.round(g * 2) / 2
+    q, g = q.astype(np.float32), g.astype(np.float32)
+    expected = reference(q, qid, g, gid, drop)
+    for chunk in (1 << 24, 9 * n_loc):
+        got = evaluate(
+            torch.from_numpy(q), qid, torch.from_numpy(g), gid, drop_unmatched_gallery=drop, max_chunk_elements=chunk
+        )
+        assert got == pytest.approx(expected, abs=1e-9)
+    keep = qid < n_loc  # every query has its positive: the lookup path for every chunk
+    got = evaluate(torch.from_numpy(q[keep]), qid[keep], torch.from_numpy(g), gid, drop_unmatched_gallery=drop)
+    assert got == pytest.approx(reference(q[keep], qid[keep], g, gid, drop), abs=1e-9)
+
+
 def test_hand_made_single_positive_ranks():
     # gallery: one item per location 0..3; query of location 3 ranked at 0-based r=2 -> AP = 1/(2*3)
     g = torch.eye(4)
@@ -115,19 +141,40 @@ def test_r1_percent_reads_the_cmc_at_round_of_one_percent():
     assert at11["R@1%"] == 0.0
 
 
-@pytest.mark.parametrize("direct_max", [0, 1000])  # binary-search path and direct-count path
-def test_positive_ranks_equal_the_stable_sort_with_many_ties(direct_max):
+# (direct_max, candidate fraction): binary search, direct count, candidates only
+@pytest.mark.parametrize("path", [(0, 0.0), (1000, 0.0), (0, 1.0)], ids=["search", "direct", "candidates"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_positive_ranks_equal_the_stable_sort_with_many_ties(path, seed):
     from mean_geo.retrieval.evaluate import positive_ranks
 
-    gen = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 5, (6, 40), generator=gen).float()  # heavy ties
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(-2, 3, (6, 40), generator=gen).float() * 0.5  # heavy ties, negatives
+    if seed == 1:
+        scores[scores == 0] = -0.0  # a stable sort sees -0.0 == 0.0
     good = torch.rand(6, 40, generator=gen) < 0.3
-    rows, ranks = positive_ranks(scores, good, max_elements=64, direct_max_positives=direct_max)
+    direct_max, fraction = path
+    rows, ranks = positive_ranks(
+        scores, good, max_elements=64, direct_max_positives=direct_max, max_candidate_fraction=fraction
+    )
     order = np.argsort(-scores.numpy(), axis=1, kind="stable")
     position = np.argsort(order, axis=1)  # rank of each gallery item in its row
     r, c = np.nonzero(good.numpy())
     assert rows.tolist() == r.tolist()
     assert ranks.tolist() == position[r, c].tolist()
+
+
+def test_candidate_path_falls_back_when_positives_score_low():
+    from mean_geo.retrieval import evaluate as ev
+
+    scores = torch.linspace(1.0, 0.0, 50)[None, :].repeat(2, 1)
+    good = torch.zeros(2, 50, dtype=torch.bool)
+    good[:, [3, 45]] = True  # the lowest positive is below 90 % of the row
+    assert ev._ranks_among_candidates(scores, *good.nonzero(as_tuple=True), scores[good], 0.25) is None
+    rows, ranks = ev.positive_ranks(scores, good, max_candidate_fraction=0.25)
+    assert ranks.tolist() == [3, 45, 3, 45]
+    good[:, 45] = False
+    good[:, 5] = True
+    assert ev._ranks_among_candidates(scores, *good.nonzero(as_tuple=True), scores[good], 0.25).tolist() == [3, 5] * 2
 
 
 def test_single_positive_per_query_with_ties():

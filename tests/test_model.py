@@ -120,3 +120,23 @@ def test_joint_backbone_pass_equals_two_separate_passes():
         assert torch.allclose(a.embedding, b.embedding, atol=1e-5)
         assert torch.allclose(a.aligned, b.aligned, atol=1e-4)
         assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a.logits, b.logits, strict=True))
+
+
+def test_fast_depthwise_backbone_trains_like_the_plain_one():
+    from mean_geo.losses import MEANLoss
+    from mean_geo.models.depthwise import DepthwiseConv2d
+
+    grads = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        model = MEAN(6, backbone="test_convnext", fast_depthwise=fast).train()
+        n_fast = sum(isinstance(m, DepthwiseConv2d) for m in model.modules())
+        assert (n_fast > 0) == fast  # every block of the ConvNeXt has one 7x7 depthwise conv
+        gen = torch.Generator().manual_seed(1)
+        drone, sat = torch.randn(4, 3, 64, 64, generator=gen), torch.randn(4, 3, 64, 64, generator=gen)
+        torch.manual_seed(2)  # same drop-path draws
+        MEANLoss()(*model.forward_pair(drone, sat), torch.arange(4))["loss"].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, plain in grads[0].items():
+        torch.testing.assert_close(grads[1][name], plain, rtol=1e-4, atol=1e-5, msg=name)

@@ -17,9 +17,12 @@ Queries are processed in chunks so the score matrix never exceeds ``max_chunk_el
 enough, 8 MB, that the passes over a chunk after its matrix product run from cache: 2x faster on
 the 2-core CPU than 64 MB chunks), and only
 the positives are ranked: a positive's 0-based rank is the number of gallery items scoring higher,
-plus the tied ones earlier in the gallery (exactly a stable sort), counted directly when queries
-have few positives (D→S), or, for many positives (S→D), by locating every gallery score among the
-query's sorted positive scores (a binary search) — no per-query sort of the gallery.
+plus the tied ones earlier in the gallery (exactly a stable sort).  It is counted directly when
+queries have one positive (D→S, the location's one gallery item found by a lookup of its id) or a
+few; for many positives (S→D) only the *candidates* of a query — the items scoring at least its
+lowest positive, usually a small share, as positives score high — are sorted (one stable sort of
+integer keys for the whole chunk), else every gallery score is located among the query's sorted
+positive scores (a binary search) — never a per-query sort of the gallery.
 """
 
 from __future__ import annotations
@@ -64,17 +67,25 @@ def evaluate(
     one_percent = round(0.01 * full_gallery)  # Python round, like the official code
     n_gallery = g.shape[0]
     chunk = max(1, max_chunk_elements // max(n_gallery, 1))
+    # one gallery item per location (D→S): each query's positive is found by a lookup, not by a
+    # (Q, G) comparison of ids
+    positive_col = _single_positive_columns(qid, gid)
 
     first_rank = torch.full((q.shape[0],), n_gallery + full_gallery, dtype=torch.long, device=device)
     ap = torch.zeros(q.shape[0], dtype=torch.float64, device=device)
     for start in range(0, q.shape[0], chunk):
         end = min(start + chunk, q.shape[0])
         scores = q[start:end] @ g.T
-        good = gid[None, :] == qid[start:end, None]
-        rows, ranks = positive_ranks(scores, good, max_chunk_elements)
+        if positive_col is not None and bool((positive_col[start:end] >= 0).all()):
+            rows = torch.arange(end - start, device=device)
+            ranks = single_positive_ranks(scores, positive_col[start:end], max_chunk_elements)
+            n_good = torch.ones_like(rows)
+        else:
+            good = gid[None, :] == qid[start:end, None]
+            rows, ranks = positive_ranks(scores, good, max_chunk_elements)
+            n_good = good.sum(dim=1)
         if rows.numel() == 0:
             continue
-        n_good = good.sum(dim=1)
         # order the positives of each query by rank: the i-th positive has rank r_i
         order = torch.argsort(rows * (n_gallery + 1) + ranks)
         rows, r = rows[order], ranks[order].to(torch.float64)
@@ -93,12 +104,58 @@ def evaluate(
     return out
 
 
+def _single_positive_columns(qid: torch.Tensor, gid: torch.Tensor) -> torch.Tensor | None:
+    """Gallery column of each query's only positive (-1: none), or None if some location has
+    several gallery items."""
+    sorted_gid, order = torch.sort(gid)
+    if bool((sorted_gid[1:] == sorted_gid[:-1]).any()):
+        return None
+    at = torch.searchsorted(sorted_gid, qid).clamp(max=gid.numel() - 1)
+    return torch.where(sorted_gid[at] == qid, order[at], -1)
+
+
+def single_positive_ranks(scores: torch.Tensor, cols: torch.Tensor, max_elements: int = 1 << 21) -> torch.Tensor:
+    """0-based stable rank of each row's one positive at column ``cols[row]`` (D→S): items scoring
+    higher, plus tied items earlier in the gallery — counted in place, ties fixed only where any."""
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    pos_scores = scores[rows, cols]
+    ranks = (scores > pos_scores[:, None]).sum(dim=1)
+    tied = torch.nonzero((scores == pos_scores[:, None]).sum(dim=1) > 1).flatten()
+    columns = torch.arange(scores.shape[1], device=scores.device)
+    block = max(1, max_elements // scores.shape[1])
+    for b in range(0, tied.numel(), block):
+        sel = tied[b : b + block]
+        same = scores[sel] == pos_scores[sel, None]
+        ranks[sel] += (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
+    return ranks
+
+
+def _stable_rank(values: torch.Tensor, row_of: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Rank of each entry within its row by descending value, ties in the given order (entries are
+    row-major: ``row_of`` ascending) — a stable sort per row, as one sort of integer keys."""
+    bits = (values.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # integer order == float order
+    key = row_of * (1 << 33) + ((1 << 31) - ordered)  # row ascending, value descending
+    order = torch.sort(key, stable=True).indices
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=order.device)
+    per_row = torch.bincount(row_of, minlength=n_rows)
+    return position - (torch.cumsum(per_row, 0) - per_row)[row_of]
+
+
 def positive_ranks(
-    scores: torch.Tensor, good: torch.Tensor, max_elements: int = 1 << 21, direct_max_positives: int = 16
+    scores: torch.Tensor,
+    good: torch.Tensor,
+    max_elements: int = 1 << 21,
+    direct_max_positives: int = 16,
+    max_candidate_fraction: float = 0.25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of every positive in its row's stable descending order.
 
     ``scores, good: (c, G)``.  Returns (row of each positive, its rank), positives in row-major order.
+    Rows with several positives are ranked among their *candidates* (items scoring at least the row's
+    lowest positive) when those are at most ``max_candidate_fraction`` of the chunk — the usual case,
+    as positives score high — else by the direct count or the binary search below.
     """
     rows, cols = good.nonzero(as_tuple=True)
     n = scores.shape[1]
@@ -114,13 +171,11 @@ def positive_ranks(
         return (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
 
     if rows.numel() == scores.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
-        # exactly one positive per query (D→S): compare in place, fix ties only where there are any
-        ranks = (scores > pos_scores[:, None]).sum(dim=1)
-        tied = torch.nonzero((scores == pos_scores[:, None]).sum(dim=1) > 1).flatten()
-        for b in range(0, tied.numel(), block):
-            sel = tied[b : b + block]
-            ranks[sel] += earlier_ties(sel)
-        return rows, ranks
+        return rows, single_positive_ranks(scores, cols, max_elements)  # exactly one positive per query
+    if max_candidate_fraction > 0:
+        ranked = _ranks_among_candidates(scores, rows, cols, pos_scores, max_candidate_fraction)
+        if ranked is not None:
+            return rows, ranked
     if int(good.sum(dim=1).max()) <= direct_max_positives:
         ranks = torch.empty_like(rows)
         for b in range(0, rows.numel(), block):
@@ -156,3 +211,22 @@ def positive_ranks(
         sel = tied[b : b + block]
         ranks[sel] += earlier_ties(sel)
     return rows, ranks
+
+
+def _ranks_among_candidates(
+    scores: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pos_scores: torch.Tensor, max_fraction: float
+) -> torch.Tensor | None:
+    """Ranks of the positives ``(rows, cols)`` (row-major) by a stable sort of each row's candidates
+    only: an item scoring below every positive of its row cannot change any positive's rank.  Returns
+    None when the candidates exceed ``max_fraction`` of the chunk (the binary search is cheaper then)."""
+    c = scores.shape[0]
+    lowest = torch.full((c,), float("inf"), dtype=scores.dtype, device=scores.device)
+    lowest = lowest.scatter_reduce(0, rows, pos_scores, reduce="amin")
+    candidate = scores >= lowest[:, None]
+    if int(candidate.sum()) > max_fraction * candidate.numel():
+        return None
+    cand_rows, cand_cols = candidate.nonzero(as_tuple=True)  # row-major, gallery order within a row
+    rank = _stable_rank(scores[cand_rows, cand_cols], cand_rows, c)
+    # positives are candidates, and both lists are row-major: find them by their flat index
+    n = scores.shape[1]
+    return rank[torch.searchsorted(cand_rows * n + cand_cols, rows * n + cols)]
