@@ -1,4 +1,5 @@
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,31 @@ def test_existing_world_is_reused_and_foreign_folders_are_refused(tmp_path):
     with pytest.raises(MeanGeoError, match="not this synthetic world"):
         write_world(WorldSpec("sues200", seed=1, **TINY), root, workers=1, progress=False)
     assert tree_digest(root) == before
+
+
+def test_world_json_from_before_a_new_field_still_names_the_same_world(tmp_path):
+    spec = WorldSpec("sues200", **TINY)
+    root = write_world(spec, tmp_path / "w", workers=1, progress=False)
+    marker = root / "world.json"
+    recorded = json.loads(marker.read_text())
+    del recorded["satellite_side_m"]  # written by an earlier version
+    marker.write_text(json.dumps(recorded))
+    assert write_world(spec, root, workers=1, progress=False) == root
+    with pytest.raises(MeanGeoError, match="not this synthetic world"):
+        write_world(WorldSpec("sues200", satellite_side_m=300.0, **TINY), root, workers=1, progress=False)
+
+
+def test_satellite_side_sets_the_tile_footprint():
+    place = generate_place(0, 3)
+    shade = np.ones_like(place.height)
+    near, wide = render_satellite(place, shade, 64, 150.0), render_satellite(place, shade, 64, 300.0)
+    # the wide tile's centre half is the near tile's view of the same ground, at half resolution
+    centre = wide[16:48, 16:48].astype(np.float32)
+    shrunk = np.asarray(Image.fromarray(near).resize((32, 32), Image.BILINEAR), dtype=np.float32)
+    other = np.asarray(Image.fromarray(near).rotate(90).resize((32, 32), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(centre - shrunk).mean() < 0.5 * np.abs(centre - other).mean()
+    with pytest.raises(MeanGeoError, match="satellite_side_m"):
+        WorldSpec("sues200", satellite_side_m=700.0)
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):

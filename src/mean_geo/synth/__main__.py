@@ -8,7 +8,7 @@ import time
 
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
-from mean_geo.synth.writer import LAYOUTS, WorldSpec, write_world
+from mean_geo.synth.writer import LAYOUTS, SATELLITE_SIDE_M, WorldSpec, write_world
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--drone-per-location", type=int, default=10, help="drone images per place (and altitude)")
     p.add_argument("--altitudes", type=int, nargs="+", default=list(SUES200_ALTITUDES))
+    p.add_argument(
+        "--satellite-side-m", type=float, default=SATELLITE_SIDE_M, help="ground side of a satellite tile (m)"
+    )
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             image_size=args.size,
             drone_per_location=args.drone_per_location,
+            satellite_side_m=args.satellite_side_m,
             altitudes=tuple(args.altitudes),
         )
         start = time.perf_counter()

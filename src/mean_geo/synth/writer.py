@@ -27,7 +27,7 @@ from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, rende
 from mean_geo.synth.world import generate_place
 
 LAYOUTS = ("university1652", "sues200")
-SATELLITE_SIDE_M = 200.0
+SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile
 U1652_ALTITUDE_RANGE = (256.0, 121.5)  # the real drone spirals down from 256 m to 121.5 m
 
 
@@ -41,12 +41,15 @@ class WorldSpec:
     image_size: int = 256
     drone_per_location: int = 10
     altitudes: tuple[int, ...] = field(default=SUES200_ALTITUDES)
+    satellite_side_m: float = SATELLITE_SIDE_M
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise MeanGeoError(f"layout '{self.layout}': expected one of {list(LAYOUTS)}")
         if self.locations < 2:
             raise MeanGeoError(f"locations={self.locations}: need at least 2")
+        if not 50.0 <= self.satellite_side_m <= 600.0:  # a place is generated 600 m across
+            raise MeanGeoError(f"satellite_side_m={self.satellite_side_m}: expected 50-600 metres")
         if self.image_size < 32 or self.drone_per_location < 1:
             raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
         bad = [a for a in self.altitudes if a not in SUES200_ALTITUDES]
@@ -115,7 +118,7 @@ def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
     rng = np.random.default_rng([spec.seed, index, 11])
     sat_shade = cast_shadows(place, rng.uniform(0, 2 * np.pi), rng.uniform(35, 65))
     drone_shade = cast_shadows(place, rng.uniform(0, 2 * np.pi), rng.uniform(30, 65))
-    sat = render_satellite(place, sat_shade, spec.image_size, SATELLITE_SIDE_M)
+    sat = render_satellite(place, sat_shade, spec.image_size, spec.satellite_side_m)
     # the satellite pass was taken on another day: global tint and contrast change
     sat = np.clip((sat.astype(np.float32) - 128) * rng.uniform(0.85, 1.15) + 128, 0, 255)
     sat = np.clip(sat * rng.uniform(0.92, 1.08, size=3), 0, 255).astype(np.uint8)
@@ -178,11 +181,13 @@ def _render_job(args: tuple[WorldSpec, int]) -> dict[str, list[bytes]]:
 
 
 def existing_spec(root: Path) -> dict | None:
+    """The world.json of ``root``, completed with the defaults of fields added since it was written."""
     marker = root / "world.json"
     if marker.is_file():
         try:
-            return json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
+            recorded = json.loads(marker.read_text())
+            return WorldSpec(**{**recorded, "altitudes": tuple(recorded["altitudes"])}).to_json()
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, MeanGeoError):
             return None
     return None
 
