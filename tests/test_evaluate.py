@@ -90,6 +90,12 @@ def test_one_gallery_item_per_place_matches_reference(drop, quantised):
     assert got == pytest.approx(reference(q[keep], qid[keep], g, gid, drop), abs=1e-9)
 
 
+def test_no_gallery_item_of_any_query_place_is_a_miss_for_all():
+    q, g = torch.eye(3)[:2], torch.eye(3)
+    got = evaluate(q, [7, 8], g, [0, 1, 2], drop_unmatched_gallery=True)  # every gallery item dropped
+    assert got["R@1"] == 0.0 and got["AP"] == 0.0
+
+
 def test_hand_made_single_positive_ranks():
     # gallery: one item per location 0..3; query of location 3 ranked at 0-based r=2 -> AP = 1/(2*3)
     g = torch.eye(4)

@@ -106,7 +106,9 @@ def evaluate(
 
 def _single_positive_columns(qid: torch.Tensor, gid: torch.Tensor) -> torch.Tensor | None:
     """Gallery column of each query's only positive (-1: none), or None if some location has
-    several gallery items."""
+    several gallery items (or none at all)."""
+    if gid.numel() == 0:
+        return None
     sorted_gid, order = torch.sort(gid)
     if bool((sorted_gid[1:] == sorted_gid[:-1]).any()):
         return None
@@ -219,6 +221,8 @@ def _ranks_among_candidates(
     """Ranks of the positives ``(rows, cols)`` (row-major) by a stable sort of each row's candidates
     only: an item scoring below every positive of its row cannot change any positive's rank.  Returns
     None when the candidates exceed ``max_fraction`` of the chunk (the binary search is cheaper then)."""
+    if scores.dtype == torch.float64:  # the integer sort keys encode float32 values
+        return None
     c = scores.shape[0]
     lowest = torch.full((c,), float("inf"), dtype=scores.dtype, device=scores.device)
     lowest = lowest.scatter_reduce(0, rows, pos_scores, reduce="amin")
