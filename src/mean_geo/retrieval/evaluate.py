@@ -123,13 +123,20 @@ def single_positive_ranks(scores: torch.Tensor, cols: torch.Tensor, max_elements
     pos_scores = scores[rows, cols]
     ranks = (scores > pos_scores[:, None]).sum(dim=1)
     tied = torch.nonzero((scores == pos_scores[:, None]).sum(dim=1) > 1).flatten()
-    columns = torch.arange(scores.shape[1], device=scores.device)
     block = max(1, max_elements // scores.shape[1])
     for b in range(0, tied.numel(), block):
         sel = tied[b : b + block]
-        same = scores[sel] == pos_scores[sel, None]
-        ranks[sel] += (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
+        ranks[sel] += _earlier_ties(scores, sel, cols[sel], pos_scores[sel])
     return ranks
+
+
+def _earlier_ties(
+    scores: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pos_scores: torch.Tensor
+) -> torch.Tensor:
+    """For positives at ``(rows, cols)`` scoring ``pos_scores``: the items with exactly that score
+    that come before them in the gallery (a stable sort ranks those first)."""
+    columns = torch.arange(scores.shape[1], device=scores.device)
+    return ((scores[rows] == pos_scores[:, None]) & (columns[None, :] < cols[:, None])).sum(dim=1)
 
 
 def _stable_rank(values: torch.Tensor, row_of: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -165,12 +172,9 @@ def positive_ranks(
         return rows, rows
     pos_scores = scores[rows, cols]
     block = max(1, max_elements // n)
-    columns = torch.arange(n, device=rows.device)
 
     def earlier_ties(sel: torch.Tensor) -> torch.Tensor:
-        """Items with exactly the positive's score that come before it in the gallery."""
-        same = scores[rows[sel]] == pos_scores[sel, None]
-        return (same & (columns[None, :] < cols[sel, None])).sum(dim=1)
+        return _earlier_ties(scores, rows[sel], cols[sel], pos_scores[sel])
 
     if rows.numel() == scores.shape[0] and bool((rows == torch.arange(rows.numel(), device=rows.device)).all()):
         return rows, single_positive_ranks(scores, cols, max_elements)  # exactly one positive per query
