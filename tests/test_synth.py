@@ -127,6 +127,45 @@ def test_satellite_side_sets_the_tile_footprint():
         WorldSpec("sues200", satellite_side_m=700.0)
 
 
+def test_test_locations_fixes_the_held_out_places_and_keeps_the_rest_for_training(tmp_path):
+    spec = WorldSpec("sues200", locations=9, test_locations=2, image_size=40, drone_per_location=1, altitudes=(150,))
+    ids = writer.split_ids(spec)
+    assert len(ids["train"]) == 7 and len(ids["test"]) == 2
+    assert sorted(ids["train"] + ids["test"]) == [f"{i:04d}" for i in range(1, 10)]
+    # the split is the same fixed permutation as the default one, only cut elsewhere
+    default = writer.split_ids(WorldSpec("sues200", locations=9, altitudes=(150,)))
+    assert set(ids["test"]) <= set(default["test"])
+    root = write_world(spec, tmp_path / "w", workers=1, progress=False)
+    assert sorted(p.name for p in (root / "Testing" / "150" / "query_drone").iterdir()) == ids["test"]
+    assert sorted(p.name for p in (root / "Training" / "150" / "drone").iterdir()) == ids["train"]
+    u = writer.split_ids(WorldSpec("university1652", locations=5, test_locations=3))
+    assert (len(u["train"]), len(u["test"]), len(u["distractor"])) == (5, 3, 1)
+    assert not set(u["train"]) & set(u["test"]) and not set(u["test"]) & set(u["distractor"])
+    for bad in (0, 9):
+        with pytest.raises(MeanGeoError, match="test_locations"):
+            WorldSpec("sues200", locations=9, test_locations=bad)
+    assert synth_main(["--out", str(tmp_path / "bad"), "--locations", "4", "--test-locations", "4"]) == 2
+
+
+def test_supersampled_drone_photos_are_closer_to_a_fine_render_than_plain_ones():
+    place = generate_place(0, 2)
+    shade = cast_shadows(place, 1.0, 45.0)
+    cam = DroneCamera(azimuth=0.7, altitude=200.0)
+
+    def photo(supersample: int) -> np.ndarray:
+        # the same seed gives the same exposure and haze: only the sensor noise differs
+        spec = WorldSpec("sues200", image_size=48, supersample=supersample)
+        return writer._drone_photo(spec, place, shade, cam, np.random.default_rng(5)).astype(np.float32)
+
+    fine = render_drone(place, shade, cam, 48 * 4, np.random.default_rng(5))
+    fine = np.asarray(Image.fromarray(fine).reduce(4), dtype=np.float32)
+    plain, smooth = photo(1), photo(3)
+    assert plain.shape == smooth.shape == (48, 48, 3)
+    assert np.abs(smooth - fine).mean() < 0.7 * np.abs(plain - fine).mean()
+    with pytest.raises(MeanGeoError, match="supersample"):
+        WorldSpec("sues200", supersample=5)
+
+
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = writer.render_location

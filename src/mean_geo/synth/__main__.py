@@ -23,6 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--satellite-side-m", type=float, default=SATELLITE_SIDE_M, help="ground side of a satellite tile (m)"
     )
+    p.add_argument(
+        "--test-locations", type=int, default=None, help="held-out places (default: the real dataset's share)"
+    )
+    p.add_argument("--supersample", type=int, default=1, help="ray-trace drone photos at N x the size, then box-filter")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.size,
             drone_per_location=args.drone_per_location,
             satellite_side_m=args.satellite_side_m,
+            test_locations=args.test_locations,
+            supersample=args.supersample,
             altitudes=tuple(args.altitudes),
         )
         start = time.perf_counter()

@@ -93,7 +93,11 @@ def _hash2(a: np.ndarray, b: np.ndarray, salt: int) -> np.ndarray:
 
 
 def generate_place(seed: int, location: int, radius_m: float = 300.0, cell_m: float = 1.0) -> Place:
-    """Build the neighbourhood of one location.  Different ``location`` ⇒ a different place."""
+    """Build the neighbourhood of one location.  Different ``location`` ⇒ a different place.
+
+    Written for speed (it is most of the cost of a world): float32 throughout, and each layer is
+    painted only onto the cells it covers rather than blended over the whole map.
+    """
     rng = np.random.default_rng([seed, location, 7])
     m = int(round(2 * radius_m / cell_m))
     coords = (np.arange(m, dtype=np.float32) - m / 2 + 0.5) * cell_m
@@ -101,21 +105,22 @@ def generate_place(seed: int, location: int, radius_m: float = 300.0, cell_m: fl
 
     # --- roads on a rotated grid, spacing and width vary per place
     theta = rng.uniform(0, np.pi / 2)
-    c, s = np.cos(theta), np.sin(theta)
+    c, s = float(np.cos(theta)), float(np.sin(theta))
     u = c * xx + s * yy + rng.uniform(0, 200)
     v = -s * xx + c * yy + rng.uniform(0, 200)
     spacing_u, spacing_v = rng.uniform(45, 95), rng.uniform(45, 95)
     road_w = rng.uniform(6, 12)
-    lu, lv = np.mod(u, spacing_u), np.mod(v, spacing_v)
-    bu, bv = np.floor(u / spacing_u).astype(np.int64), np.floor(v / spacing_v).astype(np.int64)
+    fbu, fbv = np.floor(u / spacing_u), np.floor(v / spacing_v)
+    lu, lv = u - fbu * spacing_u, v - fbv * spacing_v  # position inside the block, [0, spacing)
+    bu, bv = fbu.astype(np.int64), fbv.astype(np.int64)
     road = (lu < road_w) | (lv < road_w)
     marking = road & ((np.abs(lu - road_w / 2) < 0.5) | (np.abs(lv - road_w / 2) < 0.5))
-    marking &= np.mod(u + v, 8.0) < 4.0  # dashed centre lines
+    marking &= (np.floor((u + v) * 0.25).astype(np.int64) & 1) == 0  # dashed centre lines, 4 m dashes
 
     # --- ground albedo: grass/soil mix
     ground_mix = smooth_noise(rng, m, 9)[..., None]
-    colour = GRASS * (1 - ground_mix) + SOIL * ground_mix
-    colour = colour * (0.9 + 0.2 * smooth_noise(rng, m, 40)[..., None])
+    colour = GRASS + (SOIL - GRASS) * ground_mix
+    colour *= 0.9 + 0.2 * smooth_noise(rng, m, 40)[..., None]
     height = np.zeros((m, m), dtype=np.float32)
     wall = np.zeros((m, m, 3), dtype=np.float32)
 
@@ -130,60 +135,61 @@ def generate_place(seed: int, location: int, radius_m: float = 300.0, cell_m: fl
     n_lu = 1 + (block_hash // 7) % 4
     n_lv = 1 + (block_hash // 29) % 3
     span_u, span_v = spacing_u - road_w, spacing_v - road_w
-    pu = (lu - road_w) / span_u * n_lu
-    pv = (lv - road_w) / span_v * n_lv
+    pu = (lu - road_w) * (1 / span_u) * n_lu
+    pv = (lv - road_w) * (1 / span_v) * n_lv
     lot_u, lot_v = np.floor(pu).astype(np.int64), np.floor(pv).astype(np.int64)
     fu, fv = pu - lot_u, pv - lot_v
     lot_hash = _hash2(bu * 8 + lot_u, bv * 8 + lot_v, salt + 1)
-    margin = 0.08 + (lot_hash % 17) / 100.0
+    margin = 0.08 + (lot_hash % 17) * 0.01
     in_footprint = (fu > margin) & (fu < 1 - margin) & (fv > margin) & (fv < 1 - margin)
-    building = inner & (block_kind == 0) & in_footprint & ((lot_hash // 17) % 10 < 8)
-    tall = (lot_hash // 170) % 10 == 0  # a few towers for strong parallax
-    b_height = 6 + (lot_hash // 1700) % 19 + np.where(tall, 25 + (lot_hash // 33) % 20, 0)
-    roof = ROOF_COLOURS[(lot_hash // 3) % len(ROOF_COLOURS)]
+    urban_block = inner & (block_kind == 0)
+    building = urban_block & in_footprint & ((lot_hash // 17) % 10 < 8)
+    lots = lot_hash[building]
+    tall = (lots // 170) % 10 == 0  # a few towers for strong parallax
+    b_height = 6 + (lots // 1700) % 19 + np.where(tall, 25 + (lots // 33) % 20, 0)
     # a roof ridge/shade: darker half along the lot's longer axis
-    ridge = np.where((fu < 0.5) == ((lot_hash // 5) % 2 == 0), 0.85, 1.0)[..., None]
-    colour = np.where(building[..., None], roof * ridge, colour)
-    height = np.where(building, b_height.astype(np.float32), height)
-    wall = np.where(building[..., None], WALL_COLOURS[(lot_hash // 11) % len(WALL_COLOURS)], wall)
+    ridge = np.where((fu[building] < 0.5) == ((lots // 5) % 2 == 0), 0.85, 1.0).astype(np.float32)
+    colour[building] = ROOF_COLOURS[(lots // 3) % len(ROOF_COLOURS)] * ridge[:, None]
+    height[building] = b_height
+    wall[building] = WALL_COLOURS[(lots // 11) % len(WALL_COLOURS)]
 
     # yards around buildings: paving
-    yard = inner & (block_kind == 0) & ~building
-    colour = np.where(yard[..., None] & (smooth_noise(rng, m, 60) > 0.45)[..., None], PAVING, colour)
+    yard = urban_block & ~building
+    colour[yard & (smooth_noise(rng, m, 60) > 0.45)] = PAVING
 
     # parks with trees (trees have height: they also show parallax)
     park = inner & (block_kind == 1)
     tree_noise = smooth_noise(rng, m, int(2 * radius_m / 6))
     trees = park & (tree_noise > 0.55)
-    street_trees = (~road) & (np.minimum(lu, lv) < road_w + 2.5) & (tree_noise > 0.7) & ~building
+    street_trees = inner & (np.minimum(lu, lv) < road_w + 2.5) & (tree_noise > 0.7) & ~building
     trees |= street_trees
-    crown = TREE * (0.75 + 0.5 * tree_noise[..., None])
-    colour = np.where(trees[..., None], crown, colour)
-    height = np.where(trees, 4 + 8 * tree_noise, height)
-    wall = np.where(trees[..., None], crown * 0.8, wall)
+    tn = tree_noise[trees]
+    crown = TREE * (0.75 + 0.5 * tn[:, None])
+    colour[trees] = crown
+    height[trees] = 4 + 8 * tn
+    wall[trees] = crown * 0.8
 
     parking = inner & (block_kind == 2)
-    stripes = np.mod(lu, 3.0) < 0.3
-    colour = np.where(parking[..., None], np.where(stripes[..., None], MARKING, PARKING), colour)
+    stripes = parking & (lu - np.floor(lu * (1 / 3.0)) * 3.0 < 0.3)
+    colour[parking] = PARKING
+    colour[stripes] = MARKING
     plaza = inner & (block_kind == 3)
-    colour = np.where(plaza[..., None], PAVING * (0.9 + 0.1 * (np.mod(lu + lv, 10) < 5))[..., None], colour)
+    chequer = (np.floor((lu + lv) * 0.2).astype(np.int64) & 1) == 0  # 5 m paving squares
+    colour[plaza] = PAVING * np.where(chequer[plaza], 1.0, 0.9).astype(np.float32)[:, None]
 
-    colour = np.where(road[..., None], ROAD, colour)
-    colour = np.where(marking[..., None], MARKING, colour)
-    height = np.where(road, 0.0, height)
+    colour[road] = ROAD
+    colour[marking] = MARKING
+    height[road] = 0.0
 
     # --- a river across some places
     if rng.random() < 0.35:
         phi = rng.uniform(0, np.pi)
-        d = np.cos(phi) * xx + np.sin(phi) * yy - rng.uniform(-120, 120)
-        d = d + 25 * np.sin((-np.sin(phi) * xx + np.cos(phi) * yy) / rng.uniform(60, 140))
+        cp, sp = float(np.cos(phi)), float(np.sin(phi))
+        d = cp * xx + sp * yy - rng.uniform(-120, 120)
+        d += 25 * np.sin((-sp * xx + cp * yy) * (1 / rng.uniform(60, 140)))
         river = np.abs(d) < rng.uniform(12, 30)
-        colour = np.where(river[..., None], WATER * (0.9 + 0.2 * tree_noise[..., None]), colour)
-        height = np.where(river, 0.0, height)
+        colour[river] = WATER * (0.9 + 0.2 * tree_noise[river][:, None])
+        height[river] = 0.0
 
-    return Place(
-        height=height.astype(np.float32),
-        colour=np.clip(colour, 0, 255).astype(np.float32),
-        wall=wall.astype(np.float32),
-        cell_m=cell_m,
-    )
+    np.clip(colour, 0, 255, out=colour)
+    return Place(height=height, colour=colour, wall=wall, cell_m=cell_m)

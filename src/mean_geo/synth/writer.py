@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
 from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, render_satellite
-from mean_geo.synth.world import generate_place
+from mean_geo.synth.world import Place, generate_place
 
 LAYOUTS = ("university1652", "sues200")
 SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile
@@ -42,6 +42,13 @@ class WorldSpec:
     drone_per_location: int = 10
     altitudes: tuple[int, ...] = field(default=SUES200_ALTITUDES)
     satellite_side_m: float = SATELLITE_SIDE_M
+    #: held-out places; None keeps the real dataset's proportion (SUES-200: 40 % of ``locations``;
+    #: University-1652: as many as training buildings).  Many training places with a fixed test
+    #: set is what lets a randomly initialised model generalise (README, "The demo").
+    test_locations: int | None = None
+    #: drone photos are ray-traced at ``supersample`` x the image size and box-filtered down: small
+    #: worlds (the demo's 64 px) stay free of aliasing and need no resizing when loaded
+    supersample: int = 1
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -50,8 +57,17 @@ class WorldSpec:
             raise MeanGeoError(f"locations={self.locations}: need at least 2")
         if not 50.0 <= self.satellite_side_m <= 600.0:  # a place is generated 600 m across
             raise MeanGeoError(f"satellite_side_m={self.satellite_side_m}: expected 50-600 metres")
+        if not 1 <= self.supersample <= 4:
+            raise MeanGeoError(f"supersample={self.supersample}: expected 1-4")
         if self.image_size < 32 or self.drone_per_location < 1:
             raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
+        if self.test_locations is not None:
+            most = self.locations - 1 if self.layout == "sues200" else 9999 - 2 * self.locations
+            if not 1 <= self.test_locations <= most:
+                raise MeanGeoError(
+                    f"test_locations={self.test_locations}: expected 1-{most} "
+                    f"({'fewer than the places' if self.layout == 'sues200' else 'ids run out'})"
+                )
         bad = [a for a in self.altitudes if a not in SUES200_ALTITUDES]
         if bad:
             raise MeanGeoError(f"altitudes {bad}: expected some of {list(SUES200_ALTITUDES)}")
@@ -63,15 +79,18 @@ class WorldSpec:
 
 
 def split_ids(spec: WorldSpec) -> dict[str, list[str]]:
-    """Location ids per role, scaled from the real datasets' proportions."""
+    """Location ids per role, scaled from the real datasets' proportions unless
+    ``spec.test_locations`` fixes the held-out count."""
     n = spec.locations
     ids = [f"{i:04d}" for i in range(1, 10000)]
     if spec.layout == "university1652":
         # real: 701 training buildings, 701 other test buildings, 250 gallery-only distractors
-        extra = max(1, round(n * 250 / 701))
-        return {"train": ids[:n], "test": ids[n : 2 * n], "distractor": ids[2 * n : 2 * n + extra]}
+        n_test = spec.test_locations or n
+        extra = max(1, round(n_test * 250 / 701))
+        test_end = n + n_test
+        return {"train": ids[:n], "test": ids[n:test_end], "distractor": ids[test_end : test_end + extra]}
     # SUES-200: 200 places, 120 train / 80 test; galleries hold all places
-    n_train = max(1, round(n * 120 / 200))
+    n_train = n - spec.test_locations if spec.test_locations else max(1, round(n * 120 / 200))
     rng = np.random.default_rng(1)  # fixed like the official list: the split does not move with --seed
     order = rng.permutation(n)
     train = sorted(ids[i] for i in order[:n_train])
@@ -112,6 +131,15 @@ def _drone_cameras(spec: WorldSpec, rng: np.random.Generator, altitude: int | No
     return cams
 
 
+def _drone_photo(
+    spec: WorldSpec, place: Place, shade: np.ndarray, cam: DroneCamera, rng: np.random.Generator
+) -> np.ndarray:
+    """One drone photo at the world's size, ray-traced at ``spec.supersample`` x and box-filtered."""
+    k = spec.supersample
+    img = render_drone(place, shade, cam, spec.image_size * k, rng)
+    return img if k == 1 else np.asarray(Image.fromarray(img).reduce(k))
+
+
 def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
     """All images of one location: {"satellite": [bytes], "drone@<alt>": [bytes, ...]}."""
     place = generate_place(spec.seed, index)
@@ -127,8 +155,7 @@ def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
     alts: list[int | None] = list(spec.altitudes) if spec.layout == "sues200" else [None]
     for alt in alts:
         imgs = [
-            _encode(render_drone(place, drone_shade, cam, spec.image_size, rng), "JPEG")
-            for cam in _drone_cameras(spec, rng, alt)
+            _encode(_drone_photo(spec, place, drone_shade, cam, rng), "JPEG") for cam in _drone_cameras(spec, rng, alt)
         ]
         out[f"drone@{alt}"] = imgs
     return out
