@@ -62,11 +62,12 @@ class WorldSpec:
         if self.image_size < 32 or self.drone_per_location < 1:
             raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
         if self.test_locations is not None:
-            most = self.locations - 1 if self.layout == "sues200" else 9999 - 2 * self.locations
+            # SUES-200: some places must train; University-1652: test places and their
+            # distractors come after the training ids, which run to 9999
+            most = self.locations - 1 if self.layout == "sues200" else int((9999 - self.locations) / (1 + 250 / 701))
             if not 1 <= self.test_locations <= most:
                 raise MeanGeoError(
-                    f"test_locations={self.test_locations}: expected 1-{most} "
-                    f"({'fewer than the places' if self.layout == 'sues200' else 'ids run out'})"
+                    f"test_locations={self.test_locations}: expected 1-{most} for {self.locations} locations"
                 )
         bad = [a for a in self.altitudes if a not in SUES200_ALTITUDES]
         if bad:
