@@ -29,6 +29,8 @@ from mean_geo.synth.world import Place, generate_place
 LAYOUTS = ("university1652", "sues200")
 SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile
 U1652_ALTITUDE_RANGE = (256.0, 121.5)  # the real drone spirals down from 256 m to 121.5 m
+U1652_DISTRACTORS_PER_TEST_PLACE = 250 / 701  # real: 701 test buildings, 250 gallery-only distractors
+MAX_LOCATION_ID = 9999  # ids are written as 4 digits, 0001-9999
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,11 @@ class WorldSpec:
             raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
         if self.test_locations is not None:
             # SUES-200: some places must train; University-1652: test places and their
-            # distractors come after the training ids, which run to 9999
-            most = self.locations - 1 if self.layout == "sues200" else int((9999 - self.locations) / (1 + 250 / 701))
+            # distractors come after the training ids, and the ids run out at MAX_LOCATION_ID
+            if self.layout == "sues200":
+                most = self.locations - 1
+            else:
+                most = int((MAX_LOCATION_ID - self.locations) / (1 + U1652_DISTRACTORS_PER_TEST_PLACE))
             if not 1 <= self.test_locations <= most:
                 raise MeanGeoError(
                     f"test_locations={self.test_locations}: expected 1-{most} for {self.locations} locations"
@@ -83,11 +88,11 @@ def split_ids(spec: WorldSpec) -> dict[str, list[str]]:
     """Location ids per role, scaled from the real datasets' proportions unless
     ``spec.test_locations`` fixes the held-out count."""
     n = spec.locations
-    ids = [f"{i:04d}" for i in range(1, 10000)]
+    ids = [f"{i:04d}" for i in range(1, MAX_LOCATION_ID + 1)]
     if spec.layout == "university1652":
         # real: 701 training buildings, 701 other test buildings, 250 gallery-only distractors
         n_test = spec.test_locations or n
-        extra = max(1, round(n_test * 250 / 701))
+        extra = max(1, round(n_test * U1652_DISTRACTORS_PER_TEST_PLACE))
         test_end = n + n_test
         return {"train": ids[:n], "test": ids[n:test_end], "distractor": ids[test_end : test_end + extra]}
     # SUES-200: 200 places, 120 train / 80 test; galleries hold all places
