@@ -38,7 +38,7 @@ def test_experiments_compose_and_build_their_model(experiment, tmp_path, data_di
     build_datamodule(cfg.dataset)
     lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
     assert lit.model.gee is not None and lit.model.cea is not None
-    assert cfg.loss.weight_cda == (0.75 if cfg.dataset._target_.endswith("SUES200DataModule") else 1.3)
+    assert cfg.loss.weight_cda == (0.75 if cfg.dataset.name == "sues200" else 1.3)
 
 
 def test_zero_loss_weights_build_no_branch(tmp_path, data_dir):

@@ -1,6 +1,9 @@
 """Turn composed Hydra configs into objects — the only library code that sees a DictConfig.
 
 Shared by the entry points (train, eval) and the tests, so all of them build things the same way.
+Model, loss and dataset go through the checked recipes of :mod:`mean_geo.recipe` (what is built
+is exactly what a checkpoint will say); optimiser, scheduler, loggers, callbacks and the trainer
+come from the user's own config through ``instantiate``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.errors import ConfigError
 from mean_geo.lit_module import MEANLitModule
+from mean_geo.recipe import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
 
 
 def to_plain(cfg: DictConfig | dict | None) -> dict:
@@ -25,13 +29,15 @@ def to_plain(cfg: DictConfig | dict | None) -> dict:
 
 
 def build_datamodule(dataset_cfg: DictConfig | dict) -> CrossViewDataModule:
-    if not dataset_cfg or "_target_" not in dataset_cfg:
+    """The datamodule a dataset config (or a checkpoint's dataset recipe) names, arguments checked."""
+    dataset = to_plain(dataset_cfg)
+    if not dataset or not ({"name", "_target_"} & set(dataset)):
         raise ConfigError("dataset: no dataset selected; use dataset=synthetic|sues200|university1652")
-    return instantiate(dataset_cfg, _convert_="all")
+    return build_datamodule_from_recipe(dataset)
 
 
 def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
-    """The plain recipe of model + loss (+ dataset) stored in checkpoints."""
+    """The checked plain recipe of model + loss (+ dataset) that checkpoints store (no code paths)."""
     loss = to_plain(cfg.loss)
     model = to_plain(cfg.model)
     model.update(
@@ -39,7 +45,7 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
         use_gee=float(loss.get("weight_ce", 0)) > 0,  # build only what a loss uses (DDP-safe)
         use_cea=float(loss.get("weight_cda", 0)) > 0,
     )
-    return {"model": model, "loss": loss, "dataset": to_plain(cfg.get("dataset"))}
+    return checkpoint_recipe({"model": model, "loss": loss, "dataset": to_plain(cfg.get("dataset"))}, "config")
 
 
 def build_lit_module(
@@ -48,12 +54,11 @@ def build_lit_module(
     eval_cfg: DictConfig | dict | None = None,
     channels_last: bool = False,
 ) -> MEANLitModule:
+    """A module for training: the model is built as the recipe says (pretrained weights included)."""
     eval_cfg = to_plain(eval_cfg)
-    model = instantiate(build_config["model"], _convert_="all")
-    loss = instantiate(build_config["loss"], _convert_="all")
     return MEANLitModule(
-        model,
-        loss,
+        build_model(build_config["model"]),
+        build_loss(build_config["loss"]),
         optimizer=instantiate(optim_cfg.optimizer) if optim_cfg is not None else None,
         scheduler=instantiate(optim_cfg.scheduler) if optim_cfg is not None and optim_cfg.get("scheduler") else None,
         eval_ks=eval_cfg.get("ks", (1, 5, 10)),

@@ -15,3 +15,8 @@ class ConfigError(MeanGeoError):
 
 class CheckpointError(MeanGeoError):
     """A checkpoint is missing, unreadable, or from another model."""
+
+
+class RecipeError(CheckpointError):
+    """A recipe (what a config, checkpoint or export says to build) names something unknown or
+    holds a value of the wrong kind."""

@@ -1,8 +1,10 @@
 """Inference models: load a training checkpoint or an exported folder, export shareable weights.
 
 An export is a folder with ``model.safetensors`` (only the retrieval network: the training-only
-branches are dropped), ``config.json`` (how to rebuild it) and a generated ``MODEL_CARD.md``;
-:func:`load_model` rebuilds it in one call, without Lightning and without unpickling anything.
+branches are dropped), ``config.json`` (how to rebuild it: a registered architecture name and
+plain arguments, see :mod:`mean_geo.recipe`) and a generated ``MODEL_CARD.md``; :func:`load_model`
+rebuilds it in one call, without Lightning, without unpickling and without running anything a
+file names.
 The *fingerprint* identifies the retrieval weights and input size, so an index built with one
 model is refused by another.
 """
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from safetensors.torch import load_file, save_file
 
-from mean_geo.errors import CheckpointError
+from mean_geo.checkpoints import read_checkpoint
+from mean_geo.errors import CheckpointError, RecipeError
 from mean_geo.models.mean import MEAN
+from mean_geo.recipe import build_model, image_size_of, model_recipe
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
 
@@ -51,34 +54,59 @@ def _inference_recipe(model_recipe: dict) -> dict:
     return {**model_recipe, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
 
 
-def _build(model_recipe: dict, state: dict[str, torch.Tensor], source: Path) -> MEAN:
-    model = instantiate(_inference_recipe(model_recipe), _convert_="all")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k.startswith(("backbone.", "pee."))]
-    if missing:
-        raise CheckpointError(f"{source}: {len(missing)} retrieval weights missing (e.g. {missing[0]})")
+def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
+    try:
+        model = build_model(_inference_recipe(recipe))
+    except RecipeError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or wrong:
+        raise CheckpointError(
+            f"{source}: weights do not fit the recorded model ({len(missing)} missing, "
+            f"{len(wrong)} of another shape, e.g. {(wrong or missing)[0]})"
+        )
+    model.load_state_dict({k: state[k] for k in own})
     return model.eval()
 
 
-def load_model(path: str | Path) -> InferenceModel:
-    """From a training checkpoint (``.ckpt``) or an export folder (or its ``model.safetensors``)."""
+def _read_export(path: Path, arg: str) -> InferenceModel:
+    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
+        raise CheckpointError(f"{arg}={path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / CONFIG}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path / CONFIG}: no model recipe (expected a mean_geo export config)")
+    try:
+        image_size = image_size_of({"dataset": {"image_size": config.get("image_size")}})
+        recipe = model_recipe(config["model"])
+    except RecipeError as exc:
+        raise CheckpointError(f"{path / CONFIG}: {exc}") from None
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign weights file
+        raise CheckpointError(f"{path / WEIGHTS}: not a readable safetensors file ({type(exc).__name__})") from None
+    model = _build(recipe, state, str(path))
+    return InferenceModel(model, image_size, fingerprint(model, image_size), {**config, "model": recipe})
+
+
+def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
+    """From a training checkpoint (``.ckpt``) or an export folder (or its ``model.safetensors``).
+
+    ``arg`` names the argument the path came from, for error messages."""
     path = Path(path).expanduser()
     if path.is_file() and path.name == WEIGHTS:
         path = path.parent
     if path.is_dir():
-        if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
-            raise CheckpointError(f"{path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
-        config = json.loads((path / CONFIG).read_text())
-        model = _build(config["model"], load_file(str(path / WEIGHTS)), path)
-        return InferenceModel(model, int(config["image_size"]), fingerprint(model, int(config["image_size"])), config)
-    from mean_geo.eval import read_training_checkpoint
-
-    ckpt = read_training_checkpoint(path)
-    recipe = ckpt["hyper_parameters"]["build_config"]
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model = _build(recipe["model"], state, path)
-    image_size = int((recipe.get("dataset") or {}).get("image_size") or 384)
-    return InferenceModel(model, image_size, fingerprint(model, image_size), recipe)
+        return _read_export(path, arg)
+    ckpt = read_checkpoint(path, arg, for_training=False)
+    state = {k.removeprefix("model."): v for k, v in ckpt.state_dict.items() if k.startswith("model.")}
+    model = _build(ckpt.recipe["model"], state, f"{arg}={path}")
+    image_size = image_size_of(ckpt.recipe)
+    return InferenceModel(model, image_size, fingerprint(model, image_size), ckpt.recipe)
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
@@ -86,18 +114,18 @@ def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = No
     out = Path(out_dir).expanduser()
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out}: exists and is not empty; choose a new folder")
-    loaded = load_model(ckpt_path)
+    loaded = load_model(ckpt_path, "ckpt")
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
     save_file(state, str(out / WEIGHTS))
     dataset = loaded.recipe.get("dataset") or {}
     config = {
-        "format": "mean_geo/1",
+        "format": "mean_geo/2",
         "model": _inference_recipe(loaded.recipe["model"]),
         "image_size": loaded.image_size,
         "embedding_dim": loaded.model.embedding_dim,
         "fingerprint": loaded.fingerprint,
-        "trained_on": {k: dataset.get(k) for k in ("_target_", "root", "altitude", "directions") if k in dataset},
+        "trained_on": {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
         "metrics": metrics or {},
         "source_checkpoint": str(Path(ckpt_path).name),
     }
@@ -109,7 +137,7 @@ def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = No
 def model_card(config: dict) -> str:
     """A dinov2-style card generated from what the export knows (no claims beyond it)."""
     trained = config["trained_on"]
-    dataset = str(trained.get("_target_", "unknown")).rsplit(".", 1)[-1].replace("DataModule", "")
+    dataset = trained.get("name") or "unknown"
     metrics = config.get("metrics") or {}
     rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
     return f"""# MEAN cross-view geo-localization model

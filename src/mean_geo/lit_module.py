@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
 
+from mean_geo.checkpoints import read_checkpoint
+from mean_geo.errors import CheckpointError
 from mean_geo.losses import MEANLoss
 from mean_geo.models.mean import MEAN
+from mean_geo.recipe import build_loss, build_model, checkpoint_recipe
 from mean_geo.retrieval.evaluate import evaluate
 
 
@@ -16,14 +20,16 @@ class MEANLitModule(L.LightningModule):
     """Owns the training step, the optimiser/schedule and the embedding collection for evaluation.
 
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_: true``): ``optimizer(params)``
-    and ``scheduler(optimizer, total_steps=…)``.  ``build_config`` is the plain-dict recipe of the
-    model and loss (with ``_target_``), stored in checkpoints so ``mean_geo.eval`` can rebuild them.
+    and ``scheduler(optimizer, total_steps=…)``.  ``build_config`` is the checked plain recipe of
+    the model and loss (:mod:`mean_geo.recipe`), stored in checkpoints: without ``model``/``loss``
+    they are rebuilt from it (no pretrained download: the weights come from the checkpoint), which
+    is what ``mean_geo.eval`` and ``MEANLitModule.load_from_checkpoint(path)`` do.
     """
 
     def __init__(
         self,
-        model: MEAN,
-        loss: MEANLoss,
+        model: MEAN | None = None,
+        loss: MEANLoss | None = None,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         eval_ks: Sequence[int] = (1, 5, 10),
@@ -32,6 +38,14 @@ class MEANLitModule(L.LightningModule):
         build_config: dict | None = None,
     ) -> None:
         super().__init__()
+        if model is None or loss is None:
+            if not build_config:
+                raise CheckpointError("MEANLitModule: give model and loss, or a build_config recipe to rebuild them")
+            build_config = checkpoint_recipe(build_config, "build_config")
+            model = (
+                model if model is not None else build_model(build_config["model"], pretrained=False, weights_file=None)
+            )
+            loss = loss if loss is not None else build_loss(build_config.get("loss") or {})
         self.model = model
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -53,6 +67,15 @@ class MEANLitModule(L.LightningModule):
         #: embeddings of the last evaluation, per (direction, role): (emb, ids, dataset index)
         self.last_embeddings: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.last_metrics: dict[str, float] = {}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
+        """Lightning's loader, after the file was read without unpickling and its recipe checked, so
+        a foreign or crafted checkpoint ends in one :class:`CheckpointError` line."""
+        if isinstance(checkpoint_path, (str, Path)):
+            read_checkpoint(checkpoint_path, "checkpoint_path")
+        kwargs.setdefault("weights_only", True)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -9,6 +9,7 @@ an index from another model is refused.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,7 +58,42 @@ def read_index(path: str | Path) -> GalleryIndex:
         raise MeanGeoError(f"index={path}: not a mean_geo index ({type(exc).__name__})") from None
     if meta.get("format") != INDEX_FORMAT:
         raise MeanGeoError(f"index={path}: not a mean_geo index (format {meta.get('format')!r})")
-    return GalleryIndex(embeddings, json.loads(meta["tiles"]), meta["fingerprint"], int(meta["image_size"]))
+    return _checked_index(path, meta, embeddings)
+
+
+def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -> GalleryIndex:
+    """An index's metadata is data from a file: every field is checked for kind and size."""
+
+    def bad(what: str) -> MeanGeoError:
+        return MeanGeoError(f"index={path}: {what}; rebuild it with python -m mean_geo.index")
+
+    if embeddings.ndim != 2 or not embeddings.is_floating_point():
+        raise bad(f"embeddings of shape {tuple(embeddings.shape)} ({embeddings.dtype}), expected (tiles, dim) floats")
+    if not re.fullmatch(r"[0-9a-f]{16}", meta.get("fingerprint", "")):
+        raise bad("metadata 'fingerprint' is not a model fingerprint")
+    if not re.fullmatch(r"[0-9]{1,4}", meta.get("image_size", "")) or not 8 <= int(meta["image_size"]) <= 4096:
+        raise bad("metadata 'image_size' is not a whole number of pixels (8..4096)")
+    try:
+        tiles = json.loads(meta.get("tiles", ""))
+    except json.JSONDecodeError:
+        raise bad("metadata 'tiles' is not JSON") from None
+    if not isinstance(tiles, list) or len(tiles) != embeddings.shape[0]:
+        raise bad(f"metadata 'tiles' is not a list of {embeddings.shape[0]} tiles")
+    for i, tile in enumerate(tiles):
+        ok = isinstance(tile, dict) and set(tile) <= {"path", "id", "latlon"}
+        ok = ok and isinstance(tile.get("path"), str) and isinstance(tile.get("id"), str)
+        latlon = tile.get("latlon") if ok else None
+        ok = ok and (
+            latlon is None
+            or (
+                isinstance(latlon, list)
+                and len(latlon) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in latlon)
+            )
+        )
+        if not ok:
+            raise bad(f"tile {i} in metadata 'tiles' is not {{path, id, latlon}}")
+    return GalleryIndex(embeddings, tiles, meta["fingerprint"], int(meta["image_size"]))
 
 
 def list_photos(inputs: list[str]) -> list[Path]:
@@ -81,7 +117,7 @@ def localize(
     photos: list[Path], index: GalleryIndex, ckpt: str | Path, k: int = 5, batch_size: int = 32, backend: str = "torch"
 ):
     """Top-k matches of every photo: ``[[Match, …], …]``."""
-    loaded = load_model(ckpt)
+    loaded = load_model(ckpt, "ckpt")
     if loaded.fingerprint != index.fingerprint:
         raise MeanGeoError(
             f"ckpt={ckpt}: this model (fingerprint {loaded.fingerprint}) did not build the index "

@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.cli import CONF_DIR, report_user_errors
 from mean_geo.composition import (
     build_callbacks,
@@ -19,13 +20,14 @@ from mean_geo.composition import (
     build_lit_module,
     build_loggers,
 )
-from mean_geo.errors import CheckpointError
 from mean_geo.results import ResultsWriter, read_metrics
 
 
 def run(cfg: DictConfig) -> dict:
     """Train (and test) as configured; returns the metrics written to metrics.json."""
     L.seed_everything(cfg.seed, workers=True)
+    # resume: refuse a foreign, broken or crafted file before anything is built or written
+    resume = read_checkpoint(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
     out_dir = Path(cfg.paths.output_dir)
     dm = build_datamodule(cfg.dataset)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
@@ -36,17 +38,16 @@ def run(cfg: DictConfig) -> dict:
         callbacks=[*build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True)), writer],
         logger=build_loggers(cfg.get("logger")) or False,
     )
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint to resume from")
-    trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
+        check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
+    trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     # callback_metrics come back to this process whatever the strategy (ddp_spawn included)
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not cfg.get("test", True) or trainer.fast_dev_run:
         return val_metrics
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-    # the checkpoint is our own (written by this run), so a full load is safe
-    trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=False, verbose=False)
+    trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
     return read_metrics(out_dir)
 
 

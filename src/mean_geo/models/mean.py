@@ -19,6 +19,7 @@ from mean_geo.models.cea import CrossDomainEnhancedAlignment
 from mean_geo.models.depthwise import use_fast_depthwise
 from mean_geo.models.gee import GlobalExtensionEmbedding
 from mean_geo.models.pee import ProgressiveExtensionEmbedding
+from mean_geo.recipe import register_architecture
 
 PEE_MODES = ("released", "multiscale")
 
@@ -32,6 +33,7 @@ class MEANOutput:
     aligned: torch.Tensor | None = None  # CEA output (B, 512, H·W), CDA input
 
 
+@register_architecture("mean")
 class MEAN(nn.Module):
     """Multi-Level Embedding and Alignment Network."""
 

@@ -1,0 +1,71 @@
+"""Read a training checkpoint written by mean_geo.train: tensors without unpickling, recipe checked.
+
+The one reader behind eval, export, index, localize, ``load_model`` and resuming.  It needs
+neither Lightning nor Hydra.  Any file is refused with one line naming the argument and the path:
+a missing, truncated or random file, a pickle that wants to run code (``weights_only=True``), or a
+recipe that names code (see :mod:`mean_geo.recipe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mean_geo.errors import CheckpointError, RecipeError
+from mean_geo.recipe import checkpoint_recipe
+
+
+@dataclass
+class TrainingCheckpoint:
+    path: Path
+    raw: dict  # everything torch.load returned (tensors and plain containers only)
+    recipe: dict  # checked: {"format", "model", "loss"?, "dataset"?}
+
+    @property
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.raw["state_dict"]
+
+
+def read_checkpoint(path: str | Path, arg: str = "ckpt_path", for_training: bool = True) -> TrainingCheckpoint:
+    """``for_training=False``: inference only reads the model recipe and the image size, so the
+    dataset section is checked as plain data and not against the datamodule (no Lightning import)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{arg}={path}: is a folder, expected a .ckpt file")
+    if not path.is_file():
+        raise CheckpointError(f"{arg}={path}: no such checkpoint file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a foreign file fails in many ways; none is ours to show
+        raise CheckpointError(f"{arg}={path}: not a readable checkpoint ({type(exc).__name__})") from None
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    recipe = hparams.get("build_config") if isinstance(hparams, dict) else None
+    if not recipe or not isinstance(raw.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{arg}={path}: not a mean_geo training checkpoint (no model recipe inside); "
+            "for the authors' weights use mean_geo.models.official.load_official_checkpoint"
+        )
+    bad = [k for k, v in raw["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{arg}={path}: state_dict holds something other than named tensors ({bad[0]!r})")
+    try:
+        checked = checkpoint_recipe(recipe, "build_config", build_dataset=for_training)
+    except RecipeError as exc:
+        raise CheckpointError(f"{arg}={path}: {exc}") from None
+    return TrainingCheckpoint(path, raw, checked)
+
+
+def check_weights_fit(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that do not fit ``module`` (names and shapes), before anything loads them."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        example = (wrong or missing or unexpected)[0]
+        raise CheckpointError(
+            f"{source}: weights do not fit the model ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(wrong)} of another shape, e.g. {example}); was it written by another experiment?"
+        )

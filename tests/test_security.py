@@ -1,0 +1,337 @@
+"""Loading a checkpoint, an export or an index never runs code (crafted files as an attacker writes them).
+
+Every crafted file is given to every entry point that loads a model; each must refuse it with one
+line, and a sentinel file that the payload would create must not exist afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mean_geo import eval as eval_entry
+from mean_geo import export as export_entry
+from mean_geo import localize as localize_entry
+from mean_geo import train as train_entry
+from mean_geo.errors import MeanGeoError
+from mean_geo.hub import load_model
+from mean_geo.index import PartWriter, build_index
+from mean_geo.lit_module import MEANLitModule
+from tests.conftest import compose_config, quiet_overrides
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command (what a malicious pickle does)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def evil_pickle(sentinel: Path) -> bytes:
+    return pickle.dumps(_RunsCode(f"touch {sentinel}"))
+
+
+# --- crafted recipes: each edits a legacy-format recipe {model, loss, dataset} in place ----------
+def _open_file(r, s):
+    r["model"]["backbone"] = {"_target_": "builtins.open", "_args_": [str(s), "w"]}
+
+
+def _torch_load_pickle(r, s):
+    r["model"] = {
+        "_target_": "torch.load",
+        "f": {"_target_": "io.BytesIO", "_args_": [evil_pickle(s).decode("latin-1")]},
+        "weights_only": False,
+    }
+
+
+def _subprocess_run(r, s):
+    r["loss"]["infonce"] = {"_target_": "subprocess.run", "args": ["touch", str(s)]}
+
+
+def _os_system(r, s):
+    r["dataset"] = {"_target_": "os.system", "_args_": [f"touch {s}"]}
+
+
+def _import_module(r, s):
+    r["model"]["weights_file"] = {"_target_": "importlib.import_module", "name": "antigravity"}
+
+
+def _unknown_architecture(r, s):
+    r["model"].pop("_target_")
+    r["model"]["architecture"] = "evil"
+
+
+def _unexpected_key(r, s):
+    r["model"]["run_this"] = f"touch {s}"
+
+
+def _wrong_type(r, s):
+    r["model"]["num_local"] = "2"
+
+
+def _whole_recipe_is_code(r, s):
+    r.clear()
+    r.update({"_target_": "os.system", "_args_": [f"touch {s}"]})
+
+
+RECIPE_CASES = {
+    "builtins.open": _open_file,
+    "torch.load(weights_only=False)": _torch_load_pickle,
+    "subprocess.run": _subprocess_run,
+    "os.system": _os_system,
+    "importlib.import_module": _import_module,
+    "unknown architecture": _unknown_architecture,
+    "unexpected key": _unexpected_key,
+    "wrong type": _wrong_type,
+    "recipe is a target": _whole_recipe_is_code,
+}
+# an export's config.json holds only the model recipe
+EXPORT_CASES = {k: v for k, v in RECIPE_CASES.items() if k not in ("subprocess.run", "os.system")}
+
+
+@pytest.fixture(scope="module")
+def legacy_ckpt():
+    return torch.load(LEGACY / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def crafted_checkpoint(legacy_ckpt, tmp: Path, case: str, sentinel: Path) -> Path:
+    ckpt = copy.deepcopy(legacy_ckpt)
+    RECIPE_CASES[case](ckpt["hyper_parameters"]["build_config"], sentinel)
+    path = tmp / "crafted.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def crafted_export(tmp: Path, case: str, sentinel: Path) -> Path:
+    folder = tmp / "crafted_export"
+    shutil.copytree(LEGACY / "export", folder)
+    config = json.loads((folder / "config.json").read_text())
+    recipe = {"model": config["model"], "loss": {}, "dataset": {}}
+    EXPORT_CASES[case](recipe, sentinel)
+    config["model"] = recipe.get("model", recipe)  # "recipe is a target" leaves no "model" key
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def pickle_bomb(tmp: Path, sentinel: Path) -> Path:
+    path = tmp / "bomb.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"build_config": _RunsCode(f"touch {sentinel}")}}, path)
+    return path
+
+
+# --- every entry point that loads a model, called in-process; each returns the error line -----
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), (90, 120, 60)).save(path)
+    return path
+
+
+def via_load_model(path: Path, tmp: Path, capsys, data_dir) -> str:
+    with pytest.raises(MeanGeoError) as exc:
+        load_model(path)
+    return str(exc.value)
+
+
+def via_export(path: Path, tmp: Path, capsys, data_dir) -> str:
+    assert export_entry.main([f"ckpt={path}", f"out={tmp / 'exported'}"]) == 2
+    assert not (tmp / "exported").exists()
+    return capsys.readouterr().err
+
+
+def via_index(path: Path, tmp: Path, capsys, data_dir) -> str:
+    gallery = tmp / "gallery"
+    _png(gallery / "a.png"), _png(gallery / "b.png")
+    trainer = L.Trainer(accelerator="cpu", callbacks=[PartWriter()], logger=False, enable_progress_bar=False)
+    with pytest.raises(MeanGeoError) as exc:
+        build_index(gallery, path, tmp / "tiles.index", trainer, num_workers=0)
+    assert not (tmp / "tiles.index").exists() and not (tmp / "tiles.index.parts").exists()
+    return str(exc.value)
+
+
+def via_localize(path: Path, tmp: Path, capsys, data_dir) -> str:
+    photo = _png(tmp / "photo.png")
+    args = [str(photo), f"index={LEGACY / 'gallery.index'}", f"ckpt={path}", f"out={tmp / 'strips'}"]
+    assert localize_entry.main(args) == 2
+    assert not (tmp / "strips").exists()
+    return capsys.readouterr().err
+
+
+def via_eval(path: Path, tmp: Path, capsys, data_dir) -> str:
+    cfg = compose_config("eval", [f"ckpt_path={path}", *quiet_overrides(tmp, data_dir)])
+    with pytest.raises(MeanGeoError) as exc:
+        eval_entry.run(cfg)
+    return str(exc.value)
+
+
+def via_train_resume(path: Path, tmp: Path, capsys, data_dir) -> str:
+    cfg = compose_config("train", ["experiment=smoke", f"ckpt_path={path}", *quiet_overrides(tmp, data_dir)])
+    with pytest.raises(MeanGeoError) as exc:
+        train_entry.run(cfg)
+    assert not (tmp / "out" / "checkpoints").exists()
+    return str(exc.value)
+
+
+def via_load_from_checkpoint(path: Path, tmp: Path, capsys, data_dir) -> str:
+    with pytest.raises(MeanGeoError) as exc:
+        MEANLitModule.load_from_checkpoint(path, weights_only=True)
+    return str(exc.value)
+
+
+CHECKPOINT_READERS = {
+    "load_model": via_load_model,
+    "export": via_export,
+    "index": via_index,
+    "localize": via_localize,
+    "eval": via_eval,
+    "train resume": via_train_resume,
+}
+EXPORT_READERS = {k: CHECKPOINT_READERS[k] for k in ("load_model", "export", "index", "localize")}
+
+
+def assert_one_line(message: str, expected: str) -> None:
+    message = message.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("reader", CHECKPOINT_READERS)
+@pytest.mark.parametrize("case", RECIPE_CASES)
+def test_crafted_checkpoint_is_refused_by_every_entry_point(case, reader, legacy_ckpt, tmp_path, capsys, data_dir):
+    sentinel = tmp_path / "SENTINEL"
+    path = crafted_checkpoint(legacy_ckpt, tmp_path, case, sentinel)
+    message = CHECKPOINT_READERS[reader](path, tmp_path, capsys, data_dir)
+    assert_one_line(message, str(path))
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("reader", EXPORT_READERS)
+@pytest.mark.parametrize("case", EXPORT_CASES)
+def test_crafted_export_is_refused_by_every_entry_point(case, reader, tmp_path, capsys, data_dir):
+    sentinel = tmp_path / "SENTINEL"
+    folder = crafted_export(tmp_path, case, sentinel)
+    message = EXPORT_READERS[reader](folder, tmp_path, capsys, data_dir)
+    assert_one_line(message, "config.json")
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("reader", [*CHECKPOINT_READERS, "load_from_checkpoint"])
+def test_malicious_pickle_is_refused_without_unpickling(reader, tmp_path, capsys, data_dir):
+    sentinel = tmp_path / "SENTINEL"
+    path = pickle_bomb(tmp_path, sentinel)
+    fn = via_load_from_checkpoint if reader == "load_from_checkpoint" else CHECKPOINT_READERS[reader]
+    message = fn(path, tmp_path, capsys, data_dir)
+    assert_one_line(message, "not a readable checkpoint")
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize(
+    "content", [b"", os.urandom(4096), (LEGACY / "last.ckpt").read_bytes()[:100_000]], ids=["empty", "random", "cut"]
+)
+@pytest.mark.parametrize("reader", ["load_model", "eval", "train resume"])
+def test_broken_files_are_refused_with_one_line(content, reader, tmp_path, capsys, data_dir):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    message = CHECKPOINT_READERS[reader](path, tmp_path, capsys, data_dir)
+    assert_one_line(message, f"{path}: not a readable checkpoint")
+
+
+def test_crafted_index_metadata_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    index = load_file(str(LEGACY / "gallery.index"))
+    bad_tiles = json.dumps([{"path": "a", "id": "1", "latlon": {"_target_": "os.system"}}] * 6)
+    for meta, expected in (
+        ({"tiles": bad_tiles}, "tile 0"),
+        ({"tiles": "[{"}, "not JSON"),
+        ({"fingerprint": "x" * 10_000}, "fingerprint"),
+        ({"image_size": "1e9"}, "image_size"),
+    ):
+        base = {"format": "mean_geo-index/1", "fingerprint": "a91a5bd9035ba38c", "image_size": "64", "tiles": "[]"}
+        base["tiles"] = json.dumps([{"path": "a", "id": str(i), "latlon": None} for i in range(6)])
+        path = tmp_path / "crafted.index"
+        save_file(index, str(path), metadata={**base, **meta})
+        with pytest.raises(MeanGeoError) as exc:
+            localize_entry.read_index(path)
+        assert_one_line(str(exc.value), expected)
+
+
+# --- what must keep working ------------------------------------------------------------------------
+@pytest.mark.parametrize("source", ["export", "last.ckpt"])
+def test_files_written_before_recipes_still_load_to_the_same_embeddings(source):
+    expected = load_file(str(LEGACY / "expected_embeddings.safetensors"))
+    loaded = load_model(LEGACY / source)
+    assert loaded.image_size == 64 and loaded.fingerprint == "a91a5bd9035ba38c"
+    assert loaded.recipe["model"]["architecture"] == "mean"
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(expected["images"]), expected["embeddings"])
+    index = localize_entry.read_index(LEGACY / "gallery.index")
+    assert index.fingerprint == loaded.fingerprint and len(index.tiles) == 6
+
+
+def test_loading_a_model_needs_neither_lightning_nor_hydra():
+    code = (
+        "import sys, mean_geo.hub as h\n"
+        f"h.load_model({str(LEGACY / 'export')!r}); h.load_model({str(LEGACY / 'last.ckpt')!r})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'hydra')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_new_checkpoints_and_exports_hold_names_not_code(smoke_run, tmp_path):
+    out, _, _ = smoke_run
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    recipe = ckpt["hyper_parameters"]["build_config"]
+    assert "_target_" not in json.dumps(recipe)
+    assert recipe["model"]["architecture"] == "mean" and recipe["dataset"]["name"] == "sues200"
+    assert export_entry.main([f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e'}"]) == 0
+    config = (tmp_path / "e" / "config.json").read_text()
+    assert "_target_" not in config and json.loads(config)["model"]["architecture"] == "mean"
+    lit = MEANLitModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert torch.equal(lit.model.backbone.net.stem[0].weight, ckpt["state_dict"]["model.backbone.net.stem.0.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["eval", "localize", "train"])
+def test_command_line_prints_one_error_line_and_exits_2(entry, legacy_ckpt, tmp_path, data_dir):
+    sentinel = tmp_path / "SENTINEL"
+    path = crafted_checkpoint(legacy_ckpt, tmp_path, "torch.load(weights_only=False)", sentinel)
+    args = {
+        "eval": ["mean_geo.eval", f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run"],
+        "localize": [
+            "mean_geo.localize",
+            str(_png(tmp_path / "p.png")),
+            f"index={LEGACY / 'gallery.index'}",
+            f"ckpt={path}",
+        ],
+        "train": [
+            "mean_geo.train",
+            "experiment=smoke",
+            f"ckpt_path={path}",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+    }[entry]
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "model._target_='torch.load'" in errors[0]
+    assert not sentinel.exists()
