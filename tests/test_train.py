@@ -90,16 +90,12 @@ def test_ddp_on_cpu_gives_the_single_process_metrics(smoke_run, tmp_path, data_d
 
 
 def run_cli(args: list[str], tmp: Path, data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    """The command as a user types it, from ``tmp``: the default paths (logs/ under the working
+    directory), only the shared data folder through the documented MEAN_GEO_DATA variable."""
+    env = {**os.environ, "WANDB_MODE": "offline", "MEAN_GEO_DATA": str(data_dir)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [
-            sys.executable,
-            *args,
-            f"paths.log_dir={tmp}/logs",
-            f"paths.data_dir={data_dir}",
-            "trainer.enable_progress_bar=false",
-        ],
+        [sys.executable, *args, "trainer.enable_progress_bar=false"],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -20,6 +20,8 @@ from mean_geo.composition import build_datamodule, build_loggers, to_plain
 from mean_geo.errors import ConfigError
 from mean_geo.lit_module import MEANLitModule
 from mean_geo.results import ResultsWriter, read_metrics
+from mean_geo.training.identity import run_config, run_identity
+from mean_geo.training.media import finish
 
 
 def run(cfg: DictConfig) -> dict:
@@ -46,10 +48,13 @@ def run(cfg: DictConfig) -> dict:
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)
     writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt_path)})
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=[writer], logger=build_loggers(cfg.get("logger")) or False
-    )
-    trainer.test(lit, datamodule=dm, verbose=False)
+    identity = run_identity(cfg, "eval")
+    loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
+    try:
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[writer], logger=loggers or False)
+        trainer.test(lit, datamodule=dm, verbose=False)
+    finally:
+        finish(loggers)
     return read_metrics(out_dir)
 
 

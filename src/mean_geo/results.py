@@ -1,9 +1,13 @@
-"""Write what a run learned into its run directory: metrics.json, plots, and a console table."""
+"""Write what a run learned into its run directory (metrics.json, predictions, plots) and send the
+same figures and the predictions table to the loggers; the metrics table goes to the run's log."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +19,10 @@ from mean_geo import plots
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.lit_module import MEANLitModule
 from mean_geo.retrieval.evaluate import METRIC_KEYS
+from mean_geo.training.media import log_images, log_table
+
+log = logging.getLogger(__name__)
+PREDICTION_COLUMNS = ["query", "location", "correct_at_1", "top_locations", "top_scores", "top1_image"]
 
 
 def metrics_table(metrics: dict[str, float], stage: str = "test") -> Table:
@@ -30,25 +38,92 @@ def metrics_table(metrics: dict[str, float], stage: str = "test") -> Table:
     return table
 
 
-def write_predictions(path: Path, query_paths, query_ids, query_emb, gallery_paths, gallery_ids, gallery_emb, k=5):
-    """One CSV row per query: its place, the top-k places retrieved with scores, hit@1 (for failure
-    analysis: ``notebooks/02_results.ipynb`` reads it)."""
-    scores, top = (query_emb.float() @ gallery_emb.float().T).topk(min(k, len(gallery_paths)), dim=1)
+def render(table: Table) -> str:
+    """A rich table as plain text, for the log (console and ``<task>.log`` alike)."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=100, color_system=None).print(table)
+    return buffer.getvalue().rstrip()
+
+
+@dataclass
+class DirectionView:
+    """One direction of the last evaluation: embeddings with their image paths."""
+
+    q_paths: list[Path]
+    qid: torch.Tensor
+    q: torch.Tensor
+    g_paths: list[Path]  # the gallery the metrics were computed on
+    gid: torch.Tensor
+    g: torch.Tensor
+    full_gallery: tuple[torch.Tensor, torch.Tensor]  # (embeddings, ids) before dropping unmatched places
+
+
+def eval_views(lit: MEANLitModule, dm: CrossViewDataModule) -> dict[str, DirectionView]:
+    emb, sets = lit.last_embeddings, dm.eval_sets
+    views = {}
+    for direction in dict.fromkeys(d for d, _ in sets):
+        if (direction, "query") not in emb or (direction, "gallery") not in emb:
+            continue
+        q, qid, qidx = emb[(direction, "query")]
+        g, gid, gidx = emb[(direction, "gallery")]
+        full = (g, gid)
+        if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
+            keep = torch.isin(gid, qid)
+            g, gid, gidx = g[keep], gid[keep], gidx[keep]
+        q_paths = [dm.eval_datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
+        g_paths = [dm.eval_datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
+        views[direction] = DirectionView(q_paths, qid, q, g_paths, gid, g, full)
+    return views
+
+
+def prediction_rows(view: DirectionView, k: int = 5) -> list[list]:
+    """One row per query: its place, the top-k places retrieved with scores, hit@1 (for failure
+    analysis: ``notebooks/02_results.ipynb`` reads the CSV)."""
+    scores, top = (view.q.float() @ view.g.float().T).topk(min(k, len(view.g_paths)), dim=1)
+    rows = []
+    for i, qpath in enumerate(view.q_paths):
+        ids = [int(view.gid[j]) for j in top[i].tolist()]
+        rows.append(
+            [
+                str(qpath),
+                int(view.qid[i]),
+                int(ids[0] == int(view.qid[i])),
+                " ".join(map(str, ids)),
+                " ".join(f"{v:.4f}" for v in scores[i].tolist()),
+                str(view.g_paths[top[i, 0]]),
+            ]
+        )
+    return rows
+
+
+def write_predictions(path: Path, rows: list[list]) -> None:
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["query", "location", "correct_at_1", "top_locations", "top_scores", "top1_image"])
-        for i, qpath in enumerate(query_paths):
-            ids = [int(gallery_ids[j]) for j in top[i].tolist()]
-            out.writerow(
-                [
-                    str(qpath),
-                    int(query_ids[i]),
-                    int(ids[0] == int(query_ids[i])),
-                    " ".join(map(str, ids)),
-                    " ".join(f"{v:.4f}" for v in scores[i].tolist()),
-                    str(gallery_paths[top[i, 0]]),
-                ]
-            )
+        out.writerow(PREDICTION_COLUMNS)
+        out.writerows(rows)
+
+
+def make_figures(
+    views: dict[str, DirectionView], plot_dir: Path, drop_unmatched_gallery: bool
+) -> tuple[dict[str, Path], dict[str, list[float]]]:
+    """Top-5 strips per direction, the recall@K curves and the embedding map; returns
+    ``({figure name: png}, recall curves)``."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Path] = {}
+    for direction, v in views.items():
+        figures[f"{direction}_top5"] = plot_dir / f"{direction}_top5.png"
+        plots.retrieval_strips(v.q_paths, v.qid, v.q, v.g_paths, v.gid, v.g, figures[f"{direction}_top5"])
+    if not views:
+        return figures, {}
+    curves = {d: (v.q, v.qid, *v.full_gallery) for d, v in views.items()}
+    figures["recall_at_k"] = plot_dir / "recall_at_k.png"
+    values = plots.recall_curve(curves, figures["recall_at_k"], drop_unmatched_gallery=drop_unmatched_gallery)
+    if "d2s" in views:
+        path = plot_dir / "embeddings_2d.png"
+        plots.embedding_map(*curves["d2s"], path)
+        if path.is_file():
+            figures["embeddings_2d"] = path
+    return figures, values
 
 
 def write_results(
@@ -58,8 +133,11 @@ def write_results(
     extra: dict | None = None,
     make_plots: bool = True,
     stage: str = "test",
+    loggers: list | None = None,
+    step: int = 0,
 ) -> dict:
-    """metrics.json, predictions_<direction>.csv (+ plots) from the module's last evaluation."""
+    """metrics.json, predictions_<direction>.csv (+ plots) from the module's last evaluation, and
+    the figures and predictions tables to ``loggers``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -70,39 +148,22 @@ def write_results(
         },
         **(extra or {}),
     }
-    emb, sets = lit.last_embeddings, dm.eval_sets
-    plot_dir = out_dir / "plots"
+    views = eval_views(lit, dm)
+    for direction, view in views.items():
+        rows = prediction_rows(view)
+        write_predictions(out_dir / f"predictions_{direction}.csv", rows)
+        log_table(loggers or [], f"{stage}/predictions_{direction}", PREDICTION_COLUMNS, rows, step)
     if make_plots:
-        plot_dir.mkdir(exist_ok=True)
-    curves = {}
-    for direction in dict.fromkeys(d for d, _ in sets):
-        if (direction, "query") not in emb or (direction, "gallery") not in emb:
-            continue
-        q, qid, qidx = emb[(direction, "query")]
-        g, gid, gidx = emb[(direction, "gallery")]
-        curves[direction] = (q, qid, g, gid)
-        if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
-            keep = torch.isin(gid, qid)
-            g, gid, gidx = g[keep], gid[keep], gidx[keep]
-        q_paths = [dm.eval_datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
-        g_paths = [dm.eval_datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
-        write_predictions(out_dir / f"predictions_{direction}.csv", q_paths, qid, q, g_paths, gid, g)
-        if make_plots:
-            plots.retrieval_strips(q_paths, qid, q, g_paths, gid, g, plot_dir / f"{direction}_top5.png")
-    if make_plots and curves:
-        payload["recall_curve"] = plots.recall_curve(
-            curves, plot_dir / "recall_at_k.png", drop_unmatched_gallery=lit.drop_unmatched_gallery
-        )
-        if "d2s" in curves:
-            plots.embedding_map(*curves["d2s"], plot_dir / "embeddings_2d.png")
+        figures, payload["recall_curve"] = make_figures(views, out_dir / "plots", lit.drop_unmatched_gallery)
+        log_images(loggers or [], {f"{stage}/{name}": path for name, path in figures.items()}, step)
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-    Console().print(metrics_table(lit.last_metrics, stage))
+    log.info("\n%s", render(metrics_table(lit.last_metrics, stage)))
     return payload
 
 
 class ResultsWriter(L.Callback):
-    """Writes metrics.json and plots when testing ends, on global rank 0 of whatever strategy runs
-    (so it works the same in one process, under DDP, ddp_spawn and SLURM)."""
+    """Writes metrics.json and plots when testing ends, and the figures of every validation, on
+    global rank 0 of whatever strategy runs (one process, DDP, ddp_spawn, SLURM alike)."""
 
     def __init__(self, out_dir: str | Path, make_plots: bool = True, extra: dict | None = None) -> None:
         self.out_dir = Path(out_dir)
@@ -112,6 +173,15 @@ class ResultsWriter(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.val_metrics = {k: float(v) for k, v in pl_module.last_metrics.items() if k.startswith("val/")}
+        if trainer.sanity_checking or not trainer.is_global_zero or not self.val_metrics:
+            return
+        log.info("\n%s", render(metrics_table(self.val_metrics, "val")))
+        if self.make_plots:
+            plot_dir = self.out_dir / "plots" / "val" / f"epoch_{trainer.current_epoch:03d}"
+            figures, _ = make_figures(
+                eval_views(pl_module, trainer.datamodule), plot_dir, pl_module.drop_unmatched_gallery
+            )
+            log_images(trainer.loggers, {f"val/{k}": v for k, v in figures.items()}, trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -122,7 +192,15 @@ class ResultsWriter(L.Callback):
             extra["best_checkpoint"] = ckpt.best_model_path
         if self.val_metrics:
             extra["val"] = self.val_metrics
-        write_results(self.out_dir, pl_module, trainer.datamodule, extra=extra, make_plots=self.make_plots)
+        write_results(
+            self.out_dir,
+            pl_module,
+            trainer.datamodule,
+            extra=extra,
+            make_plots=self.make_plots,
+            loggers=trainer.loggers,
+            step=trainer.global_step,
+        )
 
 
 def read_metrics(out_dir: str | Path) -> dict[str, float]:

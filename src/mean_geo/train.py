@@ -5,6 +5,7 @@ Thin composition root (the only place, with eval.py, that reads the Hydra config
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,11 @@ from mean_geo.composition import (
     build_loggers,
 )
 from mean_geo.results import ResultsWriter, read_metrics
+from mean_geo.training.identity import run_config, run_identity
+from mean_geo.training.media import finish
+from mean_geo.training.progress import ProgressLog
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -32,23 +38,44 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg.dataset)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
+    identity = run_identity(cfg, "train")
+    log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
     writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=[*build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True)), writer],
-        logger=build_loggers(cfg.get("logger")) or False,
+    loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
+    try:
+        trainer: L.Trainer = hydra.utils.instantiate(
+            cfg.trainer,
+            callbacks=[
+                *build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True)),
+                ProgressLog(),
+                writer,
+            ],
+            logger=loggers or False,
+        )
+        if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
+            check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
+        trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+        # callback_metrics come back to this process whatever the strategy (ddp_spawn included)
+        val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not cfg.get("test", True) or trainer.fast_dev_run:
+            return val_metrics
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+        trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+        return read_metrics(out_dir)
+    finally:
+        finish(loggers)  # one W&B run per job, also in an in-process sweep
+
+
+def describe(cfg: DictConfig, num_classes: int, out_dir: Path) -> str:
+    """One-line summary of what is about to train, for the console and the run's log."""
+    d, m, t = cfg.dataset, cfg.model, cfg.trainer
+    pretrained = "local weights" if m.get("weights_file") else ("pretrained" if m.get("pretrained") else "random init")
+    return (
+        f"{d.get('name')} at {d.get('root')} ({num_classes} training places, {d.get('image_size')} px, "
+        f"batch {d.get('batch_size')}), {m.get('backbone')} ({pretrained}), {t.get('max_epochs')} epochs, "
+        f"{t.get('precision')} on {t.get('accelerator')}; writing to {out_dir}"
     )
-    if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
-        check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
-    trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
-    # callback_metrics come back to this process whatever the strategy (ddp_spawn included)
-    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if not cfg.get("test", True) or trainer.fast_dev_run:
-        return val_metrics
-    ckpt = trainer.checkpoint_callback
-    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-    trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
-    return read_metrics(out_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

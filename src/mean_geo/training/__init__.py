@@ -1,0 +1,1 @@
+"""Training-side helpers around the LightningModule: who a run is (for loggers), what it logs."""

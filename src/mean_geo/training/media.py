@@ -1,0 +1,45 @@
+"""Figures and tables to the loggers that can show them (W&B, TensorBoard); CSV keeps files only.
+
+The same PNGs the run writes into its folder, so a dashboard and the run folder never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from PIL import Image
+
+
+def log_images(loggers: Sequence[Logger], images: dict[str, Path], step: int) -> None:
+    for logger in loggers:
+        for key, path in images.items():
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(path)], step=step)
+            elif isinstance(logger, TensorBoardLogger):
+                with Image.open(path) as img:
+                    pixels = np.asarray(img.convert("RGB"))
+                logger.experiment.add_image(key, pixels, step, dataformats="HWC")
+
+
+def log_table(
+    loggers: Sequence[Logger], key: str, columns: list[str], rows: list[list], step: int, max_text_rows: int = 50
+) -> None:
+    """A W&B table; TensorBoard gets the first rows as a Markdown table (it has no table type)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=columns, data=rows, step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows[:max_text_rows]]
+            logger.experiment.add_text(key, "\n".join(lines), step)
+
+
+def finish(loggers: Sequence[Logger]) -> None:
+    """End this job's W&B run, so the next job of an in-process sweep starts its own."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
