@@ -20,6 +20,37 @@ from mean_geo.errors import ConfigError
 DEFAULT_BACKBONE = "convnext_tiny.fb_in22k_ft_in1k"
 
 
+OFFLINE_HELP = (
+    "either put them in the Hugging Face hub cache (run once online), or pass "
+    "model.weights_file=/path/to/weights.safetensors|.pth, or set model.pretrained=false (train from scratch)"
+)
+
+
+def hub_weights_reachable(name: str, timeout: float = 3.0) -> bool:
+    """Cached, or the hub answers: decided at once, instead of timm's ~50 s of retries offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name) if "." in name else None
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return True  # weights behind a plain URL: timm's own download reports itself
+    files = [getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin"]
+    if any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in files if f):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str | None = None) -> nn.Module:
     """Build ``name`` with random init, hub-cached weights, or a local weights file."""
     kwargs: dict = {"num_classes": 0}
@@ -31,6 +62,10 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     else:
         kwargs["pretrained"] = pretrained
+        if pretrained and not hub_weights_reachable(name):
+            raise ConfigError(
+                f"pretrained weights for {name} are not cached and the hub cannot be reached; {OFFLINE_HELP}"
+            )
     try:
         return timm.create_model(name, **kwargs)
     except RuntimeError as exc:
@@ -39,9 +74,7 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
         raise
     except OSError as exc:  # hub offline / not cached (huggingface_hub errors subclass OSError)
         raise ConfigError(
-            f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); either put them in "
-            "the Hugging Face hub cache (run once online), or pass model.weights_file=/path/to/"
-            "weights.safetensors|.pth, or set model.pretrained=false"
+            f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); {OFFLINE_HELP}"
         ) from None
 
 
