@@ -4,7 +4,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # torch 2.14.1 + torchvision 0.29.1: the pair that installs and imports together on our machines
-TORCH   := torch==2.14.1 torchvision==0.29.1
+# (constraints.txt; the package itself only asks for lower bounds)
+PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx
 
 .PHONY: help install train smoke test test-fast lint bench clean
@@ -17,10 +18,10 @@ help:
 	@echo "make lint    - ruff"
 	@echo "make install - only set up .venv"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	$(PIP) torch torchvision
+	$(PIP) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)

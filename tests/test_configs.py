@@ -5,10 +5,17 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra.utils import instantiate
 
 from mean_geo.cli import CONF_DIR
-from mean_geo.composition import build_callbacks, build_config_of, build_datamodule, build_lit_module, build_loggers
+from mean_geo.composition import (
+    build_callbacks,
+    build_config_of,
+    build_datamodule,
+    build_lit_module,
+    build_loggers,
+    build_trainer,
+    resolve_precision,
+)
 from tests.conftest import compose_config, quiet_overrides
 
 
@@ -58,9 +65,9 @@ def test_hardware(hardware, tmp_path, data_dir):
         [f"hardware={hardware}", *quiet_overrides(tmp_path, data_dir)],
         return_hydra_config=hardware.startswith("slurm"),
     )
-    if cfg.trainer.accelerator == "cpu" and not hardware.startswith("slurm"):
-        trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-        assert trainer.precision == cfg.trainer.precision
+    if cfg.trainer.accelerator in ("cpu", "auto") and not hardware.startswith("slurm"):
+        trainer = build_trainer(cfg.trainer, logger=False, callbacks=[])
+        assert trainer.precision == resolve_precision(cfg.trainer.accelerator, cfg.trainer.precision)
         assert trainer.world_size == cfg.trainer.devices or cfg.trainer.strategy == "ddp_spawn"
     else:
         assert cfg.trainer.accelerator in ("gpu", "cpu") and "precision" in cfg.trainer
@@ -92,7 +99,7 @@ def test_callbacks(tmp_path, data_dir):
 @pytest.mark.parametrize("debug", options("debug"))
 def test_debug(debug, tmp_path, data_dir):
     cfg = compose_config("train", [f"debug={debug}", *quiet_overrides(tmp_path, data_dir)])
-    instantiate(cfg.trainer, logger=False, callbacks=[])
+    build_trainer(cfg.trainer, logger=False, callbacks=[])
 
 
 @pytest.mark.parametrize("search", options("hparams_search"))

@@ -24,7 +24,7 @@ def test_eval_items_carry_location_ids_and_dataset_index(u1652_world):
     assert img.shape == (3, 32, 32) and idx == 5
     assert loc == int(gallery.records[5].location)
     assert set(query.location_ids.tolist()) < set(gallery.location_ids.tolist())
-    batch = next(iter(dm.val_dataloader()[1]))
+    batch = next(iter(dm.test_dataloader()[1]))
     assert batch[2].tolist() == list(range(len(batch[2])))  # eval order is the dataset order
 
 

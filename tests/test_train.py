@@ -104,28 +104,6 @@ def run_cli(args: list[str], tmp: Path, data_dir: Path, timeout: int = 300) -> s
     )
 
 
-@pytest.mark.slow
-def test_two_job_sweep(tmp_path, data_dir):
-    args = ["-m", "mean_geo.train", "-m", "experiment=smoke", "seed=1,2", "eval.plots=false"]
-    res = run_cli(args, tmp_path, data_dir)
-    assert res.returncode == 0, res.stderr[-2000:]
-    jobs = sorted((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))
-    assert len(jobs) == 2
-
-
-@pytest.mark.slow
-def test_submitit_local_launcher_runs_a_job(tmp_path, data_dir):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    res = run_cli(
-        ["-m", "mean_geo.train", "-m", "experiment=smoke", "hardware=slurm_local", "eval.plots=false", "test=false"],
-        tmp_path,
-        data_dir,
-        timeout=400,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
-
-
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -154,21 +132,3 @@ def test_eval_refuses_a_foreign_checkpoint(tmp_path, data_dir):
 def test_bad_override_names_the_key(tmp_path, data_dir):
     res = run_cli(["-m", "mean_geo.train", "experiment=smoke", "model.no_such_knob=3"], tmp_path, data_dir)
     assert res.returncode != 0 and "model.no_such_knob" in res.stderr
-
-
-@pytest.mark.slow
-def test_optuna_search_runs_trials(tmp_path, data_dir):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    args = [
-        "-m",
-        "mean_geo.train",
-        "-m",
-        "hparams_search=optuna",
-        "experiment=smoke",
-        "hydra.sweeper.n_trials=2",
-        "eval.plots=false",
-    ]
-    res = run_cli(args, tmp_path, data_dir)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert len(list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))) == 2
-    assert "Best value" in res.stdout + res.stderr

@@ -12,7 +12,8 @@ from typing import TypeVar
 from mean_geo.errors import MeanGeoError
 
 T = TypeVar("T")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+#: the Hydra configs ship inside the package, so an installed (non-editable) mean_geo finds them
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def _user_error(exc: BaseException) -> MeanGeoError | None:

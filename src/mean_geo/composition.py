@@ -105,10 +105,10 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
     return instantiate(cfg, callbacks=callbacks, logger=logger)
 
 
-def amp_plugin():
+def amp_plugin(device: str = "cuda"):
     from lightning.pytorch.plugins import MixedPrecision
 
-    return MixedPrecision("16-mixed", "cuda", scaler=torch.amp.GradScaler("cuda", init_scale=AMP_INIT_SCALE))
+    return MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device, init_scale=AMP_INIT_SCALE))
 
 
 def _wandb_needs_offline() -> bool:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.cli import CONF_DIR, report_user_errors
-from mean_geo.composition import build_datamodule, build_loggers, to_plain
+from mean_geo.composition import build_datamodule, build_loggers, build_trainer, to_plain
 from mean_geo.errors import ConfigError
 from mean_geo.lit_module import MEANLitModule
 from mean_geo.results import ResultsWriter, read_metrics
@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict:
     identity = run_identity(cfg, "eval")
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:
-        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[writer], logger=loggers or False)
+        trainer = build_trainer(cfg.trainer, callbacks=[writer], logger=loggers or False)
         trainer.test(lit, datamodule=dm, verbose=False)
     finally:
         finish(loggers)

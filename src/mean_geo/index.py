@@ -163,7 +163,9 @@ def build_index(
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="index")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[PartWriter()], logger=False)
+    from mean_geo.composition import build_trainer
+
+    trainer = build_trainer(cfg.trainer, callbacks=[PartWriter()], logger=False)
     out = build_index(
         cfg.gallery_dir, cfg.ckpt, cfg.out, trainer, cfg.batch_size, cfg.num_workers, cfg.part_size, cfg.coords_csv
     )

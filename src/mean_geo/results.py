@@ -58,8 +58,8 @@ class DirectionView:
     full_gallery: tuple[torch.Tensor, torch.Tensor]  # (embeddings, ids) before dropping unmatched places
 
 
-def eval_views(lit: MEANLitModule, dm: CrossViewDataModule) -> dict[str, DirectionView]:
-    emb, sets = lit.last_embeddings, dm.eval_sets
+def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test") -> dict[str, DirectionView]:
+    emb, sets, datasets = lit.last_embeddings, dm.eval_sets, dm.eval_datasets_for(stage)
     views = {}
     for direction in dict.fromkeys(d for d, _ in sets):
         if (direction, "query") not in emb or (direction, "gallery") not in emb:
@@ -70,8 +70,8 @@ def eval_views(lit: MEANLitModule, dm: CrossViewDataModule) -> dict[str, Directi
         if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
             keep = torch.isin(gid, qid)
             g, gid, gidx = g[keep], gid[keep], gidx[keep]
-        q_paths = [dm.eval_datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
-        g_paths = [dm.eval_datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
+        q_paths = [datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
+        g_paths = [datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
         views[direction] = DirectionView(q_paths, qid, q, g_paths, gid, g, full)
     return views
 
@@ -148,7 +148,7 @@ def write_results(
         },
         **(extra or {}),
     }
-    views = eval_views(lit, dm)
+    views = eval_views(lit, dm, stage)
     for direction, view in views.items():
         rows = prediction_rows(view)
         write_predictions(out_dir / f"predictions_{direction}.csv", rows)
@@ -179,7 +179,7 @@ class ResultsWriter(L.Callback):
         if self.make_plots:
             plot_dir = self.out_dir / "plots" / "val" / f"epoch_{trainer.current_epoch:03d}"
             figures, _ = make_figures(
-                eval_views(pl_module, trainer.datamodule), plot_dir, pl_module.drop_unmatched_gallery
+                eval_views(pl_module, trainer.datamodule, "val"), plot_dir, pl_module.drop_unmatched_gallery
             )
             log_images(trainer.loggers, {f"val/{k}": v for k, v in figures.items()}, trainer.global_step)
 

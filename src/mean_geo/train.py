@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from mean_geo.checkpoints import check_weights_fit, read_checkpoint
@@ -20,6 +21,7 @@ from mean_geo.composition import (
     build_datamodule,
     build_lit_module,
     build_loggers,
+    build_trainer,
 )
 from mean_geo.results import ResultsWriter, read_metrics
 from mean_geo.training.identity import run_config, run_identity
@@ -41,17 +43,16 @@ def run(cfg: DictConfig) -> dict:
     identity = run_identity(cfg, "train")
     log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
     writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True))
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
+    if not dm.has_validation:  # nothing to select on (never the test split): keep and test the last
+        log.info("no validation places (dataset.val_locations=0): the last checkpoint is tested, as the authors do")
+        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
+        for c in callbacks:
+            if isinstance(c, ModelCheckpoint):
+                c.monitor = None
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:
-        trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer,
-            callbacks=[
-                *build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True)),
-                ProgressLog(),
-                writer,
-            ],
-            logger=loggers or False,
-        )
+        trainer = build_trainer(cfg.trainer, callbacks=[*callbacks, ProgressLog(), writer], logger=loggers or False)
         if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
             check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
         trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -61,6 +62,14 @@ def run(cfg: DictConfig) -> dict:
             return val_metrics
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+        selected = (
+            f"best {ckpt.monitor} on {len(dm.val_split.locations)} held-out training places"
+            if best and ckpt.monitor and dm.has_validation
+            else "last"
+        )
+        writer.extra.update(
+            tested_checkpoint=best or "the weights in memory at the end of training", checkpoint_selection=selected
+        )
         trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         return read_metrics(out_dir)
     finally:

@@ -3,10 +3,15 @@
 Train: location-unique batches of (drone, satellite, label) pairs.  Validation/test: for every
 direction asked for ("d2s" = drone query → satellite gallery, "s2d" = satellite → drone), one
 query loader and one gallery loader, in the order given by :attr:`eval_sets`.
+
+Validation never looks at the test split: ``val_locations`` (a share of the *training* places,
+chosen by the seed) is held out of training and serves as query and gallery for model selection.
+With 0 there is no validation, and the last checkpoint is the one tested (the authors' protocol).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +45,7 @@ class CrossViewDataModule(L.LightningDataModule):
         joint_flip_p: float = 0.5,
         pin_memory: bool | None = None,
         synthesize: dict | None = None,
+        val_locations: float = 0.0,
     ) -> None:
         super().__init__()
         bad = [d for d in directions if d not in DIRECTIONS]
@@ -56,9 +62,14 @@ class CrossViewDataModule(L.LightningDataModule):
         self.joint_flip_p = joint_flip_p
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.synthesize = dict(synthesize) if synthesize else None
+        if not 0.0 <= val_locations < 1.0:
+            raise ConfigError(f"dataset.val_locations={val_locations}: expected a share of training places in [0, 1)")
+        self.val_locations = val_locations
         self._train_split: TrainSplit | None = None
+        self._val_split: TrainSplit | None = None
         self.train_set: PairedViewsDataset | None = None
         self.eval_datasets: list[ImageListDataset] = []
+        self.val_datasets: list[ImageListDataset] = []
 
     # --- layout hooks -------------------------------------------------------------------------
     def read_train(self) -> TrainSplit:
@@ -86,9 +97,40 @@ class CrossViewDataModule(L.LightningDataModule):
 
     @property
     def train_split(self) -> TrainSplit:
+        """The places trained on (all training places less the validation share)."""
         if self._train_split is None:
-            self._train_split = self.read_train()
+            self._train_split, self._val_split = self._split_off_validation(self.read_train())
         return self._train_split
+
+    @property
+    def val_split(self) -> TrainSplit | None:
+        """Training places held out for model selection (None when ``val_locations`` is 0)."""
+        self.train_split  # noqa: B018 - reads and splits once
+        return self._val_split
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_split is not None
+
+    def _split_off_validation(self, split: TrainSplit) -> tuple[TrainSplit, TrainSplit | None]:
+        places = split.locations
+        n_val = round(self.val_locations * len(places))
+        if n_val == 0:
+            return split, None
+        if len(places) - n_val < 2:
+            raise ConfigError(
+                f"dataset.val_locations={self.val_locations}: leaves {len(places) - n_val} of {len(places)} "
+                "training places to train on (need at least 2)"
+            )
+        held = set(random.Random(self.seed).sample(places, n_val))
+
+        def part(keep: bool) -> TrainSplit:
+            return TrainSplit(
+                [r for r in split.drone if (r.location in held) != keep],
+                [r for r in split.satellite if (r.location in held) != keep],
+            )
+
+        return part(True), part(False)
 
     @property
     def num_classes(self) -> int:
@@ -105,13 +147,24 @@ class CrossViewDataModule(L.LightningDataModule):
         if not self.eval_datasets:
             folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
             records = {f: self.read_eval(f) for f in dict.fromkeys(folders)}
-            names = sorted({r.location for recs in records.values() for r in recs})
-            # real datasets name locations by number: keep those numbers as ids (readable in results)
-            ids = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
-            tf = eval_transform(self.image_size)
-            self.eval_datasets = [
-                ImageListDataset(records[f], [ids[r.location] for r in records[f]], tf) for f in folders
-            ]
+            self.eval_datasets = self._image_lists([records[f] for f in folders])
+        if stage in (None, "fit", "validate") and not self.val_datasets and self.val_split is not None:
+            views = {"drone": self.val_split.drone, "satellite": self.val_split.satellite}
+            roles = {"d2s": ("drone", "satellite"), "s2d": ("satellite", "drone")}
+            self.val_datasets = self._image_lists(
+                [views[roles[d][0 if role == "query" else 1]] for d, role in self.eval_sets]
+            )
+
+    def _image_lists(self, record_lists: list[list[ImageRecord]]) -> list[ImageListDataset]:
+        names = sorted({r.location for recs in record_lists for r in recs})
+        # real datasets name locations by number: keep those numbers as ids (readable in results)
+        ids = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
+        tf = eval_transform(self.image_size)
+        return [ImageListDataset(recs, [ids[r.location] for r in recs], tf) for recs in record_lists]
+
+    def eval_datasets_for(self, stage: str) -> list[ImageListDataset]:
+        """The query/gallery datasets (in :attr:`eval_sets` order) that ``stage`` evaluates."""
+        return self.val_datasets if stage == "val" else self.eval_datasets
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -129,10 +182,10 @@ class CrossViewDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def _eval_loaders(self) -> list[DataLoader]:
+    def _eval_loaders(self, datasets: list[ImageListDataset]) -> list[DataLoader]:
         world_size, rank = self._world()
         loaders = []
-        for ds in self.eval_datasets:
+        for ds in datasets:
             # DistributedSampler pads with repeats: the LightningModule de-duplicates by dataset index
             sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
             loaders.append(
@@ -148,10 +201,10 @@ class CrossViewDataModule(L.LightningDataModule):
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
+        return self._eval_loaders(self.val_datasets)  # empty without validation places: no validation
 
     def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
+        return self._eval_loaders(self.eval_datasets)
 
 
 class University1652DataModule(CrossViewDataModule):

@@ -1,0 +1,118 @@
+"""Docs that cannot rot: every `python -m mean_geo…` command in the README's code blocks runs.
+
+Each command runs as written, from a fresh temporary directory (default paths: data/ and logs/
+under it), with only these changes:
+- placeholders become real files: ``logs/...`` checkpoints (from a first `experiment=smoke` run,
+  which is what `make smoke` runs), ``/data/tiles`` + its CSV, ``photo.jpg`` / ``more_photos/``;
+  ``[--json]`` (an optional flag) is given;
+- smoke sizes where a command would run for long: fewer/smaller synthetic places, 2 Optuna trials;
+- compose only (``--cfg job``, without ``-m``) where it needs a real dataset, a GPU or SLURM.
+A command that no longer works as documented fails here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NEEDS_MORE_THAN_THIS_MACHINE = re.compile(r"dataset=(sues200|university1652)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)")
+SMOKE_SIZED = {
+    "mean_geo.synth": ["--locations", "6", "--size", "32", "--drone-per-location", "2"],
+    "hparams_search=optuna": ["hydra.sweeper.n_trials=2"],
+}
+
+
+def readme_commands() -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"\s+#.*$", "", line.strip())
+            if line.startswith("python -m mean_geo"):
+                commands.append(line)
+    return commands
+
+
+def test_the_readme_documents_the_main_commands():
+    text = " ".join(readme_commands())
+    for needed in ("mean_geo.train", "mean_geo.eval", "mean_geo.index", "mean_geo.localize", "mean_geo.export", " -m "):
+        assert needed in text
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MEAN_GEO_DATA", "MEAN_GEO_LOGS")}
+    env["WANDB_MODE"] = "offline"
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _placeholders(work: Path) -> dict[str, str]:
+    """Real files for the README's placeholders, from a smoke run in ``work``."""
+    res = _run(["-m", "mean_geo.train", "experiment=smoke"], work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = (work / "logs" / "smoke" / "runs").glob("*")
+    world = next((work / "data" / "synthetic").glob("sues200_*"))
+    tiles, photos = work / "tiles", work / "more_photos"
+    tiles.mkdir(), photos.mkdir()
+    with (work / "tiles.csv").open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["path", "lat", "lon"])
+        for i, tile in enumerate(sorted((world / "Testing" / "150" / "gallery_satellite").glob("*/*"))[:6]):
+            shutil.copy(tile, tiles / f"{tile.parent.name}{tile.suffix}")
+            out.writerow([f"{tile.parent.name}{tile.suffix}", 31.2 + i / 100, 121.4 + i / 100])
+    drone = sorted((world / "Testing" / "150" / "query_drone").glob("*/*"))
+    shutil.copy(drone[0], work / "photo.jpg")
+    for p in drone[1:3]:
+        shutil.copy(p, photos / p.name)
+    return {
+        "logs/.../checkpoints/last.ckpt": str(run / "checkpoints" / "last.ckpt"),
+        "logs/.../checkpoints/epoch_000.ckpt": str(run / "checkpoints" / "epoch_000.ckpt"),
+        "logs/.../epoch_000.ckpt": str(run / "checkpoints" / "epoch_000.ckpt"),
+        "/data/tiles.csv": str(work / "tiles.csv"),
+        "/data/tiles": str(tiles),
+        "[--json]": "--json",
+    }
+
+
+def as_run_here(command: str, placeholders: dict[str, str]) -> tuple[list[str], bool]:
+    """The argv to run for a README command, and whether it only composes (``--cfg job``)."""
+    for key, value in placeholders.items():
+        command = command.replace(key, value)
+    args = shlex.split(command)[1:]  # drop "python"
+    for marker, extra in SMOKE_SIZED.items():
+        if marker in command:
+            args += extra
+    compose_only = bool(NEEDS_MORE_THAN_THIS_MACHINE.search(command))
+    if compose_only:
+        args = [a for a in args[:2]] + [a for a in args[2:] if a != "-m"] + ["--cfg", "job"]
+    return args, compose_only
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_as_documented(tmp_path):
+    placeholders = _placeholders(tmp_path)
+    failures = []
+    for command in readme_commands():
+        args, compose_only = as_run_here(command, placeholders)
+        res = _run(args, tmp_path)
+        if res.returncode != 0:
+            failures.append(f"{command}\n  -> exit {res.returncode}: {res.stderr.strip()[-800:]}")
+            continue
+        if compose_only:
+            assert "trainer:" in res.stdout, command
+        elif "mean_geo.localize" in command:
+            assert json.loads(res.stdout)[0]["matches"], command
+    assert not failures, "README commands that fail:\n" + "\n".join(failures)
+    # what the commands promise to write
+    assert (tmp_path / "tiles.index").is_file()
+    assert (tmp_path / "exports" / "mean_sues200_150m" / "model.onnx").is_file()
+    assert len(list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))) >= 3 + 1 + 2
+    assert list((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json"))
