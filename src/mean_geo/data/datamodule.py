@@ -19,10 +19,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mean_geo.data import layouts
+from mean_geo.data import layouts, sues200_raw
 from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.samplers import LocationUniqueBatchSampler
+from mean_geo.data.sues200_raw import sues200_layout
 from mean_geo.data.transforms import eval_transform, train_transform
 from mean_geo.errors import ConfigError
 
@@ -46,6 +47,7 @@ class CrossViewDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         synthesize: dict | None = None,
         val_locations: float = 0.0,
+        synthetic: bool = False,
     ) -> None:
         super().__init__()
         bad = [d for d in directions if d not in DIRECTIONS]
@@ -61,7 +63,10 @@ class CrossViewDataModule(L.LightningDataModule):
         self.augment = augment
         self.joint_flip_p = joint_flip_p
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.synthesize = dict(synthesize) if synthesize else None
+        # only a synthetic dataset is ever written: a real dataset's root is read, never created or
+        # filled (an experiment's world settings can survive a dataset=... switch on the command line)
+        self.synthetic = synthetic
+        self.synthesize = dict(synthesize) if synthesize and synthetic else None
         if not 0.0 <= val_locations < 1.0:
             raise ConfigError(f"dataset.val_locations={val_locations}: expected a share of training places in [0, 1)")
         self.val_locations = val_locations
@@ -220,7 +225,8 @@ class University1652DataModule(CrossViewDataModule):
 
 
 class SUES200DataModule(CrossViewDataModule):
-    """SUES-200 after the official split, one altitude (the paper's protocol) or several."""
+    """SUES-200 as downloaded or after the official split (``root`` may be either, or the folder
+    above the download), one altitude (the paper's protocol) or several."""
 
     layout = "sues200"
 
@@ -232,7 +238,11 @@ class SUES200DataModule(CrossViewDataModule):
         return {"altitudes": layouts.SUES200_ALTITUDES}
 
     def read_train(self) -> TrainSplit:
-        return layouts.sues200_train(self.root, self.altitudes)
+        kind, folder = sues200_layout(self.root)
+        reader = sues200_raw.raw_train if kind == "raw" else layouts.sues200_train
+        return reader(folder, self.altitudes)
 
     def read_eval(self, folder: str) -> list[ImageRecord]:
-        return layouts.sues200_test(self.root, folder, self.altitudes)
+        kind, root = sues200_layout(self.root)
+        reader = sues200_raw.raw_test if kind == "raw" else layouts.sues200_test
+        return reader(root, folder, self.altitudes)
