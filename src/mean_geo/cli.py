@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from omegaconf.errors import MissingMandatoryValue
 
 from mean_geo.errors import MeanGeoError
 
@@ -27,6 +30,16 @@ def _user_error(exc: BaseException) -> MeanGeoError | None:
     return None
 
 
+def one_line(err: BaseException) -> str:
+    """The user's line of a project error.  An error raised in a DataLoader worker comes back with
+    the worker's whole traceback in its message; its last line is the project's own message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]  # "mean_geo.errors.DatasetLayoutError: <the message>"
+        text = re.sub(rf"^(?:\w+\.)*{type(err).__name__}: ", "", last)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Print project errors as ``error: …`` (traceback with HYDRA_FULL_ERROR=1 or MEAN_GEO_VERBOSE=1)."""
 
@@ -35,10 +48,15 @@ def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
+            verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MEAN_GEO_VERBOSE")
+            if isinstance(exc, MissingMandatoryValue) and not verbose:
+                key = getattr(exc, "full_key", None) or "a required argument"
+                print(f"error: {key} is required; pass {key}=... on the command line", file=sys.stderr)
+                sys.exit(2)
             err = _user_error(exc)
-            if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MEAN_GEO_VERBOSE"):
+            if err is None or verbose:
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -97,6 +97,10 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
     the authors' GradScaler start (``init_scale=2**10``)."""
     cfg = to_plain(trainer_cfg)
     accelerator = str(cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible here; use hardware=auto or hardware=cpu"
+        )
     cfg["precision"] = resolve_precision(accelerator, cfg.get("precision", "32-true"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if cfg["precision"] in ("16-mixed", 16, "16") and on_gpu and not cfg.get("plugins"):

@@ -58,8 +58,14 @@ def run_metrics_near(ckpt: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+    raw = sys.argv[1:] if argv is None else argv
     try:
+        bad = [a for a in raw if "=" not in a or a.split("=", 1)[0] not in ("ckpt", "out", "onnx")]
+        if bad:
+            raise MeanGeoError(f"{bad[0]}: unknown argument; expected ckpt=PATH.ckpt out=NEW_FOLDER [onnx=true]")
+        args = dict(a.split("=", 1) for a in raw)
+        if args.get("onnx", "false").lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise MeanGeoError(f"onnx={args['onnx']}: expected true or false")
         if "ckpt" not in args or "out" not in args:
             raise MeanGeoError("usage: python -m mean_geo.export ckpt=PATH.ckpt out=NEW_FOLDER [onnx=true]")
         ckpt = Path(args["ckpt"]).expanduser()

@@ -104,6 +104,13 @@ def build_index(
     coords_csv: str | Path | None = None,
 ) -> Path | None:
     """Embed every tile; returns the index path (on global rank 0; None on other ranks)."""
+    for key, value, least in (
+        ("batch_size", batch_size, 1),
+        ("num_workers", num_workers, 0),
+        ("part_size", part_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise MeanGeoError(f"{key}={value!r}: expected a whole number >= {least}")
     out = Path(out).expanduser()
     if out.exists():
         raise MeanGeoError(f"out={out}: exists; choose another name (an index is never overwritten)")

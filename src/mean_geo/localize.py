@@ -155,6 +155,16 @@ def write_strip(photo: Path, matches: list[Match], out: Path, size: int = 128) -
     sheet.save(out)
 
 
+def whole_number(key: str, text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise MeanGeoError(f"{key}={text}: expected a whole number >= {least}") from None
+    if value < least:
+        raise MeanGeoError(f"{key}={value}: expected a whole number >= {least}")
+    return value
+
+
 def parse_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
     inputs, options, as_json = [], {}, False
     for arg in argv:
@@ -175,10 +185,15 @@ def parse_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
 def main(argv: list[str] | None = None) -> int:
     try:
         inputs, opts, as_json = parse_args(sys.argv[1:] if argv is None else argv)
-        k = int(opts.get("k", 5))
+        k = whole_number("k", opts.get("k", "5"), least=1)
+        backend = opts.get("backend", "torch")
+        if backend not in ("torch", "faiss"):
+            raise MeanGeoError(f"backend={backend}: expected torch or faiss")
+        out = Path(opts.get("out", "localize_out")).expanduser()
+        if out.exists() and not out.is_dir():
+            raise MeanGeoError(f"out={out}: exists and is a file; expected a folder for the strips")
         photos = list_photos(inputs)
-        results = localize(photos, read_index(opts["index"]), opts["ckpt"], k=k, backend=opts.get("backend", "torch"))
-        out = Path(opts.get("out", "localize_out"))
+        results = localize(photos, read_index(opts["index"]), opts["ckpt"], k=k, backend=backend)
         out.mkdir(parents=True, exist_ok=True)
         for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
             write_strip(photo, matches, out / f"{i:04d}_{photo.stem}.png")

@@ -53,6 +53,14 @@ class CrossViewDataModule(L.LightningDataModule):
         bad = [d for d in directions if d not in DIRECTIONS]
         if bad or not directions:
             raise ConfigError(f"directions {list(directions)}: expected a non-empty subset of {list(DIRECTIONS)}")
+        for key, value, least in (
+            ("image_size", image_size, 8),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"dataset.{key}={value!r}: expected a whole number >= {least}")
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.batch_size = batch_size
@@ -163,7 +171,11 @@ class CrossViewDataModule(L.LightningDataModule):
     def _image_lists(self, record_lists: list[list[ImageRecord]]) -> list[ImageListDataset]:
         names = sorted({r.location for recs in record_lists for r in recs})
         # real datasets name locations by number: keep those numbers as ids (readable in results)
-        ids = {n: int(n) for n in names} if all(n.isdigit() for n in names) else {n: i for i, n in enumerate(names)}
+        ids = (
+            {n: int(n) for n in names}
+            if all(n.isascii() and n.isdigit() for n in names)
+            else {n: i for i, n in enumerate(names)}
+        )
         tf = eval_transform(self.image_size)
         return [ImageListDataset(recs, [ids[r.location] for r in recs], tf) for recs in record_lists]
 

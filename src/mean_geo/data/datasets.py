@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from mean_geo.data.layouts import ImageRecord, TrainSplit
@@ -14,10 +15,18 @@ from mean_geo.errors import DatasetLayoutError
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB, turning decoder errors into one clear line that names the file."""
+    """Open an image as RGB as a viewer shows it: EXIF orientation applied, 16-bit greyscale scaled
+    to 8 bits (``convert("RGB")`` alone clips it to white).  Decoder errors and images over PIL's
+    decompression-bomb limit become one clear line that names the file."""
     try:
         with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # 16-bit values (PNG greyscale) -> 8 bits; "I" holds them as 32-bit ints
+                img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             return img.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DatasetLayoutError(f"{path}: too large to decode safely ({exc}); downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DatasetLayoutError(f"{path}: cannot be decoded as an image ({exc})") from exc
 

@@ -124,6 +124,8 @@ def _check_same_locations(a: Iterable[ImageRecord], b: Iterable[ImageRecord], wh
 
 def _resolve_root(root: str | Path, marker: str, dataset: str) -> Path:
     root = Path(root).expanduser()
+    if root.is_file():
+        raise DatasetLayoutError(f"{root}: is a file; expected the {dataset} folder")
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: dataset root does not exist; expected the {dataset} folder")
     if not (root / marker).is_dir():

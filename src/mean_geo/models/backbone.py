@@ -71,11 +71,22 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
             raise ConfigError(f"model.backbone={name}: not a timm model ({exc})") from None
+        if weights_file:
+            raise _not_weights(weights_file, name, exc) from None
+        raise
+    except (ValueError, KeyError, EOFError, __import__("pickle").UnpicklingError) as exc:
+        if weights_file:  # timm reads the file with weights_only=True: a foreign file fails here
+            raise _not_weights(weights_file, name, exc) from None
         raise
     except OSError as exc:  # hub offline / not cached (huggingface_hub errors subclass OSError)
         raise ConfigError(
             f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); {OFFLINE_HELP}"
         ) from None
+
+
+def _not_weights(path: str, name: str, exc: BaseException) -> ConfigError:
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    return ConfigError(f"model.weights_file={path}: not loadable as {name} weights ({type(exc).__name__}: {detail})")
 
 
 class ConvNeXtBackbone(nn.Module):

@@ -1,0 +1,223 @@
+"""Bad input gets one `error:` line and exit code 2, and nothing on disk is changed or half-written.
+
+The Hydra entry points run in-process with a patched ``sys.argv`` (what the command line does,
+without paying a new interpreter per case).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mean_geo import eval as eval_entry
+from mean_geo import export as export_entry
+from mean_geo import index as index_entry
+from mean_geo import localize as localize_entry
+from mean_geo import train as train_entry
+from mean_geo.cli import one_line
+from mean_geo.data.datamodule import University1652DataModule
+from mean_geo.data.datasets import load_rgb
+from mean_geo.errors import DatasetLayoutError
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")}
+
+
+def run_hydra_entry(main, args: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
+    """Run a Hydra entry point as the command line would; returns its one error line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mean_geo", *args, f"hydra.run.dir={tmp_path}/run"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("dataset.batch_size=abc", "dataset.batch_size='abc': expected int"),
+        ("dataset.image_size=0", "dataset.image_size=0: expected a whole number >= 8"),
+        ("dataset.num_workers=-1", "dataset.num_workers=-1: expected a whole number >= 0"),
+        ("dataset.eval_batch_size=0", "dataset.eval_batch_size=0"),
+    ],
+)
+def test_bad_dataset_numbers_are_named(override, expected, tmp_path, monkeypatch, capsys, data_dir):
+    monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", override], tmp_path, monkeypatch, capsys)
+    assert expected in line
+
+
+def test_a_weights_file_that_is_not_weights_is_named(tmp_path, monkeypatch, capsys, data_dir):
+    garbage = tmp_path / "weights.pth"
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
+    args = ["experiment=smoke", f"model.weights_file={garbage}"]
+    line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert f"model.weights_file={garbage}: not loadable as test_convnext weights" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_hardware_gpu_without_a_gpu(tmp_path, monkeypatch, capsys, data_dir):
+    monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", "hardware=gpu"], tmp_path, monkeypatch, capsys)
+    assert "trainer.accelerator=gpu: no CUDA GPU is visible here" in line
+
+
+@pytest.mark.parametrize("dataset", ["sues200", "university1652"])
+def test_a_root_that_is_a_file_is_called_a_file(dataset, tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "dataset.zip"
+    a_file.write_bytes(b"PK")
+    args = [f"dataset={dataset}", f"dataset.root={a_file}", "model.pretrained=false"]
+    line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert f"{a_file}: is a file" in line and a_file.read_bytes() == b"PK"
+
+
+@pytest.mark.parametrize(
+    "main, args, key",
+    [
+        (eval_entry.main, [], "ckpt_path"),
+        (index_entry.main, ["ckpt=x", "out=y"], "gallery_dir"),
+    ],
+)
+def test_a_missing_mandatory_argument_is_named(main, args, key, tmp_path, monkeypatch, capsys):
+    line = run_hydra_entry(main, args, tmp_path, monkeypatch, capsys)
+    assert line == f"error: {key} is required; pass {key}=... on the command line"
+
+
+@pytest.mark.parametrize("arg", ["part_size=0", "batch_size=0", "num_workers=-1"])
+def test_index_checks_its_numbers_before_writing_anything(arg, tmp_path, monkeypatch, capsys):
+    gallery = tmp_path / "tiles"
+    gallery.mkdir()
+    Image.new("RGB", (32, 32)).save(gallery / "a.png")
+    before = snapshot(tmp_path)
+    args = [f"gallery_dir={gallery}", f"ckpt={LEGACY / 'export'}", f"out={tmp_path / 'x.index'}", arg]
+    line = run_hydra_entry(index_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert arg.split("=")[0] in line
+    after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("run")}
+    assert after == before  # no manifest, no parts: the corrected rerun starts clean
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["k=0"], "k=0: expected a whole number >= 1"),
+        (["k=abc"], "k=abc: expected a whole number >= 1"),
+        (["backend=annoy"], "backend=annoy"),
+        (["out=FILE"], "exists and is a file"),
+    ],
+)
+def test_localize_checks_its_arguments_before_the_work(extra, expected, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("mine")
+    extra = [e.replace("FILE", str(a_file)) for e in extra]
+    args = [str(photo), f"index={LEGACY / 'gallery.index'}", f"ckpt={LEGACY / 'export'}", *extra]
+    assert localize_entry.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "\n" not in err
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("arg", ["onxx=true", "exports/new", "onnx=maybe"])
+def test_export_refuses_unknown_or_misspelled_arguments(arg, tmp_path, capsys):
+    args = [f"ckpt={LEGACY / 'last.ckpt'}", f"out={tmp_path / 'e'}", arg]
+    assert export_entry.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and arg.split("=")[0] in err and "\n" not in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_export_names_its_own_argument(tmp_path, capsys):
+    assert export_entry.main([f"ckpt={tmp_path / 'none.ckpt'}", f"out={tmp_path / 'e'}"]) == 2
+    assert f"ckpt={tmp_path / 'none.ckpt'}: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_a_place_folder_named_with_a_non_ascii_digit_is_an_id_like_any_other(u1652_world, tmp_path):
+    import shutil
+
+    root = tmp_path / "u1652"
+    shutil.copytree(u1652_world, root)
+    first = sorted((root / "test" / "gallery_satellite").iterdir())[0]
+    first.rename(first.parent / "²")  # "²".isdigit() is True, int("²") fails
+    dm = University1652DataModule(root, image_size=32, num_workers=0, directions=["d2s"])
+    dm.setup("test")
+    ids = dm.eval_datasets[1].location_ids.tolist()
+    assert len(set(ids)) == len(ids) == len({r.location for r in dm.eval_datasets[1].records})
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "grey16.png"
+    values = np.array([[0, 256 * 64], [256 * 128, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(path)  # 16-bit greyscale PNG ("I;16")
+    rgb = np.asarray(load_rgb(path))
+    assert rgb[:, :, 0].tolist() == [[0, 64], [128, 255]] and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    assert load_rgb(path).size == (20, 40)
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this
+    with pytest.raises(DatasetLayoutError) as exc:
+        load_rgb(path)
+    assert str(exc.value).startswith(f"{path}: too large to decode safely") and "\n" not in str(exc.value)
+
+
+def test_an_error_from_a_dataloader_worker_is_reported_as_its_own_line():
+    """num_workers > 0: torch re-raises the worker's error with its whole traceback as message."""
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise DatasetLayoutError("/data/x/0001/1.jpg: cannot be decoded as an image (truncated)")
+    except DatasetLayoutError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(DatasetLayoutError) as exc:
+        wrapped.reraise()
+    assert "Traceback" in str(exc.value)  # what users saw before
+    assert one_line(exc.value) == "/data/x/0001/1.jpg: cannot be decoded as an image (truncated)"
+
+
+def test_a_corrupt_image_loaded_by_workers_ends_in_one_line(tmp_path, monkeypatch, capsys, sues_world):
+    import shutil
+
+    root = tmp_path / "world"
+    shutil.copytree(sues_world, root)
+    victim = sorted((root / "Testing" / "150" / "query_drone").rglob("*.jpg"))[0]
+    victim.write_bytes(b"\xff\xd8\xff" + b"\x00" * 64)  # a JPEG header, then nothing decodable
+    monkeypatch.setenv("MEAN_GEO_DATA", str(tmp_path / "data"))
+    args = [
+        "experiment=smoke",
+        "dataset=sues200",
+        f"dataset.root={root}",
+        "dataset.num_workers=1",
+        "dataset.image_size=64",
+        "dataset.batch_size=4",
+        "model.pretrained=false",
+        "model.backbone=test_convnext",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert line == f"error: {victim}: cannot be decoded as an image" or line.startswith(f"error: {victim}: ")
