@@ -12,7 +12,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,11 +245,12 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
     ids = split_ids(spec)
     jobs = [(loc, role) for role in ("train", "test", "distractor") for loc in ids[role]]
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    remove_stale_partials(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-", dir=root.parent))
     try:
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         args = [(spec, int(loc)) for loc, _ in jobs]
-        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+        with _terminate_cleanly(), _worker_pool(workers) if workers > 1 else _Inline() as pool:
             results = pool.map(_render_job, args, chunksize=1)
             for (loc, role), imgs in tqdm(
                 zip(jobs, results, strict=True), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
@@ -256,19 +260,98 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
                 else:
                     _write_sues200(tmp, loc, role, imgs, spec.altitudes)
         (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
-        if root.exists():
-            root.rmdir()  # empty (checked above)
-        try:
-            tmp.rename(root)
-        except OSError:
-            # another process (e.g. a second DDP rank) finished the same world first
-            if existing_spec(root) != spec.to_json():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        _move_into_place(tmp, root, spec)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def _move_into_place(tmp: Path, root: Path, spec: WorldSpec, attempts: int = 5) -> None:
+    """Rename the finished world to ``root``.  Another writer of the same world (a second
+    generator, another DDP rank) may be removing the empty root or renaming its own copy at the
+    same moment: its finished copy counts as ours; anything else at ``root`` is refused."""
+    for attempt in range(attempts):
+        try:
+            if root.exists():
+                root.rmdir()  # empty (checked by the caller) unless another writer just put its world here
+            tmp.rename(root)
+            return
+        except OSError:
+            if existing_spec(root) == spec.to_json():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if attempt == attempts - 1 or (root.is_dir() and any(root.iterdir())):
+                raise
+            time.sleep(0.05 * (attempt + 1))  # the other writer is between its rmdir and its rename
+
+
+def remove_stale_partials(root: Path) -> None:
+    """Remove the partial folders of ``root`` left by writers that were killed (kill -9 leaves them)."""
+    for partial in root.parent.glob(f".{root.name}.partial-*"):
+        pid = partial.name.removeprefix(f".{root.name}.partial-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_parent() -> None:
+    """Pool workers end with their parent: after a kill -9 they would otherwise wait on a pipe forever."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+class _worker_pool:
+    """A process pool that, on an error or a signal, cancels what is queued and stops its workers
+    instead of finishing the whole world first (what ``ProcessPoolExecutor.__exit__`` does)."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
+
+    def __enter__(self) -> ProcessPoolExecutor:
+        return self.pool
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.pool.shutdown()
+            return False
+        processes = list(getattr(self.pool, "_processes", {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        return False
+
+
+class _terminate_cleanly:
+    """SIGTERM becomes SystemExit while writing, so the partial folder is removed (main thread only)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._exit)
+        return self
+
+    @staticmethod
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 class _Inline:
