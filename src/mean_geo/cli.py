@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -30,6 +31,17 @@ def _user_error(exc: BaseException) -> MeanGeoError | None:
     return None
 
 
+def _full_disk(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC behind ``exc``, if a full disk is what went wrong."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def one_line(err: BaseException) -> str:
     """The user's line of a project error.  An error raised in a DataLoader worker comes back with
     the worker's whole traceback in its message; its last line is the project's own message."""
@@ -49,6 +61,11 @@ def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
             verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MEAN_GEO_VERBOSE")
+            full_disk = _full_disk(exc)
+            if full_disk is not None and not verbose:
+                where = f" while writing {full_disk.filename}" if full_disk.filename else ""
+                print(f"error: no space left on the device{where}; free some space and run again", file=sys.stderr)
+                sys.exit(2)
             if isinstance(exc, MissingMandatoryValue) and not verbose:
                 key = getattr(exc, "full_key", None) or "a required argument"
                 print(f"error: {key} is required; pass {key}=... on the command line", file=sys.stderr)

@@ -22,6 +22,7 @@ from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.errors import ConfigError
 from mean_geo.lit_module import MEANLitModule
 from mean_geo.recipe import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
+from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def resolve_precision(accelerator: str, precision: str) -> str:
 
 
 def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.Trainer:
-    """The Trainer of train/eval/index: ``precision: auto`` resolved, and fp16 AMP on a GPU with
-    the authors' GradScaler start (``init_scale=2**10``)."""
+    """The Trainer of train/eval/index: ``precision: auto`` resolved, fp16 AMP on a GPU with the
+    authors' GradScaler start (``init_scale=2**10``), checkpoints written atomically."""
     cfg = to_plain(trainer_cfg)
     accelerator = str(cfg.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -103,10 +104,12 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
         )
     cfg["precision"] = resolve_precision(accelerator, cfg.get("precision", "32-true"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if cfg["precision"] in ("16-mixed", 16, "16") and on_gpu and not cfg.get("plugins"):
-        cfg["plugins"] = [amp_plugin()]
+    plugins = list(cfg.pop("plugins", None) or [])
+    if cfg["precision"] in ("16-mixed", 16, "16") and on_gpu and not plugins:
+        plugins.append(amp_plugin())
         cfg.pop("precision")
-    return instantiate(cfg, callbacks=callbacks, logger=logger)
+    plugins.append(AtomicCheckpointIO())  # a full disk never leaves a truncated checkpoint
+    return instantiate(cfg, callbacks=callbacks, logger=logger, plugins=plugins)
 
 
 def amp_plugin(device: str = "cuda"):
