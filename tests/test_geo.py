@@ -57,3 +57,36 @@ def test_bad_coordinate_csv(tmp_path, text, message):
     f.write_text(text)
     with pytest.raises(MeanGeoError, match=message):
         read_coordinates_csv(f)
+
+
+def _geotiff(path, tie, scale, geokeys=None):
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[33922], info.tagtype[33922] = tie, TiffTags.DOUBLE
+    info[33550], info.tagtype[33550] = scale, TiffTags.DOUBLE
+    if geokeys is not None:
+        info[34735], info.tagtype[34735] = geokeys, TiffTags.SHORT
+    Image.new("RGB", (20, 20)).save(path, tiffinfo=info)
+    return path
+
+
+def test_projected_tiles_are_refused_not_reported_as_lat_lon(tmp_path):
+    # GeoKeys: version header, then GTModelType=1 (projected) and ProjectedCSType=32632 (UTM 32N)
+    utm_keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32632)
+    utm = _geotiff(tmp_path / "utm.tif", (0.0, 0.0, 0.0, 465000.0, 5247000.0, 0.0), (0.5, 0.5, 0.0), utm_keys)
+    with pytest.raises(MeanGeoError, match=r"utm.tif: its GeoTIFF coordinates are in a projected CRS \(EPSG:32632\)"):
+        locate_tiles([utm], tmp_path)
+    geographic_keys = (1, 1, 0, 1, 1024, 0, 1, 2)  # GTModelType=2: geographic, fine
+    ok = _geotiff(tmp_path / "ll.tif", (0.0, 0.0, 0.0, 8.5, 47.5, 0.0), (0.01, 0.01, 0.0), geographic_keys)
+    assert locate_tiles([ok], tmp_path)[0] == pytest.approx((47.4, 8.6))
+    no_keys = _geotiff(tmp_path / "merc.tif", (0.0, 0.0, 0.0, 950000.0, 6000000.0, 0.0), (1.0, 1.0, 0.0))
+    with pytest.raises(MeanGeoError, match="are not degrees"):
+        locate_tiles([no_keys], tmp_path)
+    world = tile(tmp_path / "w.png", size=(11, 11))
+    (tmp_path / "w.pgw").write_text("0.5\n0\n0\n-0.5\n465000\n5247000\n")  # metres
+    with pytest.raises(MeanGeoError, match="w.png: its world-file coordinates are in a projected CRS"):
+        locate_tiles([world], tmp_path)
+    small = tile(tmp_path / "s.png", size=(11, 11))
+    (tmp_path / "s.pgw").write_text("0.5\n0\n0\n-0.5\n10\n20\n")  # small numbers, but a .prj says metres
+    (tmp_path / "s.prj").write_text('PROJCS["WGS 84 / UTM zone 32N",GEOGCS["WGS 84"]]')
+    with pytest.raises(MeanGeoError, match=r"s.prj names a PROJCS"):
+        locate_tiles([small], tmp_path)

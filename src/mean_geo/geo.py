@@ -6,8 +6,10 @@ Looked up in this order, first hit wins:
 2. GeoTIFF tags in the tile itself (ModelTiepoint + ModelPixelScale, north-up);
 3. a world file beside the tile (``.wld``, ``.jgw``, ``.pgw``, ``.tfw``, …: six lines A D B E C F);
 4. the file name: slippy-map tiles ``…/<z>/<x>/<y>.<ext>`` (Web Mercator) or ``<lat>_<lon>.<ext>``.
-Coordinates from GeoTIFF tags and world files are reported as (lat, lon) assuming the tile's CRS is
-geographic (EPSG:4326); projected CRSs are not converted (say so to the user, do not guess).
+Coordinates from GeoTIFF tags and world files must be geographic (latitude/longitude, EPSG:4326).
+A tile in a projected CRS (UTM, Web Mercator, …: the GeoTIFF's GeoKeys say so, a ``.prj`` beside a
+world file says so, or the numbers are not latitudes/longitudes) is refused with one line rather
+than reported as if it were lat/lon: give its lat/lon in the coordinates CSV, or reproject it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from mean_geo.errors import MeanGeoError
 
 WORLD_FILE_SUFFIXES = {".jpg": ".jgw", ".jpeg": ".jgw", ".png": ".pgw", ".tif": ".tfw", ".tiff": ".tfw"}
 _LATLON_NAME = re.compile(r"^(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
-GEOTIFF_TIEPOINT, GEOTIFF_SCALE = 33922, 33550
+GEOTIFF_TIEPOINT, GEOTIFF_SCALE, GEOTIFF_GEOKEYS = 33922, 33550, 34735
+MODEL_TYPE_KEY, PROJECTED_CRS_KEY, MODEL_TYPE_PROJECTED = 1024, 3072, 1
 
 Coords = tuple[float, float]
 
@@ -49,6 +52,25 @@ def read_coordinates_csv(path: str | Path) -> dict[str, Coords]:
     return out
 
 
+def _projected(path: Path, crs: str, where: str) -> MeanGeoError:
+    return MeanGeoError(
+        f"{path}: its {where} coordinates are in a projected CRS ({crs}), not latitude/longitude; "
+        "give the tile's lat/lon in coords_csv=... (path,lat,lon) or reproject it to EPSG:4326"
+    )
+
+
+def _geographic(path: Path, lat: float, lon: float, where: str) -> Coords:
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise _projected(path, f"x={lon:.1f}, y={lat:.1f} are not degrees", where)
+    return (lat, lon)
+
+
+def _geokeys(tags) -> dict[int, int]:
+    """GeoKey id -> short value, from the GeoKeyDirectory tag (header of 4, then 4 per key)."""
+    raw = tuple(tags.get(GEOTIFF_GEOKEYS, ()) or ())
+    return {raw[i]: raw[i + 3] for i in range(4, len(raw) - 3, 4) if raw[i + 1] == 0}
+
+
 def tile_centre_from_geotiff(path: Path) -> Coords | None:
     try:
         with Image.open(path) as img:
@@ -56,13 +78,17 @@ def tile_centre_from_geotiff(path: Path) -> Coords | None:
             if not tags or GEOTIFF_TIEPOINT not in tags or GEOTIFF_SCALE not in tags:
                 return None
             tie, scale = tags[GEOTIFF_TIEPOINT], tags[GEOTIFF_SCALE]
+            keys = _geokeys(tags)
             w, h = img.size
     except OSError:
         return None
+    if keys.get(MODEL_TYPE_KEY) == MODEL_TYPE_PROJECTED or PROJECTED_CRS_KEY in keys:
+        code = keys.get(PROJECTED_CRS_KEY)
+        raise _projected(path, f"EPSG:{code}" if code and code != 32767 else "GeoTIFF model type: projected", "GeoTIFF")
     # tiepoint: raster (i, j, k) -> model (x, y, z); north-up: y decreases downwards
     x = tie[3] + (w / 2 - tie[0]) * scale[0]
     y = tie[4] - (h / 2 - tie[1]) * scale[1]
-    return (y, x)
+    return _geographic(path, y, x, "GeoTIFF")
 
 
 def tile_centre_from_world_file(path: Path) -> Coords | None:
@@ -77,9 +103,12 @@ def tile_centre_from_world_file(path: Path) -> Coords | None:
                     w, h = img.size
             except (ValueError, OSError):
                 raise MeanGeoError(f"{wf}: expected six numbers (a world file)") from None
+            prj = path.with_suffix(".prj")
+            if prj.is_file() and "PROJCS" in prj.read_text(errors="ignore").upper():
+                raise _projected(path, f"{prj.name} names a PROJCS", "world-file")
             # the world file maps pixel centres: (col, row) -> (x, y)
             col, row = (w - 1) / 2, (h - 1) / 2
-            return (d * col + e * row + f, a * col + b * row + c)
+            return _geographic(path, d * col + e * row + f, a * col + b * row + c, "world-file")
     return None
 
 
