@@ -36,8 +36,7 @@ def test_bad_backbone_settings_are_config_errors(tmp_path):
         ConvNeXtBackbone("test_convnext", weights_file=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigError, match="not a timm model"):
         ConvNeXtBackbone("convnext_gigantic_nonexistent")
-    with pytest.raises(ConfigError, match="convolutional feature map"):
-        ConvNeXtBackbone("test_vit")(torch.randn(1, 3, 160, 160))
+    # transformers (ViT, Swin, DINOv2) used to be refused here; they are supported now (below)
 
 
 def test_other_timm_cnns_give_the_same_outputs():
@@ -46,3 +45,32 @@ def test_other_timm_cnns_give_the_same_outputs():
     assert fmap.shape[:2] == (2, net.num_features) and pooled.shape == (2, net.num_features)
     assert [s.shape[1] for s in stages] == net.stage_channels
     assert torch.allclose(pooled, fmap.mean((2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["test_vit", "swin_tiny_patch4_window7_224", "vit_small_patch14_dinov2"])
+def test_transformer_backbones_work_at_the_datasets_image_size(name):
+    """ViT, Swin and DINOv2 are built for one input size (224 / 518 px, 14 px patches): MEAN gives
+    them the dataset's size, and the branches a (B, C, H, W) map from their last block."""
+    from mean_geo.models.mean import MEAN
+
+    torch.manual_seed(0)
+    model = MEAN(num_classes=3, backbone=name, cea_proj_dim=16, cea_out_dim=16)
+    drone, sat = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    out_d, out_s = model.forward_pair(drone, sat)
+    assert out_d.embedding.shape == (2, model.embedding_dim) and len(out_d.logits) == 3
+    assert out_d.aligned is not None and out_s.aligned.shape[:2] == (2, 16)
+    model.eval()
+    emb = model(torch.rand(3, 3, 64, 64))
+    assert emb.shape == (3, model.embedding_dim)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_cnn_map_is_the_last_stage_as_before():
+    from mean_geo.models.backbone import ConvNeXtBackbone
+
+    backbone = ConvNeXtBackbone("resnet18").eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        fmap, pooled = backbone(x)
+        final, _ = backbone.net.forward_intermediates(x)
+    assert torch.equal(fmap, final) and torch.equal(pooled, backbone.net.forward_head(final, pre_logits=True))

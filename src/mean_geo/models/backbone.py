@@ -67,7 +67,7 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
                 f"pretrained weights for {name} are not cached and the hub cannot be reached; {OFFLINE_HELP}"
             )
     try:
-        return timm.create_model(name, **kwargs)
+        return _create_any_size(name, kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
             raise ConfigError(f"model.backbone={name}: not a timm model ({exc})") from None
@@ -82,6 +82,21 @@ def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str 
         raise ConfigError(
             f"pretrained weights for {name} could not be loaded ({type(exc).__name__}); {OFFLINE_HELP}"
         ) from None
+
+
+# transformers (ViT, DINOv2, Swin, …) are built for one input size; these let them take the
+# dataset's (patch padding for DINOv2's 14 px patches).  CNNs do not take them: plain creation.
+_ANY_SIZE = ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {})
+
+
+def _create_any_size(name: str, kwargs: dict) -> nn.Module:
+    for extra in _ANY_SIZE:
+        try:
+            return timm.create_model(name, **kwargs, **extra)
+        except TypeError as exc:
+            if not extra or not any(key in str(exc) for key in extra):
+                raise
+    raise AssertionError("unreachable: the last attempt has no extra arguments")
 
 
 def _not_weights(path: str, name: str, exc: BaseException) -> ConfigError:
@@ -100,7 +115,7 @@ class ConvNeXtBackbone(nn.Module):
         self.net = create_timm_backbone(name, pretrained, weights_file)
         self.convnext_layout = all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre"))
         if not self.convnext_layout and not hasattr(self.net, "forward_intermediates"):
-            raise ConfigError(f"model.backbone={name}: expected a timm CNN with forward_intermediates")
+            raise ConfigError(f"model.backbone={name}: expected a timm model with forward_intermediates")
         self.num_features: int = self.net.num_features
         self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
 
@@ -114,9 +129,13 @@ class ConvNeXtBackbone(nn.Module):
                 x = stage(x)
                 stages.append(x)
             fmap = self.net.norm_pre(x)
+            pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP + ConvNeXt's pretrained LayerNorm
         else:
-            fmap, stages = self.net.forward_intermediates(x)
+            # CNNs: the last stage's map; transformers: tokens (ViT) or NHWC maps (Swin) as ``final``,
+            # and every block's output as an NCHW map among the intermediates
+            final, stages = self.net.forward_intermediates(x)
+            fmap = stages[-1]
+            pooled = self.net.forward_head(final, pre_logits=True)  # the model's own pooling
         if fmap.ndim != 4:
             raise ConfigError(f"model.backbone={self.name}: expected a convolutional feature map (B, C, H, W)")
-        pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP (+ ConvNeXt's pretrained LayerNorm)
         return (fmap, pooled, stages) if return_stages else (fmap, pooled)
