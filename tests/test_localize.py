@@ -63,7 +63,8 @@ def test_index_holds_every_tile_with_ids_and_coordinates(index, smoke):
     assert idx.tiles[2]["latlon"] == [40.02, -3.02]  # coordinates round-trip from the CSV
     assert not Path(f"{out}.parts").exists()
     model = load_model(smoke[0])
-    x = torch.stack([loc.eval_transform(model.image_size)(loc.load_rgb(tiles[4]))])
+    x = torch.stack([loc.eval_transform(model.image_size, model.mean, model.std)(loc.load_rgb(tiles[4]))])
+    assert model.mean == [0.5, 0.5, 0.5]  # test_convnext's own statistics (timm), not ImageNet
     assert torch.allclose(model.model(x)[0], idx.embeddings[4], atol=1e-5)
 
 

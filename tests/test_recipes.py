@@ -123,3 +123,26 @@ def test_validation_uses_held_out_training_places_never_the_test_split(tmp_path,
     assert not val_places & {r.location for ds in queries for r in ds.records}
     assert {r.location for ds in dm.val_datasets for r in ds.records} == val_places
     assert dm.num_classes == 5  # 7 training places, 2 held out
+
+
+def test_input_statistics_come_from_the_backbone_and_are_recorded(tmp_path, data_dir, smoke_run):
+    from mean_geo.composition import dataset_settings
+    from mean_geo.hub import load_model
+
+    paper = compose_config("train", ["dataset=sues200", *quiet_overrides(tmp_path, data_dir)])
+    assert dataset_settings(paper)["mean"] == [0.485, 0.456, 0.406]  # ConvNeXt: ImageNet
+    smoke = compose_config("train", ["experiment=smoke", *quiet_overrides(tmp_path, data_dir)])
+    assert dataset_settings(smoke)["mean"] == [0.5, 0.5, 0.5]  # timm's test_convnext
+    explicit = compose_config(
+        "train",
+        [
+            "experiment=smoke",
+            "+dataset.mean=[0.4,0.4,0.4]",
+            "+dataset.std=[0.2,0.2,0.2]",
+            *quiet_overrides(tmp_path, data_dir),
+        ],
+    )
+    assert dataset_settings(explicit)["std"] == [0.2, 0.2, 0.2]
+    out, _, _ = smoke_run
+    loaded = load_model(out / "checkpoints" / "last.ckpt")
+    assert (loaded.mean, loaded.std) == ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # recorded, used by index/localize

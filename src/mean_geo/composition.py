@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.errors import ConfigError
 from mean_geo.lit_module import MEANLitModule
+from mean_geo.models.backbone import normalization
 from mean_geo.recipe import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
@@ -42,6 +43,15 @@ def build_datamodule(dataset_cfg: DictConfig | dict) -> CrossViewDataModule:
     return build_datamodule_from_recipe(dataset)
 
 
+def dataset_settings(cfg: DictConfig) -> dict:
+    """The dataset config, with the backbone's input statistics (timm's data config) where it
+    leaves them unset; what the datamodule gets and what the checkpoint records."""
+    dataset = to_plain(cfg.dataset)
+    if dataset.get("mean") is None or dataset.get("std") is None:
+        dataset["mean"], dataset["std"] = normalization(str(cfg.model.backbone))
+    return dataset
+
+
 def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
     """The checked plain recipe of model + loss (+ dataset) that checkpoints store (no code paths)."""
     loss = to_plain(cfg.loss)
@@ -51,7 +61,7 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
         use_gee=float(loss.get("weight_ce", 0)) > 0,  # build only what a loss uses (DDP-safe)
         use_cea=float(loss.get("weight_cda", 0)) > 0,
     )
-    return checkpoint_recipe({"model": model, "loss": loss, "dataset": to_plain(cfg.get("dataset"))}, "config")
+    return checkpoint_recipe({"model": model, "loss": loss, "dataset": dataset_settings(cfg)}, "config")
 
 
 def build_lit_module(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from mean_geo.checkpoints import read_checkpoint
 from mean_geo.errors import CheckpointError, RecipeError
+from mean_geo.models.backbone import IMAGENET_STATS
 from mean_geo.models.mean import MEAN
 from mean_geo.recipe import build_model, image_size_of, model_recipe
 
@@ -35,6 +36,9 @@ class InferenceModel:
     image_size: int
     fingerprint: str
     recipe: dict
+    #: input statistics the model was trained with (files without them: ImageNet, as then used)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[0]))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[1]))
 
 
 def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
@@ -42,8 +46,12 @@ def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "pee."))}
 
 
-def fingerprint(model: MEAN, image_size: int) -> str:
+def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[float]] | None = None) -> str:
+    """Identifies the retrieval weights and the input they expect (size; statistics unless ImageNet,
+    which keeps the fingerprints of files written before statistics were recorded)."""
     h = hashlib.sha256(f"image_size={image_size};".encode())
+    if stats is not None and [list(s) for s in stats] != [list(s) for s in IMAGENET_STATS]:
+        h.update(f"mean={list(stats[0])};std={list(stats[1])};".encode())
     for key, value in sorted(retrieval_state(model).items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
@@ -71,6 +79,18 @@ def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
     return model.eval()
 
 
+def _stats(section: dict, where: str) -> tuple[list[float], list[float]]:
+    """(mean, std) recorded in a recipe section, checked: three numbers each (ImageNet if absent)."""
+    mean, std = section.get("mean"), section.get("std")
+    if mean is None and std is None:
+        return list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])
+    for key, value in (("mean", mean), ("std", std)):
+        ok = isinstance(value, list) and len(value) == 3
+        if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise CheckpointError(f"{where}.{key}={value!r}: expected three numbers")
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
 def _read_export(path: Path, arg: str) -> InferenceModel:
     if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
         raise CheckpointError(f"{arg}={path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
@@ -90,7 +110,8 @@ def _read_export(path: Path, arg: str) -> InferenceModel:
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign weights file
         raise CheckpointError(f"{path / WEIGHTS}: not a readable safetensors file ({type(exc).__name__})") from None
     model = _build(recipe, state, str(path))
-    return InferenceModel(model, image_size, fingerprint(model, image_size), {**config, "model": recipe})
+    stats = _stats(config.get("normalization") or {}, f"{path / CONFIG}: normalization")
+    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), {**config, "model": recipe}, *stats)
 
 
 def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
@@ -106,7 +127,8 @@ def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
     state = {k.removeprefix("model."): v for k, v in ckpt.state_dict.items() if k.startswith("model.")}
     model = _build(ckpt.recipe["model"], state, f"{arg}={path}")
     image_size = image_size_of(ckpt.recipe)
-    return InferenceModel(model, image_size, fingerprint(model, image_size), ckpt.recipe)
+    stats = _stats(ckpt.recipe.get("dataset") or {}, f"{arg}={path}: dataset")
+    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), ckpt.recipe, *stats)
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
@@ -123,6 +145,7 @@ def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = No
         "format": "mean_geo/2",
         "model": _inference_recipe(loaded.recipe["model"]),
         "image_size": loaded.image_size,
+        "normalization": {"mean": loaded.mean, "std": loaded.std},
         "embedding_dim": loaded.model.embedding_dim,
         "fingerprint": loaded.fingerprint,
         "trained_on": {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
@@ -146,7 +169,8 @@ def model_card(config: dict) -> str:
 - Architecture: MEAN (Chen, Yang & Rong, IEEE TGRS 2025) — retrieval network only: `{config["model"]["backbone"]}`
   backbone{" + PEE (multiscale)" if config["model"].get("pee") == "multiscale" else ""}, {config["embedding_dim"]}-d
   L2-normalised embedding; the training-only GEE/CEA branches are not included.
-- Input: RGB, resized to {config["image_size"]}x{config["image_size"]}, ImageNet mean/std.
+- Input: RGB, resized to {config["image_size"]}x{config["image_size"]}, normalised with mean
+  {config["normalization"]["mean"]} and std {config["normalization"]["std"]}.
 - Fingerprint: `{config["fingerprint"]}` (indexes built with another model are refused).
 - Exported from: `{config["source_checkpoint"]}` by mean_geo.
 

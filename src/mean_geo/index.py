@@ -36,9 +36,9 @@ INDEX_FORMAT = "mean_geo-index/1"
 class TileFolder(Dataset):
     """Images of a folder tree, in sorted order: (image, position)."""
 
-    def __init__(self, paths: list[Path], image_size: int) -> None:
+    def __init__(self, paths: list[Path], image_size: int, mean=None, std=None) -> None:
         self.paths = paths
-        self.transform = eval_transform(image_size)
+        self.transform = eval_transform(image_size, mean, std)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,7 +133,7 @@ def build_index(
         if all(Path(f"{part}.rank{r}").exists() for r in range(world)):
             continue  # done by an earlier (interrupted) run
         sl = paths[k * part_size : (k + 1) * part_size]
-        dataset = TileFolder(sl, loaded.image_size)
+        dataset = TileFolder(sl, loaded.image_size, loaded.mean, loaded.std)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
         writer.target = part
         trainer.predict(embedder, dataloaders=loader, return_predictions=False)

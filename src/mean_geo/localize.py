@@ -123,7 +123,7 @@ def localize(
             f"ckpt={ckpt}: this model (fingerprint {loaded.fingerprint}) did not build the index "
             f"(fingerprint {index.fingerprint}); use the same checkpoint or rebuild the index"
         )
-    tf = eval_transform(loaded.image_size)
+    tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
     embs = []
     with torch.inference_mode():
         for i in range(0, len(photos), batch_size):

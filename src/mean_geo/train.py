@@ -22,6 +22,7 @@ from mean_geo.composition import (
     build_lit_module,
     build_loggers,
     build_trainer,
+    dataset_settings,
 )
 from mean_geo.results import ResultsWriter, read_metrics
 from mean_geo.training.identity import run_config, run_identity
@@ -37,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
     # resume: refuse a foreign, broken or crafted file before anything is built or written
     resume = read_checkpoint(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
     out_dir = Path(cfg.paths.output_dir)
-    dm = build_datamodule(cfg.dataset)
+    dm = build_datamodule(dataset_settings(cfg))
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
     identity = run_identity(cfg, "train")

@@ -48,6 +48,8 @@ class CrossViewDataModule(L.LightningDataModule):
         synthesize: dict | None = None,
         val_locations: float = 0.0,
         synthetic: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         bad = [d for d in directions if d not in DIRECTIONS]
@@ -78,6 +80,8 @@ class CrossViewDataModule(L.LightningDataModule):
         if not 0.0 <= val_locations < 1.0:
             raise ConfigError(f"dataset.val_locations={val_locations}: expected a share of training places in [0, 1)")
         self.val_locations = val_locations
+        # the backbone's input statistics (the entry point fills them from timm; None = ImageNet)
+        self.mean, self.std = mean, std
         self._train_split: TrainSplit | None = None
         self._val_split: TrainSplit | None = None
         self.train_set: PairedViewsDataset | None = None
@@ -153,8 +157,8 @@ class CrossViewDataModule(L.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = PairedViewsDataset(
                 make_pairs(self.train_split),
-                train_transform(self.image_size, "drone", self.augment),
-                train_transform(self.image_size, "satellite", self.augment),
+                train_transform(self.image_size, "drone", self.augment, self.mean, self.std),
+                train_transform(self.image_size, "satellite", self.augment, self.mean, self.std),
                 self.joint_flip_p if self.augment else 0.0,
             )
         if not self.eval_datasets:
@@ -176,7 +180,7 @@ class CrossViewDataModule(L.LightningDataModule):
             if all(n.isascii() and n.isdigit() for n in names)
             else {n: i for i, n in enumerate(names)}
         )
-        tf = eval_transform(self.image_size)
+        tf = eval_transform(self.image_size, self.mean, self.std)
         return [ImageListDataset(recs, [ids[r.location] for r in recs], tf) for recs in record_lists]
 
     def eval_datasets_for(self, stage: str) -> list[ImageListDataset]:

@@ -2,7 +2,8 @@
 
 Reference (albumentations in the authors' code; spec §5): JPEG quality 90-100 (p 0.5) → resize →
 colour jitter (p 0.5; contrast 0.3 satellite / 0.7 drone) → blur or sharpen (p 0.3) → grid or coarse
-dropout (p 0.3) → satellite only: random 90° rotation (p 1) → ImageNet normalisation.  The joint
+dropout (p 0.3) → satellite only: random 90° rotation (p 1) → normalisation (ImageNet for ConvNeXt;
+the backbone's own statistics from timm's data config for others).  The joint
 horizontal flip of both views happens in the paired dataset, before these.
 Differences: torchvision has no GridDropout; coarse dropout is RandomErasing of one 2-10 % patch.
 """
@@ -10,6 +11,7 @@ Differences: torchvision has no GridDropout; coarse dropout is RandomErasing of 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -43,16 +45,25 @@ class RandomJPEG(torch.nn.Module):
         return Image.open(buf).convert("RGB")
 
 
-def _finish() -> list:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+Stats = Sequence[float] | None
 
 
-def eval_transform(image_size: int) -> v2.Compose:
+def _finish(mean: Stats = None, std: Stats = None) -> list:
+    """To float, then the backbone's own normalisation (timm's data config; ImageNet by default)."""
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD)),
+    ]
+
+
+def eval_transform(image_size: int, mean: Stats = None, std: Stats = None) -> v2.Compose:
     """Resize + normalise, no augmentation (the reference evaluates without TTA)."""
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *_finish()])
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *_finish(mean, std)])
 
 
-def train_transform(image_size: int, view: str, augment: bool = True) -> v2.Compose:
+def train_transform(
+    image_size: int, view: str, augment: bool = True, mean: Stats = None, std: Stats = None
+) -> v2.Compose:
     """Training pipeline of one view ("drone" or "satellite")."""
     if view not in ("drone", "satellite"):
         raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
@@ -67,7 +78,7 @@ def train_transform(image_size: int, view: str, augment: bool = True) -> v2.Comp
                 p=0.3,
             ),
         ]
-    steps += _finish()
+    steps += _finish(mean, std)
     if augment:
         steps.append(v2.RandomErasing(p=0.3, scale=(0.02, 0.1), value=0))
         if view == "satellite":

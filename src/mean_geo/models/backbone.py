@@ -26,6 +26,19 @@ OFFLINE_HELP = (
 )
 
 
+IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def normalization(name: str) -> tuple[list[float], list[float]]:
+    """(mean, std) the model's weights expect, from timm's pretrained config (ImageNet if unknown)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.mean or not cfg.std:
+        return IMAGENET_STATS
+    return [float(v) for v in cfg.mean], [float(v) for v in cfg.std]
+
+
 def hub_weights_reachable(name: str, timeout: float = 3.0) -> bool:
     """Cached, or the hub answers: decided at once, instead of timm's ~50 s of retries offline."""
     import socket
