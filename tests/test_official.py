@@ -1,5 +1,6 @@
 """The authors' checkpoint layout, built by hand (inverse of the mapping) from a random model."""
 
+import math
 import re
 
 import pytest
@@ -109,3 +110,33 @@ def test_foreign_or_missing_checkpoint_is_one_clear_error(tmp_path):
     bad.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_official_checkpoint(bad, MEAN(3, backbone="test_convnext"))
+
+
+def test_fine_tuning_starts_from_their_weights_and_their_temperature(tmp_path, data_dir, caplog):
+    """`train init_from_official=<their .pth>`: their weights and their learned temperature."""
+    import logging
+
+    from mean_geo import train as train_entry
+    from mean_geo.losses import InfoNCELoss
+    from tests.conftest import compose_config, quiet_overrides
+
+    torch.manual_seed(0)
+    theirs = to_theirs(MEAN(5, backbone="test_convnext", cea_proj_dim=256, cea_out_dim=512))
+    path = tmp_path / "authors.pth"
+    torch.save(theirs, path)  # logit_scale 3.2 inside: T = exp(-3.2) = 0.0408
+    loss = InfoNCELoss()
+    load_official_checkpoint(path, MEAN(5, backbone="test_convnext"), infonce=loss)
+    assert loss.temperature == pytest.approx(math.exp(-3.2))
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=smoke",
+            f"init_from_official={path}",
+            "trainer.fast_dev_run=true",
+            *quiet_overrides(tmp_path, data_dir),
+        ],
+    )
+    with caplog.at_level(logging.INFO, logger="mean_geo.train"):
+        train_entry.run(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if "authors' checkpoint" in r.getMessage()]
+    assert "loaded" in line and "temperature 0.0408" in line

@@ -24,6 +24,7 @@ from mean_geo.composition import (
     build_trainer,
     dataset_settings,
 )
+from mean_geo.models.official import load_official_checkpoint
 from mean_geo.results import ResultsWriter, read_metrics
 from mean_geo.training.identity import run_config, run_identity
 from mean_geo.training.media import finish
@@ -41,6 +42,13 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(dataset_settings(cfg))
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
+    if cfg.get("init_from_official"):  # fine-tune from the authors' released weights
+        infonce = lit.loss.infonce if cfg.get("official_temperature", True) else None
+        report = load_official_checkpoint(cfg.init_from_official, lit.model, infonce)
+        temperature = f", temperature {lit.loss.infonce.temperature:.4f}" if infonce is not None else ""
+        log.info(
+            "initialised from the authors' checkpoint %s: %s%s", cfg.init_from_official, report.summary(), temperature
+        )
     identity = run_identity(cfg, "train")
     log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
     writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True))

@@ -132,9 +132,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_official_checkpoint(path: str | Path, model: MEAN) -> LoadReport:
+def load_official_checkpoint(path: str | Path, model: MEAN, infonce=None) -> LoadReport:
     """Load the authors' checkpoint into ``model`` in place; every key is accounted for in the report.
 
+    With ``infonce`` (an :class:`~mean_geo.losses.InfoNCELoss`), their learned temperature is applied
+    too: both store ``logit_scale = log(1 / T)``, so fine-tuning continues from where they stopped.
     Raises CheckpointError when nothing of the checkpoint fits (another model entirely).
     """
     converted, unplaced, logit_scale = convert_official_state_dict(read_checkpoint(path), model)
@@ -155,4 +157,7 @@ def load_official_checkpoint(path: str | Path, model: MEAN) -> LoadReport:
         raise CheckpointError(f"{path}: no tensor matches MEAN's layout; is this a checkpoint of the authors' MEAN?")
     model.load_state_dict(to_load, strict=False)
     report.loaded = len(to_load)
+    if infonce is not None and logit_scale is not None:
+        with torch.no_grad():
+            infonce.logit_scale.fill_(logit_scale)
     return report
