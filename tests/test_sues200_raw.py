@@ -141,6 +141,9 @@ def test_check_passes_a_complete_download_and_names_what_a_partial_copy_lacks(tm
     complete = check()
     assert complete.returncode == 0, complete.stderr[-2000:]
     assert "complete (the official counts)" in complete.stdout
+    dm = SUES200DataModule(root, altitude=200, image_size=16, num_workers=0)
+    dm.setup("fit")
+    assert dm.warn_if_not_official() == []  # training on the complete release: no warning
     for n in (3, 7, 11):  # a partial copy: 3 photos of place 0005 at 200 m are missing
         (root / RAW_DRONE / "0005" / "200" / f"{n}.jpg").unlink()
     partial = check()
@@ -148,3 +151,15 @@ def test_check_passes_a_complete_download_and_names_what_a_partial_copy_lacks(tm
     assert "200/test/gallery_drone: place 0005 has 47 images, official 50" in partial.stderr
     assert "200/test/gallery_drone: 9,997 images, official 10,000" in partial.stderr
     assert "150/" not in partial.stderr  # the other altitudes are complete
+
+
+def test_training_on_a_copy_that_differs_from_the_release_warns_in_one_line(raw_download, caplog):
+    import logging
+
+    dm = SUES200DataModule(raw_download, altitude=150, image_size=16, num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="mean_geo.data.datamodule"):
+        dm.setup("fit")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "differs from the official sues200 release: 150/train/drone: 240 images, official 6,000" in warning
+    assert "(+" in warning and "python -m mean_geo.check" in warning and "\n" not in warning
+    assert all("200/" not in d for d in dm.warn_if_not_official())  # only the altitude trained on

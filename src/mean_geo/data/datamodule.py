@@ -11,21 +11,31 @@ With 0 there is no validation, and the last checkpoint is the one tested (the au
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mean_geo.data import layouts, sues200_raw
 from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
+from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_layout
 from mean_geo.data.transforms import eval_transform, train_transform
 from mean_geo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 class CrossViewDataModule(L.LightningDataModule):
@@ -82,6 +92,7 @@ class CrossViewDataModule(L.LightningDataModule):
         self.val_locations = val_locations
         # the backbone's input statistics (the entry point fills them from timm; None = ImageNet)
         self.mean, self.std = mean, std
+        self._full_train: TrainSplit | None = None
         self._train_split: TrainSplit | None = None
         self._val_split: TrainSplit | None = None
         self.train_set: PairedViewsDataset | None = None
@@ -116,7 +127,8 @@ class CrossViewDataModule(L.LightningDataModule):
     def train_split(self) -> TrainSplit:
         """The places trained on (all training places less the validation share)."""
         if self._train_split is None:
-            self._train_split, self._val_split = self._split_off_validation(self.read_train())
+            self._full_train = self.read_train()
+            self._train_split, self._val_split = self._split_off_validation(self._full_train)
         return self._train_split
 
     @property
@@ -128,6 +140,30 @@ class CrossViewDataModule(L.LightningDataModule):
     @property
     def has_validation(self) -> bool:
         return self.val_split is not None
+
+    def warn_if_not_official(self) -> list[str]:
+        """One warning line when a real dataset's copy differs from the release (partial copies are
+        a common cause of "cannot reproduce"); ``python -m mean_geo.check`` lists every difference."""
+        if self.synthetic or self._full_train is None or not self.eval_datasets:
+            return []
+        folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
+        evals = {f"test/{f}": ds.records for f, ds in zip(folders, self.eval_datasets, strict=True)}
+        train = {"train/drone": self._full_train.drone, "train/satellite": self._full_train.satellite}
+        groups = {**train, **evals}
+        if self.layout == "sues200":  # per altitude; satellites are one per place, whatever the altitude
+            groups = {
+                f"{alt}/{g}": [r for r in recs if r.view == "satellite" or r.altitude == alt]
+                for alt in self.altitudes
+                for g, recs in {**train, **evals}.items()
+            }
+        differences = differences_of(self.layout, groups)
+        if differences:
+            more = f" (+{len(differences) - 1} more)" if len(differences) > 1 else ""
+            _warn_once(
+                f"{self.root} differs from the official {self.layout} release: {differences[0]}{more}; "
+                f"python -m mean_geo.check dataset={self.layout} dataset.root={self.root} lists every difference"
+            )
+        return differences
 
     def _split_off_validation(self, split: TrainSplit) -> tuple[TrainSplit, TrainSplit | None]:
         places = split.locations
@@ -165,6 +201,9 @@ class CrossViewDataModule(L.LightningDataModule):
             folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
             records = {f: self.read_eval(f) for f in dict.fromkeys(folders)}
             self.eval_datasets = self._image_lists([records[f] for f in folders])
+            if stage in (None, "fit"):
+                self.train_split  # noqa: B018 - read (once) for the comparison with the release
+                self.warn_if_not_official()
         if stage in (None, "fit", "validate") and not self.val_datasets and self.val_split is not None:
             views = {"drone": self.val_split.drone, "satellite": self.val_split.satellite}
             roles = {"d2s": ("drone", "satellite"), "s2d": ("satellite", "drone")}

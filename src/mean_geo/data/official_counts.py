@@ -91,16 +91,25 @@ class GroupCount:
         return out
 
 
+def count_group(group: str, records: list[ImageRecord], expected: Expected) -> GroupCount:
+    per_place = Counter(r.location for r in records)
+    want = expected.per_place
+    odd = sorted((p, n) for p, n in per_place.items() if want is not None and n != want)
+    return GroupCount(group, len(per_place), len(records), expected, odd)
+
+
 def count(dataset: str, root: str | Path, on_group: Callable[[str], None] | None = None) -> list[GroupCount]:
     """Count every group of ``dataset`` at ``root`` against the official numbers."""
     expected = official(dataset)
     counts = []
     for group, read in _readers(dataset, Path(root).expanduser()):
-        records = read()
-        per_place = Counter(r.location for r in records)
-        want = expected[group].per_place
-        odd = sorted((p, n) for p, n in per_place.items() if want is not None and n != want)
-        counts.append(GroupCount(group, len(per_place), len(records), expected[group], odd))
+        counts.append(count_group(group, read(), expected[group]))
         if on_group is not None:
             on_group(group)
     return counts
+
+
+def differences_of(dataset: str, groups: dict[str, list[ImageRecord]]) -> list[str]:
+    """Differences of records already read (the groups named as in :func:`official`) from the release."""
+    expected = official(dataset)
+    return [d for g, recs in groups.items() if g in expected for d in count_group(g, recs, expected[g]).differences]
