@@ -221,3 +221,44 @@ def test_a_corrupt_image_loaded_by_workers_ends_in_one_line(tmp_path, monkeypatc
     ]
     line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
     assert line == f"error: {victim}: cannot be decoded as an image" or line.startswith(f"error: {victim}: ")
+
+
+def _mismatched_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint whose recipe says one CEA width and whose weights have another."""
+    ckpt = torch.load(LEGACY / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["build_config"]["model"]["cea_out_dim"] = 32  # the weights hold 16
+    path = tmp_path / "mismatch.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def test_eval_of_weights_that_do_not_fit_their_recipe_is_one_line(tmp_path, monkeypatch, capsys, sues_world):
+    path = _mismatched_checkpoint(tmp_path)
+    args = [f"ckpt_path={path}", f"dataset.root={sues_world}"]
+    line = run_hydra_entry(eval_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert f"ckpt_path={path}: weights do not fit the model" in line and "of another shape" in line
+
+
+def test_resume_from_another_experiments_checkpoint_is_one_line(tmp_path, monkeypatch, capsys, data_dir):
+    monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
+    other = LEGACY / "last.ckpt"  # 4 training places, CEA 16/16: not this smoke model
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", f"ckpt_path={other}"], tmp_path, monkeypatch, capsys)
+    assert f"ckpt_path={other}: weights do not fit the model" in line and "another experiment" in line
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["university1652", "sues200"])
+def test_smoke_model_trains_and_evaluates_on_the_real_layouts(dataset, tmp_path, u1652_world, sues_world):
+    """University-1652 as unpacked and SUES-200 as split by the official script, read as the real
+    datasets (dataset=..., not the synthetic dataset); SUES-200 as downloaded: test_sues200_raw."""
+    from tests.conftest import compose_config, quiet_overrides
+
+    root = u1652_world if dataset == "university1652" else sues_world
+    overrides = ["experiment=smoke", f"dataset={dataset}", f"dataset.root={root}", "eval.plots=false"]
+    if dataset == "sues200":
+        overrides.append("dataset.altitude=all")
+    cfg = compose_config("train", [*overrides, *quiet_overrides(tmp_path, tmp_path / "data")])
+    metrics = train_entry.run(cfg)
+    assert 0 <= metrics["test/d2s/R@1"] <= 100 and 0 <= metrics["test/s2d/AP"] <= 100
+    assert not (tmp_path / "data").exists()  # a real dataset: nothing generated anywhere
