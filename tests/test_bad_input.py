@@ -6,7 +6,6 @@ without paying a new interpreter per case).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +22,13 @@ from mean_geo.cli import one_line
 from mean_geo.data.datamodule import University1652DataModule
 from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import DatasetLayoutError
+from tests.helpers.cli import run_hydra_entry
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
 
 
 def snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")}
-
-
-def run_hydra_entry(main, args: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
-    """Run a Hydra entry point as the command line would; returns its one error line."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr(sys, "argv", ["mean_geo", *args, f"hydra.run.dir={tmp_path}/run"])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, err[-2000:]
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    return lines[0]
 
 
 @pytest.mark.parametrize(

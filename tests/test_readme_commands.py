@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.cli import run_module
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS_MORE_THAN_THIS_MACHINE = re.compile(r"dataset=(sues200|university1652)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)")
@@ -49,9 +50,8 @@ def test_the_readme_documents_the_main_commands():
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MEAN_GEO_DATA", "MEAN_GEO_LOGS")}
-    env["WANDB_MODE"] = "offline"
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    # the default paths: the caller's MEAN_GEO_DATA / MEAN_GEO_LOGS must not leak in
+    return run_module(args, cwd, {"WANDB_MODE": "offline"}, timeout, unset=("MEAN_GEO_DATA", "MEAN_GEO_LOGS"))
 
 
 def _placeholders(work: Path) -> dict[str, str]:
@@ -96,20 +96,33 @@ def as_run_here(command: str, placeholders: dict[str, str]) -> tuple[list[str], 
     return args, compose_only
 
 
+def _run_in_order(commands: list[str], placeholders: dict[str, str], cwd: Path) -> list[str]:
+    """Run ``commands`` one after another; returns what failed (with its error)."""
+    failures = []
+    for command in commands:
+        args, compose_only = as_run_here(command, placeholders)
+        res = _run(args, cwd)
+        if res.returncode != 0:
+            failures.append(f"{command}\n  -> exit {res.returncode}: {res.stderr.strip()[-800:]}")
+        elif compose_only and "trainer:" not in res.stdout:
+            failures.append(f"{command}\n  -> printed no composed config")
+        elif "mean_geo.localize" in command and not json.loads(res.stdout)[0]["matches"]:
+            failures.append(f"{command}\n  -> no matches")
+    return failures
+
+
 @pytest.mark.slow
 def test_every_readme_command_runs_as_documented(tmp_path):
     placeholders = _placeholders(tmp_path)
-    failures = []
-    for command in readme_commands():
-        args, compose_only = as_run_here(command, placeholders)
-        res = _run(args, tmp_path)
-        if res.returncode != 0:
-            failures.append(f"{command}\n  -> exit {res.returncode}: {res.stderr.strip()[-800:]}")
-            continue
-        if compose_only:
-            assert "trainer:" in res.stdout, command
-        elif "mean_geo.localize" in command:
-            assert json.loads(res.stdout)[0]["matches"], command
+    commands = readme_commands()
+    # two lanes on two cores: the sweeps (timestamped multirun folders) in one, in order; the rest
+    # (single runs, compose-only, index before localize) in the other, so no two share a folder
+    sweeps = [c for c in commands if " -m " in c.removeprefix("python -m ") and "--cfg" not in c]
+    rest = [c for c in commands if c not in sweeps]
+    with ThreadPoolExecutor(2) as lanes:
+        failures = [
+            f for lane in lanes.map(lambda cs: _run_in_order(cs, placeholders, tmp_path), [sweeps, rest]) for f in lane
+        ]
     assert not failures, "README commands that fail:\n" + "\n".join(failures)
     # what the commands promise to write
     assert (tmp_path / "tiles.index").is_file()

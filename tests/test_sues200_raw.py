@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from PIL import Image
 from mean_geo.data.datamodule import SUES200DataModule
 from mean_geo.data.sues200_raw import ARCHIVE, RAW_DRONE, RAW_SATELLITE, official_train_ids, sues200_layout
 from mean_geo.errors import DatasetLayoutError
+from tests.helpers.cli import run_hydra_entry, run_module
 
 OFFICIAL_TEST_IDS = sorted({f"{i:04d}" for i in range(1, 201)} - official_train_ids())
 
@@ -84,20 +83,14 @@ def test_a_root_that_is_neither_layout_names_both(tmp_path):
         assert "drone_view_512" in str(exc.value) and "Training/<altitude>" in str(exc.value)
 
 
-def test_smoke_on_a_real_dataset_never_writes_a_world_there(tmp_path):
+def test_smoke_on_a_real_dataset_never_writes_a_world_there(tmp_path, monkeypatch, capsys):
     """`experiment=smoke dataset=sues200 dataset.root=<missing>`: the smoke experiment's world
     settings must not generate a synthetic world at the user's real-dataset path."""
     missing = tmp_path / "my_real_sues200"
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mean_geo.train", "experiment=smoke", "dataset=sues200", f"dataset.root={missing}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "dataset root does not exist" in proc.stderr, proc.stderr[-2000:]
+    from mean_geo import train as train_entry
+
+    args = ["experiment=smoke", "dataset=sues200", f"dataset.root={missing}"]
+    assert "dataset root does not exist" in run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
     assert not missing.exists()
 
 
@@ -126,17 +119,9 @@ def test_smoke_model_trains_and_evaluates_on_the_download(raw_download, tmp_path
 @pytest.mark.slow
 def test_check_passes_a_complete_download_and_names_what_a_partial_copy_lacks(tmp_path):
     root = write_raw_sues200(tmp_path, images_per_altitude=50)  # 40,200 tiny files, official counts
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
 
     def check() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "mean_geo.check", "dataset=sues200", f"dataset.root={root}"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return run_module(["-m", "mean_geo.check", "dataset=sues200", f"dataset.root={root}"], tmp_path)
 
     complete = check()
     assert complete.returncode == 0, complete.stderr[-2000:]

@@ -93,12 +93,16 @@ def cpu_supports_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def uses_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def resolve_precision(accelerator: str, precision: str) -> str:
     """``precision: auto``: fp16 AMP on a GPU (the authors' recipe), bf16 autocast on a CPU that
     has it, else fp32.  Anything else is passed through as the user wrote it."""
     if str(precision) != "auto":
         return precision
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if uses_gpu(accelerator):
         return "16-mixed"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
@@ -113,9 +117,8 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible here; use hardware=auto or hardware=cpu"
         )
     cfg["precision"] = resolve_precision(accelerator, cfg.get("precision", "32-true"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     plugins = list(cfg.pop("plugins", None) or [])
-    if cfg["precision"] in ("16-mixed", 16, "16") and on_gpu and not plugins:
+    if cfg["precision"] in ("16-mixed", 16, "16") and uses_gpu(accelerator) and not plugins:
         plugins.append(amp_plugin())
         cfg.pop("precision")
     plugins.append(AtomicCheckpointIO())  # a full disk never leaves a truncated checkpoint

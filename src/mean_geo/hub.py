@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mean_geo.checkpoints import read_checkpoint
+from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.errors import CheckpointError, RecipeError
 from mean_geo.models.backbone import IMAGENET_STATS
 from mean_geo.models.mean import MEAN
@@ -67,15 +67,9 @@ def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
         model = build_model(_inference_recipe(recipe))
     except RecipeError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or wrong:
-        raise CheckpointError(
-            f"{source}: weights do not fit the recorded model ({len(missing)} missing, "
-            f"{len(wrong)} of another shape, e.g. {(wrong or missing)[0]})"
-        )
-    model.load_state_dict({k: state[k] for k in own})
+    own = {k: state[k] for k in model.state_dict() if k in state}  # training-only branches are not built
+    check_weights_fit(model, own, source)
+    model.load_state_dict(own)
     return model.eval()
 
 

@@ -1,0 +1,42 @@
+"""Run an entry point as a user does: a new interpreter, in a folder of the test's choosing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_module(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    unset: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
+    """``python <args>`` in ``cwd`` with ``env`` added and ``unset`` removed; HYDRA_FULL_ERROR is
+    always removed, so user errors print as users see them."""
+    drop = {"HYDRA_FULL_ERROR", *unset}
+    environment = {k: v for k, v in os.environ.items() if k not in drop}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_hydra_entry(main, args: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
+    """Run a Hydra entry point in this process as the command line would (patched ``sys.argv``),
+    expecting one ``error:`` line and exit code 2; returns that line.  Saves a new interpreter."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["mean_geo", *args, f"hydra.run.dir={tmp_path}/run"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
