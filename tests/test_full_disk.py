@@ -77,3 +77,30 @@ def test_a_full_disk_anywhere_is_one_line(capsys, monkeypatch):
     assert err == (
         "error: no space left on the device while writing /data/synthetic/x/0001/0.jpg; free some space and run again"
     )
+
+
+def test_metrics_and_exports_are_complete_or_absent(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mean_geo import atomic
+    from mean_geo.hub import export
+
+    metrics = tmp_path / "metrics.json"
+    atomic.write_text(metrics, '{"old": 1}')
+    real_write = Path.write_text
+
+    def full(self, text, *args, **kwargs):
+        real_write(self, text[:3], *args, **kwargs)  # a few bytes, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        atomic.write_text(metrics, '{"new": 2}')
+    monkeypatch.setattr(Path, "write_text", real_write)
+    assert metrics.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    legacy = Path(__file__).parent / "fixtures" / "legacy_v1" / "last.ckpt"
+    monkeypatch.setattr("mean_geo.hub.save_file", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError):
+        export(legacy, tmp_path / "exported")
+    assert not (tmp_path / "exported").exists() and not list(tmp_path.glob(".exported.partial-*"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mean_geo.atomic import atomic_path
 from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.errors import CheckpointError, RecipeError
 from mean_geo.models.backbone import IMAGENET_STATS
@@ -128,10 +129,19 @@ def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
 def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write model.safetensors + config.json + MODEL_CARD.md into a new folder ``out_dir``."""
     out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise CheckpointError(f"{out}: exists and is not empty; choose a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"{out}: exists and is not an empty folder; choose a new folder")
     loaded = load_model(ckpt_path, "ckpt")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()  # empty (checked above); the finished folder takes its place
+    with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
+        folder.mkdir()
+        _write_export(folder, loaded, ckpt_path, metrics)
+    return out
+
+
+def _write_export(out: Path, loaded: InferenceModel, ckpt_path: str | Path, metrics: dict | None) -> None:
     state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
     save_file(state, str(out / WEIGHTS))
     dataset = loaded.recipe.get("dataset") or {}
@@ -148,7 +158,6 @@ def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = No
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (out / CARD).write_text(model_card(config))
-    return out
 
 
 def model_card(config: dict) -> str:

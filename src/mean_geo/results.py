@@ -15,7 +15,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mean_geo import plots
+from mean_geo import atomic, plots
+from mean_geo.atomic import atomic_path
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.lit_module import MEANLitModule
 from mean_geo.retrieval.evaluate import METRIC_KEYS
@@ -97,7 +98,7 @@ def prediction_rows(view: DirectionView, k: int = 5) -> list[list]:
 
 
 def write_predictions(path: Path, rows: list[list]) -> None:
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as partial, partial.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(PREDICTION_COLUMNS)
         out.writerows(rows)
@@ -156,7 +157,7 @@ def write_results(
     if make_plots:
         figures, payload["recall_curve"] = make_figures(views, out_dir / "plots", lit.drop_unmatched_gallery)
         log_images(loggers or [], {f"{stage}/{name}": path for name, path in figures.items()}, step)
-    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic.write_text(out_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
     log.info("\n%s", render(metrics_table(lit.last_metrics, stage)))
     return payload
 

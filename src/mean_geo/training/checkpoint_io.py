@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mean_geo.atomic import atomic_path
 from mean_geo.errors import CheckpointError
 
 
@@ -26,15 +27,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
         try:
-            with partial.open("wb") as fh:
+            with atomic_path(path) as partial, partial.open("wb") as fh:
                 torch.save(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(partial, path)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
             reason = "no space left on the device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
             raise CheckpointError(
                 f"{path}: checkpoint not saved ({reason}); nothing was written under that name"
