@@ -21,12 +21,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mean_geo.data import layouts, sues200_raw
+from mean_geo.data import layouts
 from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import LocationUniqueBatchSampler
-from mean_geo.data.sues200_raw import sues200_layout
+from mean_geo.data.sues200_raw import sues200_readers
 from mean_geo.data.transforms import eval_transform, train_transform
 from mean_geo.errors import ConfigError
 
@@ -154,7 +154,7 @@ class CrossViewDataModule(L.LightningDataModule):
             groups = {
                 f"{alt}/{g}": [r for r in recs if r.view == "satellite" or r.altitude == alt]
                 for alt in self.altitudes
-                for g, recs in {**train, **evals}.items()
+                for g, recs in groups.items()
             }
         differences = differences_of(self.layout, groups)
         if differences:
@@ -293,11 +293,9 @@ class SUES200DataModule(CrossViewDataModule):
         return {"altitudes": layouts.SUES200_ALTITUDES}
 
     def read_train(self) -> TrainSplit:
-        kind, folder = sues200_layout(self.root)
-        reader = sues200_raw.raw_train if kind == "raw" else layouts.sues200_train
-        return reader(folder, self.altitudes)
+        folder, read_train, _ = sues200_readers(self.root)
+        return read_train(folder, self.altitudes)
 
     def read_eval(self, folder: str) -> list[ImageRecord]:
-        kind, root = sues200_layout(self.root)
-        reader = sues200_raw.raw_test if kind == "raw" else layouts.sues200_test
-        return reader(root, folder, self.altitudes)
+        root, _, read_test = sues200_readers(self.root)
+        return read_test(root, folder, self.altitudes)

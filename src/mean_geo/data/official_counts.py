@@ -59,9 +59,8 @@ def _readers(dataset: str, root: Path) -> Iterator[tuple[str, Callable[[], list[
         for folder in U1652_TEST:
             yield f"test/{folder}", lambda f=folder: layouts.u1652_test(root, f)
         return
-    kind, folder = sues200_raw.sues200_layout(root)
-    train = cache(sues200_raw.raw_train if kind == "raw" else layouts.sues200_train)  # one read per altitude
-    test = sues200_raw.raw_test if kind == "raw" else layouts.sues200_test
+    folder, read_train, test = sues200_raw.sues200_readers(root)
+    train = cache(read_train)  # one read per altitude for both views
     for alt in SUES200_ALTITUDES:
         yield f"{alt}/train/drone", lambda a=alt: train(folder, a).drone
         yield f"{alt}/train/satellite", lambda a=alt: train(folder, a).satellite

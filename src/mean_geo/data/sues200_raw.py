@@ -11,11 +11,12 @@ already-split copy, so ``dataset.root`` may point at either, or at the folder ab
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from mean_geo.data import layouts
 from mean_geo.data.layouts import (
     SUES200_TEST,
     ImageRecord,
@@ -54,6 +55,14 @@ def sues200_layout(root: str | Path) -> tuple[str, Path]:
         if (folder / RAW_DRONE).is_dir() and (folder / RAW_SATELLITE).is_dir():
             return "raw", folder
     raise DatasetLayoutError(f"{root}: not a SUES-200 folder; expected {LAYOUTS_EXPECTED}")
+
+
+def sues200_readers(root: str | Path) -> tuple[Path, Callable[..., TrainSplit], Callable[..., list[ImageRecord]]]:
+    """``(folder, train reader, test reader)`` for whichever layout ``root`` holds."""
+    kind, folder = sues200_layout(root)
+    if kind == "raw":
+        return folder, raw_train, raw_test
+    return folder, layouts.sues200_train, layouts.sues200_test
 
 
 def _images(folder: Path, location: str, view: str, altitude: int | None) -> list[ImageRecord]:
