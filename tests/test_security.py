@@ -274,16 +274,23 @@ def test_crafted_index_metadata_is_refused(tmp_path):
 
 
 # --- what must keep working ------------------------------------------------------------------------
+# fingerprint, tiles in the index: per fixture generation (each folder's README says how it was made)
+FIXTURES = {"legacy_v1": ("a91a5bd9035ba38c", 6), "legacy_v2": ("4f6e921913afe584", 7)}
+
+
+@pytest.mark.parametrize("generation", sorted(FIXTURES))
 @pytest.mark.parametrize("source", ["export", "last.ckpt"])
-def test_files_written_before_recipes_still_load_to_the_same_embeddings(source):
-    expected = load_file(str(LEGACY / "expected_embeddings.safetensors"))
-    loaded = load_model(LEGACY / source)
-    assert loaded.image_size == 64 and loaded.fingerprint == "a91a5bd9035ba38c"
+def test_files_written_by_earlier_versions_still_load_to_the_same_embeddings(generation, source):
+    folder = LEGACY.parent / generation
+    fingerprint, tiles = FIXTURES[generation]
+    expected = load_file(str(folder / "expected_embeddings.safetensors"))
+    loaded = load_model(folder / source)
+    assert loaded.image_size == 64 and loaded.fingerprint == fingerprint
     assert loaded.recipe["model"]["architecture"] == "mean"
     with torch.inference_mode():
         assert torch.equal(loaded.model(expected["images"]), expected["embeddings"])
-    index = localize_entry.read_index(LEGACY / "gallery.index")
-    assert index.fingerprint == loaded.fingerprint and len(index.tiles) == 6
+    index = localize_entry.read_index(folder / "gallery.index")
+    assert index.fingerprint == loaded.fingerprint and len(index.tiles) == tiles
 
 
 def test_loading_a_model_needs_neither_lightning_nor_hydra():
