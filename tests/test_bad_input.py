@@ -22,7 +22,7 @@ from mean_geo.cli import one_line
 from mean_geo.data.datamodule import University1652DataModule
 from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import DatasetLayoutError
-from tests.helpers.cli import run_hydra_entry
+from tests.helpers.cli import exit_code, run_hydra_entry
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
 
@@ -99,9 +99,9 @@ def test_index_checks_its_numbers_before_writing_anything(arg, tmp_path, monkeyp
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["k=0"], "k=0: expected a whole number >= 1"),
-        (["k=abc"], "k=abc: expected a whole number >= 1"),
-        (["backend=annoy"], "backend=annoy"),
+        (["k=0"], "argument --k: '0' is not a whole number >= 1"),
+        (["--k", "abc"], "argument --k: 'abc' is not a whole number >= 1"),
+        (["backend=annoy"], "argument --backend: invalid choice: 'annoy'"),
         (["out=FILE"], "exists and is a file"),
     ],
 )
@@ -112,7 +112,7 @@ def test_localize_checks_its_arguments_before_the_work(extra, expected, tmp_path
     a_file.write_text("mine")
     extra = [e.replace("FILE", str(a_file)) for e in extra]
     args = [str(photo), f"index={LEGACY / 'gallery.index'}", f"ckpt={LEGACY / 'export'}", *extra]
-    assert localize_entry.main(args) == 2
+    assert exit_code(localize_entry.main, args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err
     assert a_file.read_text() == "mine"
@@ -121,14 +121,14 @@ def test_localize_checks_its_arguments_before_the_work(extra, expected, tmp_path
 @pytest.mark.parametrize("arg", ["onxx=true", "exports/new", "onnx=maybe"])
 def test_export_refuses_unknown_or_misspelled_arguments(arg, tmp_path, capsys):
     args = [f"ckpt={LEGACY / 'last.ckpt'}", f"out={tmp_path / 'e'}", arg]
-    assert export_entry.main(args) == 2
+    assert exit_code(export_entry.main, args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and arg.split("=")[0] in err and "\n" not in err
     assert not (tmp_path / "e").exists()
 
 
 def test_export_names_its_own_argument(tmp_path, capsys):
-    assert export_entry.main([f"ckpt={tmp_path / 'none.ckpt'}", f"out={tmp_path / 'e'}"]) == 2
+    assert exit_code(export_entry.main, [f"ckpt={tmp_path / 'none.ckpt'}", f"out={tmp_path / 'e'}"]) == 2
     assert f"ckpt={tmp_path / 'none.ckpt'}: no such checkpoint file" in capsys.readouterr().err
 
 
@@ -238,7 +238,7 @@ def test_resume_from_another_experiments_checkpoint_is_one_line(tmp_path, monkey
 def test_smoke_model_trains_and_evaluates_on_the_real_layouts(dataset, tmp_path, u1652_world, sues_world):
     """University-1652 as unpacked and SUES-200 as split by the official script, read as the real
     datasets (dataset=..., not the synthetic dataset); SUES-200 as downloaded: test_sues200_raw."""
-    from tests.conftest import compose_config, quiet_overrides
+    from tests.helpers.config import compose_config, quiet_overrides
 
     root = u1652_world if dataset == "university1652" else sues_world
     overrides = ["experiment=smoke", f"dataset={dataset}", f"dataset.root={root}", "eval.plots=false"]

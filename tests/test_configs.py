@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 
 from mean_geo.cli import CONF_DIR
-from mean_geo.composition import (
+from mean_geo.training.composition import (
     build_callbacks,
     build_config_of,
     build_datamodule,
@@ -16,7 +16,7 @@ from mean_geo.composition import (
     build_trainer,
     resolve_precision,
 )
-from tests.conftest import compose_config, quiet_overrides
+from tests.helpers.config import compose_config, quiet_overrides
 
 
 def options(group: str) -> list[str]:

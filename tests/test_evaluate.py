@@ -1,45 +1,12 @@
-"""The evaluator against a slow per-query reference written like the official script."""
+"""The evaluator against the slow per-query loop written like the official script (the same
+reference the benchmark times: :mod:`mean_geo.retrieval.official`)."""
 
 import numpy as np
 import pytest
 import torch
 
 from mean_geo.retrieval.evaluate import evaluate
-
-
-def reference(q, qid, g, gid, drop):
-    """One query at a time: sort, drop junk, CMC and the trapezoidal AP (official evaluate_gpu.py)."""
-    qid, gid = np.asarray(qid), np.asarray(gid)
-    labels = np.where(np.isin(gid, qid), gid, -1) if drop else gid
-    n = len(gid)
-    cmc = np.zeros(n)
-    ap_sum = 0.0
-    for qi in range(len(q)):
-        score = g @ q[qi]
-        index = np.argsort(-score, kind="stable")
-        good = np.flatnonzero(labels == qid[qi])
-        junk = np.flatnonzero(labels == -1)
-        if good.size == 0:
-            continue
-        index = index[~np.isin(index, junk)]
-        rows_good = np.flatnonzero(np.isin(index, good))
-        this = np.zeros(n)
-        this[rows_good[0] :] = 1
-        ap = 0.0
-        for i, r in enumerate(rows_good):
-            precision = (i + 1) / (r + 1)
-            old = i / r if r != 0 else 1.0
-            ap += (old + precision) / 2 / len(good)
-        cmc += this
-        ap_sum += ap
-    cmc /= len(q)
-    return {
-        "R@1": cmc[0] * 100,
-        "R@5": cmc[4] * 100,
-        "R@10": cmc[9] * 100,
-        "R@1%": cmc[round(n * 0.01)] * 100,
-        "AP": ap_sum / len(q) * 100,
-    }
+from mean_geo.retrieval.official import official_evaluate as reference
 
 
 def unit(x):

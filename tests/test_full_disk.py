@@ -82,8 +82,8 @@ def test_a_full_disk_anywhere_is_one_line(capsys, monkeypatch):
 def test_metrics_and_exports_are_complete_or_absent(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from mean_geo import atomic
-    from mean_geo.hub import export
+    from mean_geo.files import atomic
+    from mean_geo.inference.export import export
 
     metrics = tmp_path / "metrics.json"
     atomic.write_text(metrics, '{"old": 1}')
@@ -100,7 +100,9 @@ def test_metrics_and_exports_are_complete_or_absent(tmp_path, monkeypatch):
     assert metrics.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
     legacy = Path(__file__).parent / "fixtures" / "legacy_v1" / "last.ckpt"
-    monkeypatch.setattr("mean_geo.hub.save_file", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    monkeypatch.setattr(
+        "mean_geo.inference.export.save_file", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+    )
     with pytest.raises(OSError):
         export(legacy, tmp_path / "exported")
     assert not (tmp_path / "exported").exists() and not list(tmp_path.glob(".exported.partial-*"))

@@ -2,7 +2,7 @@ import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
 
 from mean_geo.errors import MeanGeoError
-from mean_geo.geo import haversine_m, locate_tiles, read_coordinates_csv, slippy_tile_centre
+from mean_geo.inference.geo import haversine_m, locate_tiles, read_coordinates_csv, slippy_tile_centre
 
 
 def tile(path, size=(10, 10)):

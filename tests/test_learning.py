@@ -3,8 +3,8 @@
 import lightning as L
 import pytest
 
-from mean_geo.composition import build_config_of, build_datamodule, build_lit_module
-from tests.conftest import LEARNING_OVERRIDES, compose_config, quiet_overrides
+from mean_geo.training.composition import build_config_of, build_datamodule, build_lit_module
+from tests.helpers.config import LEARNING_OVERRIDES, compose_config, quiet_overrides
 
 
 @pytest.mark.slow

@@ -8,9 +8,15 @@ import pytest
 import torch
 
 from mean_geo import localize as loc
+from mean_geo.data.datasets import load_rgb
+from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
-from mean_geo.hub import load_model
-from mean_geo.index import PartWriter, build_index
+from mean_geo.index import build_index
+from mean_geo.inference.loading import load_model
+from mean_geo.inference.localization import localize
+from mean_geo.retrieval.index_store import read_index
+from mean_geo.training.embedding import PartWriter
+from tests.helpers.cli import exit_code
 
 
 def trainer():
@@ -55,7 +61,7 @@ def model_dim(ckpt) -> int:
 
 def test_index_holds_every_tile_with_ids_and_coordinates(index, smoke):
     out, gallery, coords = index
-    idx = loc.read_index(out)
+    idx = read_index(out)
     tiles = sorted(gallery.rglob("*.png"))
     assert idx.embeddings.shape == (len(tiles), model_dim(smoke[0]))
     assert torch.allclose(idx.embeddings.norm(dim=1), torch.ones(len(tiles)), atol=1e-5)
@@ -63,7 +69,7 @@ def test_index_holds_every_tile_with_ids_and_coordinates(index, smoke):
     assert idx.tiles[2]["latlon"] == [40.02, -3.02]  # coordinates round-trip from the CSV
     assert not Path(f"{out}.parts").exists()
     model = load_model(smoke[0])
-    x = torch.stack([loc.eval_transform(model.image_size, model.mean, model.std)(loc.load_rgb(tiles[4]))])
+    x = torch.stack([eval_transform(model.image_size, model.mean, model.std)(load_rgb(tiles[4]))])
     assert model.mean == [0.5, 0.5, 0.5]  # test_convnext's own statistics (timm), not ImageNet
     assert torch.allclose(model.model(x)[0], idx.embeddings[4], atol=1e-5)
 
@@ -72,14 +78,14 @@ def test_localize_finds_held_out_places_and_agrees_with_the_evaluator(index, smo
     out, gallery, _ = index
     best, world, metrics = smoke
     photos = sorted((world / "Testing").glob("*/query_drone/*/*.jpg"))  # every altitude
-    results = loc.localize(photos, loc.read_index(out), best, k=5)
+    results = localize(photos, read_index(out), best, k=5)
     assert all(len(r) == 5 and r[0].score >= r[-1].score for r in results)
     hits = [r[0].id == p.parent.name for p, r in zip(photos, results, strict=True)]
     # the right place first for most held-out photos (8 places: chance 12.5 %)
     assert sum(hits) / len(hits) > 0.5
     assert results[0][0].lat is not None
     pytest.importorskip("faiss")
-    with_faiss = loc.localize(photos, loc.read_index(out), best, k=5, backend="faiss")
+    with_faiss = localize(photos, read_index(out), best, k=5, backend="faiss")
     assert [[m.id for m in r] for r in with_faiss] == [[m.id for m in r] for r in results]
 
 
@@ -102,26 +108,27 @@ def test_interrupted_indexing_resumes_to_the_same_index(smoke, index, tmp_path, 
     assert not out.exists() and len(list(Path(f"{out}.parts").glob("part_*"))) == 2
     monkeypatch.undo()
     build_index(gallery, best, out, trainer(), batch_size=4, num_workers=0, part_size=3)
-    assert torch.allclose(loc.read_index(out).embeddings, loc.read_index(index[0]).embeddings, atol=1e-6)
+    assert torch.allclose(read_index(out).embeddings, read_index(index[0]).embeddings, atol=1e-6)
     with pytest.raises(MeanGeoError, match="never overwritten"):
         build_index(gallery, best, out, trainer())
 
 
 def test_export_reloads_to_identical_embeddings_and_onnx_matches(smoke, tmp_path):
-    from mean_geo.export import export_onnx, main
+    from mean_geo.export import main
+    from mean_geo.inference.export import export_onnx
 
     best, world, _ = smoke
     assert main([f"ckpt={best}", f"out={tmp_path / 'export'}"]) == 0
     folder = tmp_path / "export"
-    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "README.md"}
     a, b = load_model(best), load_model(folder)
     assert a.fingerprint == b.fingerprint
     x = torch.randn(3, 3, a.image_size, a.image_size)
     with torch.inference_mode():
         assert torch.equal(a.model(x), b.model(x))
-    card = (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "README.md").read_text()
     assert "test_resnet" in card and "test/d2s/R@1" in card
-    assert main([f"ckpt={best}", f"out={folder}"]) == 2  # never into a non-empty folder
+    assert exit_code(main, [f"ckpt={best}", f"out={folder}"]) == 2  # never into a non-empty folder
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     assert export_onnx(folder).is_file()  # raises if ONNX and PyTorch outputs differ
@@ -132,7 +139,7 @@ def test_cli_json_and_clear_errors(index, smoke, tmp_path, capsys):
     best, world, _ = smoke
     photo = next((world / "Testing" / "200" / "query_drone").rglob("*.jpg"))
     args = [str(photo), f"index={out}", f"ckpt={best}", "k=3", f"out={tmp_path / 'strips'}", "--json"]
-    assert loc.main(args) == 0
+    assert exit_code(loc.main, args) == 0
     payload = json.loads(capsys.readouterr().out)
     assert len(payload[0]["matches"]) == 3 and len(list((tmp_path / "strips").glob("*.png"))) == 1
     bad = tmp_path / "bad.jpg"
@@ -145,6 +152,6 @@ def test_cli_json_and_clear_errors(index, smoke, tmp_path, capsys):
         ([str(photo), f"index={tmp_path / 'none'}", f"ckpt={best}"], "no such index file"),
         ([str(photo), f"index={out}", f"ckpt={tmp_path / 'other.ckpt'}"], "did not build the index"),
     ]:
-        assert loc.main(args) == 2
+        assert exit_code(loc.main, args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mean_geo import train as train_entry
-from tests.conftest import compose_config, quiet_overrides
+from tests.helpers.config import compose_config, quiet_overrides
 from tests.helpers.wandb_records import records, summarize
 from tests.test_train import run_cli
 

@@ -118,7 +118,7 @@ def test_fine_tuning_starts_from_their_weights_and_their_temperature(tmp_path, d
 
     from mean_geo import train as train_entry
     from mean_geo.losses import InfoNCELoss
-    from tests.conftest import compose_config, quiet_overrides
+    from tests.helpers.config import compose_config, quiet_overrides
 
     torch.manual_seed(0)
     theirs = to_theirs(MEAN(5, backbone="test_convnext", cea_proj_dim=256, cea_out_dim=512))

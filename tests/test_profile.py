@@ -1,7 +1,8 @@
 import pytest
 
 from mean_geo.models.mean import MEAN
-from mean_geo.profile import gmacs, main, parameter_rows, reference_extras
+from mean_geo.models.profiling import gmacs, parameter_rows, reference_extras
+from mean_geo.profile import main
 
 
 @pytest.fixture(scope="module")

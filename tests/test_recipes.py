@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mean_geo.composition import AMP_INIT_SCALE, amp_plugin, cpu_supports_bf16, resolve_precision
 from mean_geo.errors import ConfigError
 from mean_geo.models.backbone import create_timm_backbone, hub_weights_reachable
-from tests.conftest import compose_config, quiet_overrides
+from mean_geo.training.composition import AMP_INIT_SCALE, amp_plugin, cpu_supports_bf16, resolve_precision
 from tests.helpers.cli import run_hydra_entry
+from tests.helpers.config import compose_config, quiet_overrides
 
 PAPER = {
     # dataset: (image size, pairs per step, epochs, CDA weight)   (spec §5)
@@ -92,7 +92,7 @@ def test_common_trainer_flags_need_no_plus_and_fast_dev_run_runs(tmp_path, data_
 def test_early_stopping_callback_config(tmp_path, data_dir):
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from mean_geo.composition import build_callbacks
+    from mean_geo.training.composition import build_callbacks
 
     cfg = compose_config("train", ["callbacks=early_stopping", *quiet_overrides(tmp_path, data_dir)])
     (stopper,) = [c for c in build_callbacks(cfg.callbacks) if isinstance(c, EarlyStopping)]
@@ -101,7 +101,7 @@ def test_early_stopping_callback_config(tmp_path, data_dir):
 
 
 def test_validation_uses_held_out_training_places_never_the_test_split(tmp_path, data_dir):
-    from mean_geo.composition import build_datamodule
+    from mean_geo.training.composition import build_datamodule
 
     cfg = compose_config("train", ["experiment=smoke", *quiet_overrides(tmp_path, data_dir)])
     dm = build_datamodule(cfg.dataset)
@@ -117,8 +117,8 @@ def test_validation_uses_held_out_training_places_never_the_test_split(tmp_path,
 
 
 def test_input_statistics_come_from_the_backbone_and_are_recorded(tmp_path, data_dir, smoke_run):
-    from mean_geo.composition import dataset_settings
-    from mean_geo.hub import load_model
+    from mean_geo.inference.loading import load_model
+    from mean_geo.training.composition import dataset_settings
 
     paper = compose_config("train", ["dataset=sues200", *quiet_overrides(tmp_path, data_dir)])
     assert dataset_settings(paper)["mean"] == [0.485, 0.456, 0.406]  # ConvNeXt: ImageNet

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mean_geo.schedulers import cosine_with_warmup
+from mean_geo.training.schedulers import cosine_with_warmup
 
 
 def lrs(total: int, fraction: float, steps: list[int]) -> dict[int, float]:

@@ -26,11 +26,13 @@ from mean_geo import export as export_entry
 from mean_geo import localize as localize_entry
 from mean_geo import train as train_entry
 from mean_geo.errors import MeanGeoError
-from mean_geo.hub import load_model
-from mean_geo.index import PartWriter, build_index
-from mean_geo.lit_module import MEANLitModule
-from tests.conftest import compose_config, quiet_overrides
-from tests.helpers.cli import run_hydra_entry
+from mean_geo.index import build_index
+from mean_geo.inference.loading import load_model
+from mean_geo.retrieval.index_store import read_index
+from mean_geo.training.embedding import PartWriter
+from mean_geo.training.lit_module import MEANLitModule
+from tests.helpers.cli import exit_code, run_hydra_entry
+from tests.helpers.config import compose_config, quiet_overrides
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
 
@@ -151,7 +153,7 @@ def via_load_model(path: Path, tmp: Path, capsys, data_dir) -> str:
 
 
 def via_export(path: Path, tmp: Path, capsys, data_dir) -> str:
-    assert export_entry.main([f"ckpt={path}", f"out={tmp / 'exported'}"]) == 2
+    assert exit_code(export_entry.main, [f"ckpt={path}", f"out={tmp / 'exported'}"]) == 2
     assert not (tmp / "exported").exists()
     return capsys.readouterr().err
 
@@ -169,7 +171,7 @@ def via_index(path: Path, tmp: Path, capsys, data_dir) -> str:
 def via_localize(path: Path, tmp: Path, capsys, data_dir) -> str:
     photo = _png(tmp / "photo.png")
     args = [str(photo), f"index={LEGACY / 'gallery.index'}", f"ckpt={path}", f"out={tmp / 'strips'}"]
-    assert localize_entry.main(args) == 2
+    assert exit_code(localize_entry.main, args) == 2
     assert not (tmp / "strips").exists()
     return capsys.readouterr().err
 
@@ -269,7 +271,7 @@ def test_crafted_index_metadata_is_refused(tmp_path):
         path = tmp_path / "crafted.index"
         save_file(index, str(path), metadata={**base, **meta})
         with pytest.raises(MeanGeoError) as exc:
-            localize_entry.read_index(path)
+            read_index(path)
         assert_one_line(str(exc.value), expected)
 
 
@@ -289,13 +291,13 @@ def test_files_written_by_earlier_versions_still_load_to_the_same_embeddings(gen
     assert loaded.recipe["model"]["architecture"] == "mean"
     with torch.inference_mode():
         assert torch.equal(loaded.model(expected["images"]), expected["embeddings"])
-    index = localize_entry.read_index(folder / "gallery.index")
+    index = read_index(folder / "gallery.index")
     assert index.fingerprint == loaded.fingerprint and len(index.tiles) == tiles
 
 
 def test_loading_a_model_needs_neither_lightning_nor_hydra():
     code = (
-        "import sys, mean_geo.hub as h\n"
+        "import sys, mean_geo.inference.loading as h\n"
         f"h.load_model({str(LEGACY / 'export')!r}); h.load_model({str(LEGACY / 'last.ckpt')!r})\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'hydra')]\n"
         "assert not bad, bad\n"
@@ -309,7 +311,7 @@ def test_new_checkpoints_and_exports_hold_names_not_code(smoke_run, tmp_path):
     recipe = ckpt["hyper_parameters"]["build_config"]
     assert "_target_" not in json.dumps(recipe)
     assert recipe["model"]["architecture"] == "mean" and recipe["dataset"]["name"] == "sues200"
-    assert export_entry.main([f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e'}"]) == 0
+    assert exit_code(export_entry.main, [f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e'}"]) == 0
     config = (tmp_path / "e" / "config.json").read_text()
     assert "_target_" not in config and json.loads(config)["model"]["architecture"] == "mean"
     lit = MEANLitModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -323,7 +325,7 @@ def test_command_line_prints_one_error_line_and_exits_2(entry, legacy_ckpt, tmp_
     monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
     if entry == "localize":  # a plain argv entry point: its return code is the exit code
         photo = str(_png(tmp_path / "p.png"))
-        assert localize_entry.main([photo, f"index={LEGACY / 'gallery.index'}", f"ckpt={path}"]) == 2
+        assert exit_code(localize_entry.main, [photo, f"index={LEGACY / 'gallery.index'}", f"ckpt={path}"]) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err
         (line,) = [x for x in err.splitlines() if x.startswith("error:")]

@@ -97,7 +97,7 @@ def test_smoke_on_a_real_dataset_never_writes_a_world_there(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_smoke_model_trains_and_evaluates_on_the_download(raw_download, tmp_path):
     from mean_geo import train as train_entry
-    from tests.conftest import compose_config, quiet_overrides
+    from tests.helpers.config import compose_config, quiet_overrides
 
     cfg = compose_config(
         "train",

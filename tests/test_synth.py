@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 
 from mean_geo.errors import MeanGeoError
-from mean_geo.synth import writer
-from mean_geo.synth.__main__ import main as synth_main
-from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, render_satellite
-from mean_geo.synth.world import generate_place
-from mean_geo.synth.writer import WorldSpec, write_world
+from mean_geo.synth import main as synth_main
+from mean_geo.synthetic import writer
+from mean_geo.synthetic.render import DroneCamera, cast_shadows, render_drone, render_satellite
+from mean_geo.synthetic.world import generate_place
+from mean_geo.synthetic.writer import WorldSpec, write_world
+from tests.helpers.cli import exit_code
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -144,7 +145,7 @@ def test_test_locations_fixes_the_held_out_places_and_keeps_the_rest_for_trainin
     for bad in (0, 9):
         with pytest.raises(MeanGeoError, match="test_locations"):
             WorldSpec("sues200", locations=9, test_locations=bad)
-    assert synth_main(["--out", str(tmp_path / "bad"), "--locations", "4", "--test-locations", "4"]) == 2
+    assert exit_code(synth_main, ["--out", str(tmp_path / "bad"), "--locations", "4", "--test-locations", "4"]) == 2
 
 
 def test_supersampled_drone_photos_are_closer_to_a_fine_render_than_plain_ones():
@@ -206,6 +207,6 @@ def test_cli_writes_images_and_reports_errors_in_one_line(tmp_path, capsys):
     )
     img = Image.open(next((out / "train" / "drone").rglob("*.jpeg")))
     assert img.size == (40, 40) and img.mode == "RGB"
-    assert synth_main(["--out", str(tmp_path), "--quiet"]) == 2  # tmp_path is not empty
+    assert exit_code(synth_main, ["--out", str(tmp_path), "--quiet"]) == 2  # tmp_path is not empty
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and str(tmp_path) in err

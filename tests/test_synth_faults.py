@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mean_geo.synth.writer import WorldSpec, existing_spec, write_world
+from mean_geo.synthetic.writer import WorldSpec, existing_spec, write_world
 
 COMMAND = ["-m", "mean_geo.synth", "--layout", "sues200", "--locations", "60", "--size", "128"]
 

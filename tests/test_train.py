@@ -9,8 +9,8 @@ import torch
 
 from mean_geo import eval as eval_entry
 from mean_geo import train as train_entry
-from tests.conftest import compose_config, quiet_overrides
 from tests.helpers.cli import run_hydra_entry, run_module
+from tests.helpers.config import compose_config, quiet_overrides
 
 KEYS = ("R@1", "R@5", "R@10", "R@1%", "AP")
 

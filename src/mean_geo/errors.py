@@ -20,3 +20,10 @@ class CheckpointError(MeanGeoError):
 class RecipeError(CheckpointError):
     """A recipe (what a config, checkpoint or export says to build) names something unknown or
     holds a value of the wrong kind."""
+
+
+def whole_number(key: str, value: object, least: int) -> int:
+    """``value`` if it is an int >= ``least`` (not a bool); else the one-line error naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key}={value!r}: expected a whole number >= {least}")
+    return value

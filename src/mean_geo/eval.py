@@ -1,7 +1,7 @@
 """``python -m mean_geo.eval ckpt_path=…``: evaluate a training checkpoint in both directions.
 
 The checkpoint carries the recipe of its model and dataset (checked data, never code: see
-:mod:`mean_geo.recipe`), so nothing else is needed; override
+:mod:`mean_geo.files.recipes`), so nothing else is needed; override
 the dataset (``dataset=sues200 dataset.root=…`` or just ``dataset.root=…``) to test elsewhere.
 Writes metrics.json and plots into this run's directory.
 """
@@ -14,14 +14,14 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.cli import CONF_DIR, report_user_errors
-from mean_geo.composition import build_datamodule, build_loggers, build_trainer, to_plain
 from mean_geo.errors import ConfigError
-from mean_geo.lit_module import MEANLitModule
-from mean_geo.results import ResultsWriter, read_metrics
+from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, to_plain
 from mean_geo.training.identity import run_config, run_identity
+from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import finish
+from mean_geo.training.results import ResultsWriter, read_metrics
 
 
 def run(cfg: DictConfig) -> dict:

@@ -13,9 +13,10 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from mean_geo.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.cli import CONF_DIR, report_user_errors
-from mean_geo.composition import (
+from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+from mean_geo.models.official import load_official_checkpoint
+from mean_geo.training.composition import (
     build_callbacks,
     build_config_of,
     build_datamodule,
@@ -24,11 +25,10 @@ from mean_geo.composition import (
     build_trainer,
     dataset_settings,
 )
-from mean_geo.models.official import load_official_checkpoint
-from mean_geo.results import ResultsWriter, read_metrics
 from mean_geo.training.identity import run_config, run_identity
 from mean_geo.training.media import finish
 from mean_geo.training.progress import ProgressLog
+from mean_geo.training.results import ResultsWriter, read_metrics
 
 log = logging.getLogger(__name__)
 

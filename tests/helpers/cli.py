@@ -40,3 +40,12 @@ def run_hydra_entry(main, args: list[str], tmp_path: Path, monkeypatch, capsys) 
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     return lines[0]
+
+
+def exit_code(main, args: list[str]) -> int:
+    """The exit code of a tool's ``main(args)``: its return value, or the code of the SystemExit
+    with which a user error ends it (one ``error:`` line, code 2)."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code

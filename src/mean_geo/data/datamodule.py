@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -28,7 +28,7 @@ from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_readers
 from mean_geo.data.transforms import eval_transform, train_transform
-from mean_geo.errors import ConfigError
+from mean_geo.errors import ConfigError, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class CrossViewDataModule(L.LightningDataModule):
             ("eval_batch_size", eval_batch_size, 1),
             ("num_workers", num_workers, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"dataset.{key}={value!r}: expected a whole number >= {least}")
+            whole_number(f"dataset.{key}", value, least)
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.batch_size = batch_size
@@ -87,6 +86,9 @@ class CrossViewDataModule(L.LightningDataModule):
         # filled (an experiment's world settings can survive a dataset=... switch on the command line)
         self.synthetic = synthetic
         self.synthesize = dict(synthesize) if synthesize and synthetic else None
+        #: writes the synthetic world into a folder; set by whoever builds a synthetic datamodule
+        #: (mean_geo.files.recipes), so this package never imports the synthetic-world writer
+        self.write_world: Callable[[Path], object] | None = None
         if not 0.0 <= val_locations < 1.0:
             raise ConfigError(f"dataset.val_locations={val_locations}: expected a share of training places in [0, 1)")
         self.val_locations = val_locations
@@ -113,10 +115,12 @@ class CrossViewDataModule(L.LightningDataModule):
     # --- Lightning hooks ----------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.synthesize is not None:
-            from mean_geo.synth.writer import WorldSpec, write_world
-
-            spec = WorldSpec(layout=self.layout, **{**self.world_spec_kwargs(), **self.synthesize})
-            write_world(spec, self.root)
+            if self.write_world is None:
+                raise ConfigError(
+                    "dataset.synthesize: nothing set to write the synthetic world "
+                    "(build the datamodule with mean_geo.files.recipes.build_datamodule_from_recipe)"
+                )
+            self.write_world(self.root)
 
     @property
     def eval_sets(self) -> list[tuple[str, str]]:
@@ -267,6 +271,22 @@ class CrossViewDataModule(L.LightningDataModule):
         return self._eval_loaders(self.eval_datasets)
 
 
+#: the dataset layouts a config or checkpoint may name (``dataset.name``); see register_datamodule
+DATAMODULES: dict[str, type[CrossViewDataModule]] = {}
+
+
+def register_datamodule(name: str) -> Callable[[type[CrossViewDataModule]], type[CrossViewDataModule]]:
+    """Class decorator: make a layout selectable as ``dataset.name=<name>`` (and loadable from
+    checkpoints, which store this name and plain arguments)."""
+
+    def add(cls: type[CrossViewDataModule]) -> type[CrossViewDataModule]:
+        DATAMODULES[name] = cls
+        return cls
+
+    return add
+
+
+@register_datamodule("university1652")
 class University1652DataModule(CrossViewDataModule):
     """University-1652: ``root/train/{drone,satellite}``, ``root/test/{query,gallery}_*``."""
 
@@ -279,6 +299,7 @@ class University1652DataModule(CrossViewDataModule):
         return layouts.u1652_test(self.root, folder)
 
 
+@register_datamodule("sues200")
 class SUES200DataModule(CrossViewDataModule):
     """SUES-200 as downloaded or after the official split (``root`` may be either, or the folder
     above the download), one altitude (the paper's protocol) or several."""

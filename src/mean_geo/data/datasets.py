@@ -93,3 +93,18 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         img = self.transform(load_rgb(self.records[index].path))
         return img, int(self.location_ids[index]), index
+
+
+class ImageFiles(Dataset):
+    """Images given by path, in the given order: (image, position).  For galleries and photos that
+    carry no labels (an index of tiles, drone photos to localize)."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(load_rgb(self.paths[i])), i

@@ -197,3 +197,23 @@ def sues200_test(root: str | Path, folder: str, altitudes: int | Sequence[int] |
             seen_sat.update(r.location for r in recs)
         out += recs
     return out
+
+
+def list_images(items: list[str | Path], arg: str) -> list[Path]:
+    """The image files named by ``items`` (files, or folders searched below), each checked to be
+    an image; ``arg`` names the command-line argument in the errors."""
+    photos: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            photos += images_under(p)
+        elif p.is_file():
+            photos.append(p)
+        else:
+            raise DatasetLayoutError(f"{arg}={p}: no such image or folder")
+    if not photos:
+        shown = ", ".join(str(i) for i in items)
+        raise DatasetLayoutError(f"{arg}={shown}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    for p in photos:
+        check_image_file(p)
+    return photos

@@ -19,7 +19,7 @@ from mean_geo.models.cea import CrossDomainEnhancedAlignment
 from mean_geo.models.depthwise import use_fast_depthwise
 from mean_geo.models.gee import GlobalExtensionEmbedding
 from mean_geo.models.pee import ProgressiveExtensionEmbedding
-from mean_geo.recipe import register_architecture
+from mean_geo.models.registry import register_architecture
 
 PEE_MODES = ("released", "multiscale")
 

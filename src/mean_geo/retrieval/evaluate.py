@@ -38,6 +38,12 @@ def _as_ids(ids) -> torch.Tensor:
     return torch.as_tensor(ids, dtype=torch.long).reshape(-1)
 
 
+def matched_gallery(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> torch.Tensor:
+    """Mask of the gallery items whose place some query shows: the MEAN/Sample4Geo protocol ignores
+    the others (``drop_unmatched_gallery=true``)."""
+    return torch.isin(gallery_ids, torch.unique(query_ids))
+
+
 @torch.no_grad()
 def evaluate(
     query_emb: torch.Tensor,
@@ -62,7 +68,7 @@ def evaluate(
         raise ValueError("empty query or gallery")
     full_gallery = g.shape[0]
     if drop_unmatched_gallery:
-        keep = torch.isin(gid, torch.unique(qid))
+        keep = matched_gallery(qid, gid)
         g, gid = g[keep], gid[keep]
     one_percent = round(0.01 * full_gallery)  # Python round, like the official code
     n_gallery = g.shape[0]

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mean_geo.atomic import atomic_path
 from mean_geo.errors import CheckpointError
+from mean_geo.files.atomic import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -15,7 +15,9 @@ code you import can add to it.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -23,24 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from mean_geo.errors import RecipeError
+from mean_geo.models.registry import ARCHITECTURES, register_architecture  # noqa: F401  (re-exported)
 
 #: recipe format written into checkpoints and exports by this version
 RECIPE_FORMAT = "mean_geo-recipe/2"
 MAX_LIST = 64  # "short lists": a recipe never needs more (ks, directions, altitudes)
 MAX_STRING = 4096
 PLAIN_SCALARS = (bool, int, float, str, type(None))
-
-ARCHITECTURES: dict[str, Callable[..., Any]] = {}
-
-
-def register_architecture(name: str) -> Callable[[type], type]:
-    """Class decorator: make ``name`` a loadable architecture."""
-
-    def add(cls: type) -> type:
-        ARCHITECTURES[name] = cls
-        return cls
-
-    return add
 
 
 def _registered_architectures() -> dict[str, Callable[..., Any]]:
@@ -226,17 +217,14 @@ def build_loss(recipe: Mapping[str, Any], where: str = "loss"):
     return MEANLoss(**checked, infonce=InfoNCELoss(**infonce), cda=CDALoss(**cda))
 
 
-DATASETS = ("sues200", "university1652")
-
-
 def _datamodules() -> dict[str, type]:
-    from mean_geo.data.datamodule import SUES200DataModule, University1652DataModule
+    from mean_geo.data.datamodule import DATAMODULES  # registers sues200 and university1652
 
-    return {"sues200": SUES200DataModule, "university1652": University1652DataModule}
+    return DATAMODULES
 
 
 def dataset_recipe(section: Mapping[str, Any], where: str = "dataset", check_arguments: bool = True) -> dict[str, Any]:
-    """``{"name": "sues200"|"university1652", **kwargs}`` checked (legacy ``_target_`` accepted).
+    """``{"name": <registered layout>, **kwargs}`` checked (legacy ``_target_`` accepted).
 
     ``check_arguments=False`` checks the arguments as plain data only, not against the datamodule
     (for inference, which never builds one and must not import Lightning)."""
@@ -246,22 +234,31 @@ def dataset_recipe(section: Mapping[str, Any], where: str = "dataset", check_arg
     legacy = _legacy_name(section, where, ("sues200", "university1652"))
     section.pop("_target_", None)
     name = section.pop("name", legacy)
-    if name not in DATASETS:
-        raise RecipeError(f"{where}.name={name!r}: unknown dataset (expected one of {list(DATASETS)})")
-    if not check_arguments:
+    if not check_arguments:  # inference never builds it: a name, and plain data
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise RecipeError(f"{where}.name={name!r}: not a dataset name")
         return {"name": name, **check_plain(section, where)}
+    if name not in _datamodules():
+        raise RecipeError(f"{where}.name={name!r}: unknown dataset (expected one of {sorted(_datamodules())})")
     kwargs = check_kwargs(_datamodules()[name], section, where)
     if kwargs.get("synthesize") is not None:  # a synthetic world's spec: its fields, nothing else
-        from mean_geo.synth.writer import WorldSpec
+        from mean_geo.synthetic.writer import WorldSpec
 
         check_kwargs(WorldSpec, {"layout": name, **kwargs["synthesize"]}, f"{where}.synthesize")
     return {"name": name, **kwargs}
 
 
 def build_datamodule_from_recipe(recipe: Mapping[str, Any], where: str = "dataset"):
+    """The datamodule of a checked dataset recipe; a synthetic one gets its world writer."""
     checked = dataset_recipe(recipe, where)
     name = checked.pop("name")
-    return _datamodules()[name](**checked)
+    dm = _datamodules()[name](**checked)
+    if dm.synthesize is not None:
+        from mean_geo.synthetic.writer import WorldSpec, write_world
+
+        spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
+        dm.write_world = functools.partial(write_world, spec)
+    return dm
 
 
 def image_size_of(recipe: Mapping[str, Any], default: int = 384) -> int:

@@ -1,7 +1,15 @@
-"""Entry-point plumbing: user mistakes become one line on stderr and exit code 2."""
+"""Command-line plumbing shared by every entry point.
+
+Two styles, by what a command takes: the pipelines that compose a config (``train``, ``eval``,
+``index``, ``check``) are Hydra apps (``key=value`` overrides, ``--help``, ``--cfg job``, ``-m``);
+the small tools (``synth``, ``export``, ``localize``, ``profile``, ``bench``) use argparse flags
+(``--name value``), and also accept ``name=value`` for their options.  Either way a user mistake
+becomes one ``error: …`` line on stderr and exit code 2 (:func:`report_user_errors`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import os
@@ -17,7 +25,7 @@ from mean_geo.errors import MeanGeoError
 
 T = TypeVar("T")
 #: the Hydra configs ship inside the package, so an installed (non-editable) mean_geo finds them
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def _user_error(exc: BaseException) -> MeanGeoError | None:
@@ -77,3 +85,47 @@ def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             sys.exit(2)
 
     return wrapper
+
+
+def whole_number_at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {least}")
+        return value
+
+    return parse
+
+
+class ToolParser(argparse.ArgumentParser):
+    """argparse for the small tools: a usage mistake is one ``error:`` line (exit 2), like every
+    other user error, and ``name=value`` is read as ``--name value``."""
+
+    def error(self, message: str) -> None:  # argparse prints the usage block too; one line is enough
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        return super().parse_args(self._as_flags(sys.argv[1:] if args is None else list(args)), namespace)
+
+    def _as_flags(self, argv: list[str]) -> list[str]:
+        options = {a.dest: a for a in self._actions if a.option_strings}
+        out: list[str] = []
+        for token in argv:
+            key, sep, value = token.partition("=")
+            action = options.get(key.replace("-", "_")) if sep and not token.startswith("-") else None
+            if action is None or Path(token).exists():
+                out.append(token)
+            elif action.nargs == 0:  # a switch: name=true / name=false
+                if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    self.error(f"{token}: expected {key}=true or {key}=false")
+                if value.lower() in ("1", "true", "yes"):
+                    out.append(action.option_strings[-1])
+            else:
+                out += [action.option_strings[-1], value]
+        return out

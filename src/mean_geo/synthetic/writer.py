@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
-from mean_geo.synth.render import DroneCamera, cast_shadows, render_drone, render_satellite
-from mean_geo.synth.world import Place, generate_place
+from mean_geo.synthetic.render import DroneCamera, cast_shadows, render_drone, render_satellite
+from mean_geo.synthetic.world import Place, generate_place
 
 LAYOUTS = ("university1652", "sues200")
 SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile

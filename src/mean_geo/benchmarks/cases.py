@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mean_geo.bench.timing import median_time, peak_memory_mb, sync
+from mean_geo.benchmarks.timing import median_time, peak_memory_mb, sync
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -119,8 +119,8 @@ def _problem(n_query: int, n_gallery: int, positives: int, dim: int = 768, seed:
 
 def evaluation(n_query: int, n_gallery: int, positives: int, repeats: int = 3) -> dict:
     """Our batched evaluator vs the official per-query loop on the same problem; metrics must agree."""
-    from mean_geo.bench.official_eval import official_evaluate
     from mean_geo.retrieval.evaluate import evaluate
+    from mean_geo.retrieval.official import official_evaluate
 
     qf, ql, gf, gl = _problem(n_query, n_gallery, positives)
     tq, tg = torch.from_numpy(qf).to(DEVICE), torch.from_numpy(gf).to(DEVICE)

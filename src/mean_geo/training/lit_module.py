@@ -8,11 +8,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mean_geo.checkpoints import read_checkpoint
 from mean_geo.errors import CheckpointError
+from mean_geo.files.checkpoints import read_checkpoint
+from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
 from mean_geo.models.mean import MEAN
-from mean_geo.recipe import build_loss, build_model, checkpoint_recipe
 from mean_geo.retrieval.evaluate import evaluate
 
 
@@ -21,7 +21,7 @@ class MEANLitModule(L.LightningModule):
 
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_: true``): ``optimizer(params)``
     and ``scheduler(optimizer, total_steps=…)``.  ``build_config`` is the checked plain recipe of
-    the model and loss (:mod:`mean_geo.recipe`), stored in checkpoints: without ``model``/``loss``
+    the model and loss (:mod:`mean_geo.files.recipes`), stored in checkpoints: without ``model``/``loss``
     they are rebuilt from it (no pretrained download: the weights come from the checkpoint), which
     is what ``mean_geo.eval`` and ``MEANLitModule.load_from_checkpoint(path)`` do.
     """

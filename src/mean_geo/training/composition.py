@@ -1,7 +1,7 @@
 """Turn composed Hydra configs into objects — the only library code that sees a DictConfig.
 
 Shared by the entry points (train, eval) and the tests, so all of them build things the same way.
-Model, loss and dataset go through the checked recipes of :mod:`mean_geo.recipe` (what is built
+Model, loss and dataset go through the checked recipes of :mod:`mean_geo.files.recipes` (what is built
 is exactly what a checkpoint will say); optimiser, scheduler, loggers, callbacks and the trainer
 come from the user's own config through ``instantiate``.
 """
@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.errors import ConfigError
-from mean_geo.lit_module import MEANLitModule
+from mean_geo.files.recipes import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
 from mean_geo.models.backbone import normalization
-from mean_geo.recipe import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
+from mean_geo.training.lit_module import MEANLitModule
 
 log = logging.getLogger(__name__)
 

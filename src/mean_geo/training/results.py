@@ -15,11 +15,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mean_geo import atomic, plots
-from mean_geo.atomic import atomic_path
 from mean_geo.data.datamodule import CrossViewDataModule
-from mean_geo.lit_module import MEANLitModule
-from mean_geo.retrieval.evaluate import METRIC_KEYS
+from mean_geo.files import atomic
+from mean_geo.files.atomic import atomic_path
+from mean_geo.retrieval.evaluate import METRIC_KEYS, matched_gallery
+from mean_geo.retrieval.search import topk_search
+from mean_geo.training import plots
+from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import log_images, log_table
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test")
         g, gid, gidx = emb[(direction, "gallery")]
         full = (g, gid)
         if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
-            keep = torch.isin(gid, qid)
+            keep = matched_gallery(qid, gid)
             g, gid, gidx = g[keep], gid[keep], gidx[keep]
         q_paths = [datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
         g_paths = [datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
@@ -80,7 +82,7 @@ def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test")
 def prediction_rows(view: DirectionView, k: int = 5) -> list[list]:
     """One row per query: its place, the top-k places retrieved with scores, hit@1 (for failure
     analysis: ``notebooks/02_results.ipynb`` reads the CSV)."""
-    scores, top = (view.q.float() @ view.g.float().T).topk(min(k, len(view.g_paths)), dim=1)
+    scores, top = topk_search(view.q.float(), view.g.float(), k=min(k, len(view.g_paths)))
     rows = []
     for i, qpath in enumerate(view.q_paths):
         ids = [int(view.gid[j]) for j in top[i].tolist()]

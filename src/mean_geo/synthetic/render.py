@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mean_geo.synth.world import Place
+from mean_geo.synthetic.world import Place
 
 SKY = np.array([185, 200, 215], dtype=np.float32)
 

@@ -3,7 +3,7 @@
 The one reader behind eval, export, index, localize, ``load_model`` and resuming.  It needs
 neither Lightning nor Hydra.  Any file is refused with one line naming the argument and the path:
 a missing, truncated or random file, a pickle that wants to run code (``weights_only=True``), or a
-recipe that names code (see :mod:`mean_geo.recipe`).
+recipe that names code (see :mod:`mean_geo.files.recipes`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mean_geo.errors import CheckpointError, RecipeError
-from mean_geo.recipe import checkpoint_recipe
+from mean_geo.files.recipes import checkpoint_recipe
 
 
 @dataclass

@@ -6,13 +6,13 @@ import argparse
 import sys
 import time
 
+from mean_geo.cli import ToolParser, report_user_errors
 from mean_geo.data.layouts import SUES200_ALTITUDES
-from mean_geo.errors import MeanGeoError
-from mean_geo.synth.writer import LAYOUTS, SATELLITE_SIDE_M, WorldSpec, write_world
+from mean_geo.synthetic.writer import LAYOUTS, SATELLITE_SIDE_M, WorldSpec, write_world
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mean_geo.synth", description=__doc__)
+    p = ToolParser(prog="python -m mean_geo.synth", description=__doc__)
     p.add_argument("--layout", choices=LAYOUTS, default="sues200")
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     p.add_argument("--locations", type=int, default=40, help="places (SUES-200: all; U1652: per split)")
@@ -29,31 +29,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supersample", type=int, default=1, help="ray-trace drone photos at N x the size, then box-filter")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--verbose", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        spec = WorldSpec(
-            layout=args.layout,
-            locations=args.locations,
-            seed=args.seed,
-            image_size=args.size,
-            drone_per_location=args.drone_per_location,
-            satellite_side_m=args.satellite_side_m,
-            test_locations=args.test_locations,
-            supersample=args.supersample,
-            altitudes=tuple(args.altitudes),
-        )
-        start = time.perf_counter()
-        root = write_world(spec, args.out, workers=args.workers, progress=not args.quiet)
-    except MeanGeoError as exc:
-        if args.verbose:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = WorldSpec(
+        layout=args.layout,
+        locations=args.locations,
+        seed=args.seed,
+        image_size=args.size,
+        drone_per_location=args.drone_per_location,
+        satellite_side_m=args.satellite_side_m,
+        test_locations=args.test_locations,
+        supersample=args.supersample,
+        altitudes=tuple(args.altitudes),
+    )
+    start = time.perf_counter()
+    root = write_world(spec, args.out, workers=args.workers, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {spec.layout} world to {root} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -15,9 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
 
 from mean_geo.retrieval.evaluate import evaluate  # noqa: E402
+from mean_geo.retrieval.search import topk_search  # noqa: E402
+from mean_geo.retrieval.strips import HIT, MISS, QUERY, Cell, write_strips  # noqa: E402
 
 
 def recall_curve(
@@ -43,12 +44,6 @@ def recall_curve(
     return values
 
 
-def _thumb(path: Path, size: int, colour: tuple[int, int, int] | None) -> Image.Image:
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((size, size))
-    return ImageOps.expand(img, border=max(2, size // 24), fill=colour) if colour else img
-
-
 def retrieval_strips(
     query_paths: Sequence[Path],
     query_ids: torch.Tensor,
@@ -64,18 +59,18 @@ def retrieval_strips(
     """One row per query: the query, then its top-k gallery images framed green (right) / red."""
     n = min(num_queries, len(query_paths))
     picks = np.linspace(0, len(query_paths) - 1, n).round().astype(int)
-    scores = query_emb[picks].float() @ gallery_emb.float().T
-    top = scores.topk(min(k, len(gallery_paths)), dim=1).indices
-    pad = max(2, size // 24)
-    cell = size + 2 * pad
-    sheet = Image.new("RGB", (cell * (top.shape[1] + 1) + pad, cell * n), "white")
+    _, top = topk_search(query_emb[picks].float(), gallery_emb.float(), k=min(k, len(gallery_paths)))
+    rows = []
     for row, qi in enumerate(picks):
-        sheet.paste(_thumb(query_paths[qi], size, (90, 90, 90)), (0, row * cell))
-        for col, gi in enumerate(top[row].tolist()):
-            ok = int(gallery_ids[gi]) == int(query_ids[qi])
-            colour = (30, 170, 60) if ok else (210, 40, 40)
-            sheet.paste(_thumb(gallery_paths[gi], size, colour), ((col + 1) * cell + pad, row * cell))
-    sheet.save(out)
+        hits = [int(gallery_ids[gi]) == int(query_ids[qi]) for gi in top[row].tolist()]
+        rows.append(
+            [Cell(query_paths[qi], frame=QUERY)]
+            + [
+                Cell(gallery_paths[gi], frame=HIT if ok else MISS)
+                for gi, ok in zip(top[row].tolist(), hits, strict=True)
+            ]
+        )
+    write_strips(rows, out, size)
 
 
 def embedding_map(

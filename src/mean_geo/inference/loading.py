@@ -1,10 +1,10 @@
-"""Inference models: load a training checkpoint or an exported folder, export shareable weights.
+"""Inference models: load a training checkpoint or an exported folder in one call.
 
-An export is a folder with ``model.safetensors`` (only the retrieval network: the training-only
-branches are dropped), ``config.json`` (how to rebuild it: a registered architecture name and
-plain arguments, see :mod:`mean_geo.recipe`) and a generated ``MODEL_CARD.md``; :func:`load_model`
-rebuilds it in one call, without Lightning, without unpickling and without running anything a
-file names.
+An export (:mod:`mean_geo.inference.export`) is a folder with ``model.safetensors`` (only the
+retrieval network), ``config.json`` (how to rebuild it: a registered architecture name and plain
+arguments, see :mod:`mean_geo.files.recipes`) and a ``README.md`` model card; :func:`load_model`
+rebuilds it without Lightning or Hydra, without unpickling and without running anything a file
+names.
 The *fingerprint* identifies the retrieval weights and input size, so an index built with one
 model is refused by another.
 """
@@ -17,21 +17,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from huggingface_hub import ModelHubMixin, snapshot_download
+from safetensors.torch import load_file
 
-from mean_geo.atomic import atomic_path
-from mean_geo.checkpoints import check_weights_fit, read_checkpoint
-from mean_geo.errors import CheckpointError, RecipeError
+from mean_geo.errors import CheckpointError, MeanGeoError, RecipeError
+from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+from mean_geo.files.recipes import build_model, image_size_of, model_recipe
 from mean_geo.models.backbone import IMAGENET_STATS
 from mean_geo.models.mean import MEAN
-from mean_geo.recipe import build_model, image_size_of, model_recipe
 
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "MODEL_CARD.md"
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+HUB_FILES = [WEIGHTS, CONFIG, CARD]
 
 
 @dataclass
-class InferenceModel:
-    """An eval-mode MEAN and what is needed to feed it."""
+class InferenceModel(
+    ModelHubMixin,
+    library_name="mean_geo",
+    tags=["cross-view-geo-localization", "image-feature-extraction", "mean_geo"],
+    repo_url="https://github.com/mean-geo/mean_geo",
+):
+    """An eval-mode MEAN and what is needed to feed it.
+
+    Shared the way the field shares models (huggingface_hub's ``ModelHubMixin``):
+    ``save_pretrained(folder)`` writes an export, ``push_to_hub(repo_id)`` uploads one, and
+    ``InferenceModel.from_pretrained("owner/name" or folder)`` reads one back (the same checks as
+    :func:`load_model`: nothing in the files runs code).
+    """
 
     model: MEAN
     image_size: int
@@ -40,6 +52,55 @@ class InferenceModel:
     #: input statistics the model was trained with (files without them: ImageNet, as then used)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[0]))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[1]))
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from mean_geo.inference.export import write_export
+
+        write_export(Path(save_directory), self)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> InferenceModel:
+        """An export from the Hub (``"owner/name"``, downloaded into the Hub cache) or a folder."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except MeanGeoError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, no access: one line
+            raise CheckpointError(
+                f"{pretrained_model_name_or_path}: cannot get this model from the Hub ({type(exc).__name__})"
+            ) from None
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **_config_fields,  # the mixin passes config.json's fields; the export reader checks them itself
+    ) -> InferenceModel:
+        folder = Path(model_id).expanduser()
+        if not folder.is_dir():
+            try:
+                folder = Path(
+                    snapshot_download(
+                        repo_id=model_id,
+                        revision=revision,
+                        cache_dir=cache_dir,
+                        force_download=force_download,
+                        local_files_only=local_files_only,
+                        token=token,
+                        allow_patterns=HUB_FILES,
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - offline, unknown repo, no access: one line
+                raise CheckpointError(
+                    f"{model_id}: cannot get this model from the Hub ({type(exc).__name__})"
+                ) from None
+        return _read_export(folder, "pretrained_model_name_or_path")
 
 
 def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
@@ -59,13 +120,13 @@ def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[flo
     return h.hexdigest()[:16]
 
 
-def _inference_recipe(model_recipe: dict) -> dict:
+def inference_recipe(model_recipe: dict) -> dict:
     return {**model_recipe, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
 
 
 def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
     try:
-        model = build_model(_inference_recipe(recipe))
+        model = build_model(inference_recipe(recipe))
     except RecipeError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     own = {k: state[k] for k in model.state_dict() if k in state}  # training-only branches are not built
@@ -124,76 +185,3 @@ def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
     image_size = image_size_of(ckpt.recipe)
     stats = _stats(ckpt.recipe.get("dataset") or {}, f"{arg}={path}: dataset")
     return InferenceModel(model, image_size, fingerprint(model, image_size, stats), ckpt.recipe, *stats)
-
-
-def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
-    """Write model.safetensors + config.json + MODEL_CARD.md into a new folder ``out_dir``."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"{out}: exists and is not an empty folder; choose a new folder")
-    loaded = load_model(ckpt_path, "ckpt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()  # empty (checked above); the finished folder takes its place
-    with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
-        folder.mkdir()
-        _write_export(folder, loaded, ckpt_path, metrics)
-    return out
-
-
-def _write_export(out: Path, loaded: InferenceModel, ckpt_path: str | Path, metrics: dict | None) -> None:
-    state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
-    save_file(state, str(out / WEIGHTS))
-    dataset = loaded.recipe.get("dataset") or {}
-    config = {
-        "format": "mean_geo/2",
-        "model": _inference_recipe(loaded.recipe["model"]),
-        "image_size": loaded.image_size,
-        "normalization": {"mean": loaded.mean, "std": loaded.std},
-        "embedding_dim": loaded.model.embedding_dim,
-        "fingerprint": loaded.fingerprint,
-        "trained_on": {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
-        "metrics": metrics or {},
-        "source_checkpoint": str(Path(ckpt_path).name),
-    }
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    (out / CARD).write_text(model_card(config))
-
-
-def model_card(config: dict) -> str:
-    """A dinov2-style card generated from what the export knows (no claims beyond it)."""
-    trained = config["trained_on"]
-    dataset = trained.get("name") or "unknown"
-    metrics = config.get("metrics") or {}
-    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
-    return f"""# MEAN cross-view geo-localization model
-
-## Model details
-- Architecture: MEAN (Chen, Yang & Rong, IEEE TGRS 2025) — retrieval network only: `{config["model"]["backbone"]}`
-  backbone{" + PEE (multiscale)" if config["model"].get("pee") == "multiscale" else ""}, {config["embedding_dim"]}-d
-  L2-normalised embedding; the training-only GEE/CEA branches are not included.
-- Input: RGB, resized to {config["image_size"]}x{config["image_size"]}, normalised with mean
-  {config["normalization"]["mean"]} and std {config["normalization"]["std"]}.
-- Fingerprint: `{config["fingerprint"]}` (indexes built with another model are refused).
-- Exported from: `{config["source_checkpoint"]}` by mean_geo.
-
-## Intended use
-Drone → satellite retrieval (find the satellite tile of the place a drone photo shows) and the reverse
-direction, by nearest-neighbour search of embeddings (`python -m mean_geo.index` / `mean_geo.localize`).
-Out of scope: metric positioning beyond the tile grid, imagery unlike the training data.
-
-## Training data
-- Dataset: {dataset or "unknown"}; altitude(s): {trained.get("altitude", "n/a")};
-  evaluated directions: {", ".join(trained.get("directions") or []) or "n/a"}.
-
-## Evaluation (University-1652 protocol, %)
-| metric | value |
-|---|---|
-{rows or "| (none recorded) | |"}
-
-## Loading
-```python
-from mean_geo.hub import load_model
-m = load_model("path/to/this/folder")   # m.model(images) -> (B, {config["embedding_dim"]}) unit vectors
-```
-"""

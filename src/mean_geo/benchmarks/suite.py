@@ -1,25 +1,14 @@
-"""``python -m mean_geo.bench``: training/embedding speed, evaluation vs the official loop, large-gallery
-search, and (with ``MEAN_REF``) the authors' model side by side.  Prints a table and writes
-``bench/results.json``.  Every case runs in a fresh process so its peak memory is its own; ratios
-compare numbers measured in the same run.
-"""
+"""The benchmark suite: what runs (the plan), each case in its own process, the ratios of lines
+measured in the same run, and the table."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
-import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-import torch
-from rich.console import Console
 from rich.table import Table
 
-from mean_geo.bench import cases
-from mean_geo.bench.timing import machine
+from mean_geo.benchmarks import cases
 
 
 def plan(quick: bool, gpu: bool) -> list[tuple[str, str, dict]]:
@@ -128,38 +117,3 @@ def table(results: dict, ratio: dict) -> Table:
     for name, value in ratio.items():
         t.add_row(name, "", f"x{value:.2f}", "", "ratio, same run")
     return t
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mean_geo.bench", description=__doc__)
-    p.add_argument("--out", default="bench/results.json")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks the suite runs")
-    p.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
-    args = p.parse_args(argv)
-    gpu = torch.cuda.is_available()
-    results: dict = {}
-    start = time.perf_counter()
-    for name, fn, kwargs in plan(args.quick, gpu):
-        if args.only and not any(s in name for s in args.only):
-            continue
-        print(f"[bench] {name} ...", flush=True)
-        results[name] = {"case": fn, "args": kwargs, **run_case(fn, kwargs)}
-    ratio = ratios(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "machine": machine(),
-        "device": "cuda" if gpu else "cpu",
-        "quick": args.quick,
-        "wall_s": round(time.perf_counter() - start, 1),
-        "results": results,
-        "ratios": ratio,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    Console().print(table(results, ratio))
-    print(f"wrote {out}")
-    return 0 if not any("error" in r for r in results.values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,1 +1,0 @@
-"""The benchmark suite (``make bench`` = ``python -m mean_geo.bench``)."""

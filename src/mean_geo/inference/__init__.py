@@ -1,0 +1,1 @@
+"""Loading trained models, embedding photos and localizing them, without Lightning or Hydra."""

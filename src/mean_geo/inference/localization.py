@@ -1,0 +1,65 @@
+"""Localizing drone photos: embed them with the model that built a gallery index and return each
+photo's best-matching tiles with their scores and coordinates (plain torch: no Lightning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mean_geo.data.datasets import load_rgb
+from mean_geo.data.transforms import eval_transform
+from mean_geo.errors import MeanGeoError
+from mean_geo.inference.loading import InferenceModel, load_model
+from mean_geo.retrieval.index_store import GalleryIndex
+from mean_geo.retrieval.search import topk_search
+
+
+@dataclass
+class Match:
+    rank: int
+    id: str
+    score: float
+    path: str
+    lat: float | None
+    lon: float | None
+
+
+@torch.inference_mode()
+def embed_images(loaded: InferenceModel, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
+    """L2-normalised embeddings of image files, in order, as the model was trained to see them."""
+    tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    embs = []
+    for i in range(0, len(paths), batch_size):
+        batch = torch.stack([tf(load_rgb(p)) for p in paths[i : i + batch_size]])
+        embs.append(loaded.model(batch).float())
+    return torch.cat(embs)
+
+
+def localize(
+    photos: list[Path],
+    index: GalleryIndex,
+    ckpt: str | Path | InferenceModel,
+    k: int = 5,
+    batch_size: int = 32,
+    backend: str = "torch",
+) -> list[list[Match]]:
+    """Top-k matches of every photo: ``[[Match, …], …]``.  ``ckpt`` is the model that built the
+    index (a checkpoint, an export folder or a loaded model); another model is refused."""
+    loaded = ckpt if isinstance(ckpt, InferenceModel) else load_model(ckpt, "ckpt")
+    if loaded.fingerprint != index.fingerprint:
+        raise MeanGeoError(
+            f"ckpt={ckpt}: this model (fingerprint {loaded.fingerprint}) did not build the index "
+            f"(fingerprint {index.fingerprint}); use the same checkpoint or rebuild the index"
+        )
+    scores, idx = topk_search(embed_images(loaded, photos, batch_size), index.embeddings.float(), k=k, backend=backend)
+    results = []
+    for row_s, row_i in zip(scores.tolist(), idx.tolist(), strict=True):
+        matches = []
+        for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), start=1):
+            tile = index.tiles[i]
+            latlon = tile.get("latlon") or (None, None)
+            matches.append(Match(rank, tile["id"], s, tile["path"], latlon[0], latlon[1]))
+        results.append(matches)
+    return results

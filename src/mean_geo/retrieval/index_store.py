@@ -1,0 +1,111 @@
+"""The gallery index file: L2-normalised tile embeddings (safetensors) with, in its metadata, the
+tile paths, ids, coordinates where known and the fingerprint of the model that embedded them.
+
+An index is data from a file that may come from someone else: every metadata field is checked
+for kind and size when read, and nothing in it is executed or imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mean_geo.errors import MeanGeoError
+
+INDEX_FORMAT = "mean_geo-index/1"
+Coords = tuple[float, float]
+
+
+@dataclass
+class GalleryIndex:
+    embeddings: torch.Tensor
+    tiles: list[dict]  # {"path": str, "id": str, "latlon": [lat, lon] | None}
+    fingerprint: str
+    image_size: int
+
+
+def tile_id(path: Path, root: Path) -> str:
+    """Dataset galleries keep one folder per place (``<id>/<image>``); elsewhere the file stem."""
+    rel = path.relative_to(root)
+    return rel.parts[0] if len(rel.parts) > 1 else path.stem
+
+
+def write_index(
+    out: Path,
+    embeddings: torch.Tensor,
+    paths: list[Path],
+    root: Path,
+    coords: list[Coords | None],
+    fingerprint: str,
+    image_size: int,
+) -> Path:
+    """Write the index atomically (a partial name, then a rename): complete or absent."""
+    metadata = {
+        "format": INDEX_FORMAT,
+        "fingerprint": fingerprint,
+        "image_size": str(image_size),
+        "root": str(root),
+        "tiles": json.dumps(
+            [{"path": str(p), "id": tile_id(p, root), "latlon": c} for p, c in zip(paths, coords, strict=True)]
+        ),
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata=metadata)
+    os.replace(tmp, out)
+    return out
+
+
+def read_index(path: str | Path) -> GalleryIndex:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MeanGeoError(f"index={path}: no such index file (build one with python -m mean_geo.index)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            embeddings = fh.get_tensor("embeddings")
+    except Exception as exc:  # noqa: BLE001 - any read error is the user's file
+        raise MeanGeoError(f"index={path}: not a mean_geo index ({type(exc).__name__})") from None
+    if meta.get("format") != INDEX_FORMAT:
+        raise MeanGeoError(f"index={path}: not a mean_geo index (format {meta.get('format')!r})")
+    return _checked_index(path, meta, embeddings)
+
+
+def _is_latlon(value: object) -> bool:
+    return value is None or (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -> GalleryIndex:
+    """Every metadata field is checked for kind and size."""
+
+    def bad(what: str) -> MeanGeoError:
+        return MeanGeoError(f"index={path}: {what}; rebuild it with python -m mean_geo.index")
+
+    if embeddings.ndim != 2 or not embeddings.is_floating_point():
+        raise bad(f"embeddings of shape {tuple(embeddings.shape)} ({embeddings.dtype}), expected (tiles, dim) floats")
+    if not re.fullmatch(r"[0-9a-f]{16}", meta.get("fingerprint", "")):
+        raise bad("metadata 'fingerprint' is not a model fingerprint")
+    if not re.fullmatch(r"[0-9]{1,4}", meta.get("image_size", "")) or not 8 <= int(meta["image_size"]) <= 4096:
+        raise bad("metadata 'image_size' is not a whole number of pixels (8..4096)")
+    try:
+        tiles = json.loads(meta.get("tiles", ""))
+    except json.JSONDecodeError:
+        raise bad("metadata 'tiles' is not JSON") from None
+    if not isinstance(tiles, list) or len(tiles) != embeddings.shape[0]:
+        raise bad(f"metadata 'tiles' is not a list of {embeddings.shape[0]} tiles")
+    for i, tile in enumerate(tiles):
+        ok = isinstance(tile, dict) and set(tile) <= {"path", "id", "latlon"}
+        ok = ok and isinstance(tile.get("path"), str) and isinstance(tile.get("id"), str)
+        if not (ok and _is_latlon(tile.get("latlon"))):
+            raise bad(f"tile {i} in metadata 'tiles' is not {{path, id, latlon}}")
+    return GalleryIndex(embeddings, tiles, meta["fingerprint"], int(meta["image_size"]))
