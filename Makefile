@@ -8,14 +8,15 @@ STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx
 
-.PHONY: help install train smoke test test-fast lint bench clean
+.PHONY: help install train smoke test test-fast lint hooks bench clean
 
 help:
 	@echo "make train   - set up, then train MEAN on the embedded synthetic world (experiment=demo)"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make smoke   - the one-minute pipeline check (experiment=smoke)"
 	@echo "make bench   - benchmarks -> bench/results.json (MEAN_REF=/path/to/authors/MEAN to compare)"
-	@echo "make lint    - ruff"
+	@echo "make hooks   - pre-commit: ruff check + format, notebook outputs stripped, on every commit"
+	@echo "make lint    - ruff and the pre-commit hooks on every file"
 	@echo "make install - only set up .venv"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -39,10 +40,13 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m mean_geo.bench $(ARGS)
+	$(BIN)/python -m mean_geo.bench --out bench/results.json $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pre-commit run --all-files
+
+hooks: $(STAMP)
+	$(BIN)/pre-commit install
 
 clean:
 	rm -rf logs .pytest_cache .ruff_cache

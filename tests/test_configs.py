@@ -115,3 +115,20 @@ def test_hparams_search(search, tmp_path, data_dir):
 def test_eval_config_composes(tmp_path, data_dir):
     cfg = compose_config("eval", ["ckpt_path=x.ckpt", "dataset.root=/elsewhere", *quiet_overrides(tmp_path, data_dir)])
     assert cfg.ckpt_path == "x.ckpt" and cfg.dataset.root == "/elsewhere"
+
+
+def test_config_groups_stay_in_their_lane():
+    """Dataset files hold data settings only; the Trainer, the loss and the optimized metric are
+    each defined once (recipes and experiments override values, they do not redefine blocks)."""
+    import yaml
+
+    conf = Path(CONF_DIR)
+    for path in (conf / "dataset").glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())) == {"dataset"}, path
+    texts = {p.relative_to(conf).as_posix(): p.read_text() for p in conf.rglob("*.yaml")}
+    defines = lambda needle: sorted(n for n, t in texts.items() if needle in t)  # noqa: E731
+    assert defines("_target_: lightning.pytorch.Trainer") == ["trainer/default.yaml"]
+    assert defines("optimized_metric:") == ["train.yaml"]
+    assert defines("infonce:\n") == ["loss/mean.yaml"]
+    for root in ("train.yaml", "eval.yaml", "index.yaml"):
+        assert "- trainer: default" in texts[root], root

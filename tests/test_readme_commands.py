@@ -1,4 +1,5 @@
-"""Docs that cannot rot: every `python -m mean_geo…` command in the README's code blocks runs.
+"""Docs that cannot rot: every `python -m mean_geo…` command in the code blocks of the README and
+of docs/ runs.
 
 Each command runs as written, from a fresh temporary directory (default paths: data/ and logs/
 under it), with only these changes:
@@ -25,7 +26,8 @@ import pytest
 
 from tests.helpers.cli import run_module
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NEEDS_MORE_THAN_THIS_MACHINE = re.compile(r"dataset=(sues200|university1652)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)")
 SMOKE_SIZED = {
     "mean_geo.synth": ["--locations", "6", "--size", "32", "--drone-per-location", "2"],
@@ -35,7 +37,8 @@ SMOKE_SIZED = {
 
 def readme_commands() -> list[str]:
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    text = "\n".join(doc.read_text() for doc in DOCS)
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
             line = re.sub(r"\s+#.*$", "", line.strip())
             if line.startswith("python -m mean_geo"):
@@ -45,7 +48,15 @@ def readme_commands() -> list[str]:
 
 def test_the_readme_documents_the_main_commands():
     text = " ".join(readme_commands())
-    for needed in ("mean_geo.train", "mean_geo.eval", "mean_geo.index", "mean_geo.localize", "mean_geo.export", " -m "):
+    for needed in (
+        "mean_geo.train",
+        "mean_geo.eval",
+        "mean_geo.index",
+        "mean_geo.localize",
+        "mean_geo.export",
+        "mean_geo.check",
+        " -m ",
+    ):
         assert needed in text
 
 
@@ -104,7 +115,7 @@ def _run_in_order(commands: list[str], placeholders: dict[str, str], cwd: Path) 
         res = _run(args, cwd)
         if res.returncode != 0:
             failures.append(f"{command}\n  -> exit {res.returncode}: {res.stderr.strip()[-800:]}")
-        elif compose_only and "trainer:" not in res.stdout:
+        elif compose_only and "dataset:" not in res.stdout:
             failures.append(f"{command}\n  -> printed no composed config")
         elif "mean_geo.localize" in command and not json.loads(res.stdout)[0]["matches"]:
             failures.append(f"{command}\n  -> no matches")

@@ -230,6 +230,12 @@ class CrossViewDataModule(L.LightningDataModule):
         """The query/gallery datasets (in :attr:`eval_sets` order) that ``stage`` evaluates."""
         return self.val_datasets if stage == "val" else self.eval_datasets
 
+    def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:
+        """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset
+        order: what figures and prediction tables show next to the embeddings."""
+        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        return [record.path for record in dataset.records]
+
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)

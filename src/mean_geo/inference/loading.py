@@ -105,7 +105,8 @@ class InferenceModel(
 
 def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
     """The weights the retrieval embedding depends on (backbone, and PEE when built)."""
-    return {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "pee."))}
+    prefixes = tuple(f"{part}." for part in model.retrieval_parts)
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
 def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[float]] | None = None) -> str:

@@ -37,6 +37,10 @@ class MEANOutput:
 class MEAN(nn.Module):
     """Multi-Level Embedding and Alignment Network."""
 
+    #: the sub-modules the retrieval embedding depends on: what exports keep and fingerprints hash
+    #: (the GEE/CEA branches only train); a subclass that adds to the embedding path extends this
+    retrieval_parts: tuple[str, ...] = ("backbone", "pee")
+
     def __init__(
         self,
         num_classes: int,

@@ -62,9 +62,9 @@ class DirectionView:
 
 
 def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test") -> dict[str, DirectionView]:
-    emb, sets, datasets = lit.last_embeddings, dm.eval_sets, dm.eval_datasets_for(stage)
+    emb = lit.last_embeddings
     views = {}
-    for direction in dict.fromkeys(d for d, _ in sets):
+    for direction in dict.fromkeys(d for d, _ in dm.eval_sets):
         if (direction, "query") not in emb or (direction, "gallery") not in emb:
             continue
         q, qid, qidx = emb[(direction, "query")]
@@ -73,8 +73,9 @@ def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test")
         if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
             keep = matched_gallery(qid, gid)
             g, gid, gidx = g[keep], gid[keep], gidx[keep]
-        q_paths = [datasets[sets.index((direction, "query"))].records[i].path for i in qidx.tolist()]
-        g_paths = [datasets[sets.index((direction, "gallery"))].records[i].path for i in gidx.tolist()]
+        query_files, gallery_files = (dm.eval_image_paths(stage, direction, r) for r in ("query", "gallery"))
+        q_paths = [query_files[i] for i in qidx.tolist()]
+        g_paths = [gallery_files[i] for i in gidx.tolist()]
         views[direction] = DirectionView(q_paths, qid, q, g_paths, gid, g, full)
     return views
 
