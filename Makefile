@@ -8,13 +8,14 @@ STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx
 
-.PHONY: help install train smoke test test-fast lint hooks bench clean
+.PHONY: help install train smoke test test-fast lint hooks bench bench-gpu clean
 
 help:
 	@echo "make train   - set up, then train MEAN on the embedded synthetic world (experiment=demo)"
 	@echo "make test    - set up, then run the whole test suite"
 	@echo "make smoke   - the one-minute pipeline check (experiment=smoke)"
 	@echo "make bench   - benchmarks -> bench/results.json (MEAN_REF=/path/to/authors/MEAN to compare)"
+	@echo "make bench-gpu - what only a GPU shows (AMP, compile, CUDA memory, DDP) -> bench/results_gpu.json"
 	@echo "make hooks   - pre-commit: ruff check + format, notebook outputs stripped, on every commit"
 	@echo "make lint    - ruff and the pre-commit hooks on every file"
 	@echo "make install - only set up .venv"
@@ -41,6 +42,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m mean_geo.bench --out bench/results.json $(ARGS)
+
+bench-gpu: $(STAMP)
+	$(BIN)/python -m mean_geo.bench --suite gpu --out bench/results_gpu.json $(ARGS)
 
 lint: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pre-commit run --all-files

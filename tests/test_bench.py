@@ -20,13 +20,14 @@ def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     assert any(k.endswith("ours vs official loop") for k in payload["ratios"])
 
 
+@pytest.mark.parametrize("suite", ["main", "gpu"])
 @pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("quick", [False, True])
-def test_every_planned_case_calls_an_existing_case_with_its_arguments(quick, gpu):
+def test_every_planned_case_calls_an_existing_case_with_its_arguments(quick, gpu, suite):
     """A renamed case or argument would only show in a 10-minute full run; bind them here."""
-    names = [name for name, _, _ in plan(quick=quick, gpu=gpu)]
+    names = [name for name, _, _ in plan(quick=quick, gpu=gpu, suite=suite)]
     assert len(names) == len(set(names)), "two lines with one name would overwrite each other in results.json"
-    for _, fn, kwargs in plan(quick=quick, gpu=gpu):
+    for _, fn, kwargs in plan(quick=quick, gpu=gpu, suite=suite):
         inspect.signature(getattr(cases, fn)).bind(**kwargs)  # raises TypeError on a wrong argument
 
 
@@ -40,3 +41,34 @@ def test_ratios_are_computed_from_the_same_run():
     assert r["train 256px bf16 / fp32"] == 2.5
     assert r["train 256px fp32: ours / authors' (interleaved)"] == 1.7
     assert r["train 256px: our best setting / authors' fp32 (separate processes)"] == 5.0
+
+
+def test_gpu_suite_is_ready_and_skips_cleanly_without_a_gpu(tmp_path, monkeypatch, capsys):
+    """`make bench-gpu` on a machine without CUDA: exit 0, every line recorded as skipped, in its
+    own results file; with a GPU the same plan runs (its cases bound above)."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = tmp_path / "results_gpu.json"
+    assert main(["--suite", "gpu", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["suite"] == "gpu" and payload["device"] == "cpu"
+    names = [name for name, _, _ in plan(quick=False, gpu=True, suite="gpu")]
+    assert list(payload["results"]) == names
+    assert all(r["skipped"] == "no CUDA GPU on this machine" for r in payload["results"].values())
+    assert any("peak memory chunked / one piece" in r for r in ratios_of_plan(names))
+    assert "no CUDA GPU here" in capsys.readouterr().out
+
+
+def ratios_of_plan(names: list[str]) -> dict:
+    """The ratios the GPU run will report, computed on made-up numbers for its lines."""
+    fake = {n: {"median_s": 1.0 + i, "peak_gpu_mb": 100.0 * (i + 1), "images_per_s": 1.0} for i, n in enumerate(names)}
+    return ratios(fake)
+
+
+def test_grad_cache_ratios_compare_memory_and_time_of_the_same_batch():
+    results = {
+        "grad cache 64 pairs 256px fp32: one piece": {"median_s": 30.0, "peak_rss_mb": 12000.0},
+        "grad cache 64 pairs 256px fp32: chunks of 8": {"median_s": 40.0, "peak_rss_mb": 3000.0},
+    }
+    r = ratios(results)
+    assert r["grad cache 64 pairs 256px fp32: peak memory chunked / one piece"] == 0.25
+    assert r["grad cache 64 pairs 256px fp32: step time chunked / one piece"] == pytest.approx(4 / 3)

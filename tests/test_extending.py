@@ -26,8 +26,8 @@ class ProjectedMEAN(MEAN):
         self.projection = nn.Linear(self.embedding_dim, projection_dim)
         self.embedding_dim = projection_dim
 
-    def _embed(self, x: torch.Tensor):
-        fmap, pooled, embedding = super()._embed(x)
+    def features(self, x: torch.Tensor):
+        fmap, pooled, embedding = super().features(x)
         return fmap, pooled, self.projection(embedding)
 
 

@@ -24,9 +24,10 @@ from mean_geo.training.composition import (
     build_loggers,
     build_trainer,
     dataset_settings,
+    manual_clipping,
 )
 from mean_geo.training.identity import run_config, run_identity
-from mean_geo.training.media import finish
+from mean_geo.training.media import adopt_csv_header, finish
 from mean_geo.training.progress import ProgressLog
 from mean_geo.training.results import ResultsWriter, read_metrics
 
@@ -41,7 +42,11 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     dm = build_datamodule(dataset_settings(cfg))
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
-    lit = build_lit_module(build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last)
+    chunk = (cfg.get("grad_cache") or {}).get("chunk_size")
+    trainer_cfg, clip = manual_clipping(cfg.trainer, chunk)
+    lit = build_lit_module(
+        build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last, chunk, gradient_clip=clip
+    )
     if cfg.get("init_from_official"):  # fine-tune from the authors' released weights
         infonce = lit.loss.infonce if cfg.get("official_temperature", True) else None
         report = load_official_checkpoint(cfg.init_from_official, lit.model, infonce)
@@ -61,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
                 c.monitor = None
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:
-        trainer = build_trainer(cfg.trainer, callbacks=[*callbacks, ProgressLog(), writer], logger=loggers or False)
+        trainer = build_trainer(trainer_cfg, callbacks=[*callbacks, ProgressLog(), writer], logger=loggers or False)
         if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
             check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
         trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -79,6 +84,7 @@ def run(cfg: DictConfig) -> dict:
         writer.extra.update(
             tested_checkpoint=best or "the weights in memory at the end of training", checkpoint_selection=selected
         )
+        adopt_csv_header(loggers)
         trainer.test(lit, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         return read_metrics(out_dir)
     finally:

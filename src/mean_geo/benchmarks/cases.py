@@ -37,9 +37,12 @@ def _setup(backbone: str, channels_last: bool, batch: int, image_size: int, num_
     return model, MEANLoss().to(DEVICE), images
 
 
-def _our_step(model, loss, drone: torch.Tensor, sat: torch.Tensor, precision: str):
+def _our_step(model, loss, drone: torch.Tensor, sat: torch.Tensor, precision: str, grad_cache_chunk: int | None = None):
     """One optimisation step of ours, as ``MEANLitModule.training_step`` runs it (one backbone pass
-    for both views), with its own AdamW and grad scaler."""
+    for both views; with ``grad_cache_chunk``, the backbone in chunks: gradient caching), with its
+    own AdamW and grad scaler."""
+    from mean_geo.training.grad_cache import grad_cached_backward
+
     model.train()
     opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=1e-4)
     scaler = torch.amp.GradScaler(DEVICE, enabled=precision == "fp16")
@@ -48,8 +51,11 @@ def _our_step(model, loss, drone: torch.Tensor, sat: torch.Tensor, precision: st
     def step():
         opt.zero_grad(set_to_none=True)
         with _autocast(precision):
-            total = loss(*model.forward_pair(drone, sat), labels)["loss"]
-        scaler.scale(total).backward()
+            if grad_cache_chunk is None:
+                scaler.scale(loss(*model.forward_pair(drone, sat), labels)["loss"]).backward()
+            else:
+                backward = lambda t: scaler.scale(t).backward()  # noqa: E731
+                grad_cached_backward(model, loss, drone, sat, labels, grad_cache_chunk, backward=backward)
         scaler.step(opt)
         scaler.update()
 
@@ -63,10 +69,16 @@ def train_step(
     channels_last: bool = False,
     backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
     repeats: int = 3,
+    grad_cache_chunk: int | None = None,
+    compile: bool = False,
 ) -> dict:
-    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s."""
+    """Forward of both views + all three losses + backward + AdamW step; pairs/s and images/s.
+    ``grad_cache_chunk``: the backbone in chunks of that many pairs (peak memory of a chunk);
+    ``compile``: the backbone through ``torch.compile`` (its compile time is in the warm-up run)."""
     model, loss, drone = _setup(backbone, channels_last, batch, image_size)
-    step = _our_step(model, loss, drone, torch.randn_like(drone), precision)
+    if compile:
+        model.backbone = torch.compile(model.backbone)
+    step = _our_step(model, loss, drone, torch.randn_like(drone), precision, grad_cache_chunk)
 
     t = median_time(step, repeats=repeats)
     return {**t, "pairs_per_s": batch / t["median_s"], "images_per_s": 2 * batch / t["median_s"], **peak_memory_mb()}
@@ -233,3 +245,31 @@ def reference_train_step(
         "runs_s": times,
         **peak_memory_mb(),
     }
+
+
+def ddp_smoke(devices: int = 1, timeout_s: int = 300) -> dict:
+    """``python -m mean_geo.train experiment=smoke hardware=ddp`` as a user runs it (NCCL, one
+    process per GPU), in a fresh folder: wall time and the test R@1 it wrote."""
+    import json
+    import subprocess
+    import tempfile
+
+    if not torch.cuda.is_available():
+        return {"skipped": "needs a CUDA GPU"}
+    with tempfile.TemporaryDirectory() as work:
+        command = [
+            sys.executable,
+            "-m",
+            "mean_geo.train",
+            "experiment=smoke",
+            "hardware=ddp",
+            f"trainer.devices={devices}",
+        ]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-400:]}")
+        (metrics,) = Path(work, "logs", "smoke", "runs").glob("*/metrics.json")
+        r1 = json.loads(metrics.read_text())["metrics"].get("test/d2s/R@1")
+    return {"median_s": wall, "wall_s": wall, "test_d2s_R@1": r1, **peak_memory_mb()}

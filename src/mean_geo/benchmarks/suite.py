@@ -10,12 +10,26 @@ from rich.table import Table
 
 from mean_geo.benchmarks import cases
 
+SUITES = ("main", "gpu")
 
-def plan(quick: bool, gpu: bool) -> list[tuple[str, str, dict]]:
+
+def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, dict]]:
     """(name, case function, kwargs) in run order."""
+    if suite == "gpu":
+        return gpu_plan(quick)
     if quick:  # seconds, for the test suite: tiny backbone and problems
         bb = {"backbone": "test_convnext", "repeats": 1}
         return [
+            (
+                "grad cache 8 pairs 64px fp32: one piece",
+                "train_step",
+                {"image_size": 64, "precision": "fp32", "batch": 8, **bb},
+            ),
+            (
+                "grad cache 8 pairs 64px fp32: chunks of 2",
+                "train_step",
+                {"image_size": 64, "precision": "fp32", "batch": 8, "grad_cache_chunk": 2, **bb},
+            ),
             ("train 64px fp32", "train_step", {"image_size": 64, "precision": "fp32", "batch": 4, **bb}),
             ("train 64px bf16", "train_step", {"image_size": 64, "precision": "bf16", "batch": 4, **bb}),
             ("embed 64px fp32", "embed", {"image_size": 64, "precision": "fp32", "batch": 8, **bb}),
@@ -55,6 +69,48 @@ def plan(quick: bool, gpu: bool) -> list[tuple[str, str, dict]]:
         out.append(
             (f"authors' train 256px {p}", "reference_train_step", {"image_size": 256, "batch": batch, "precision": p})
         )
+    size = 384 if gpu else 256
+    for chunk in (None, 16 if gpu else 8):
+        name = f"grad cache 64 pairs {size}px fp32: " + ("one piece" if chunk is None else f"chunks of {chunk}")
+        kwargs = {"image_size": size, "precision": "fp32", "batch": 64, "repeats": 1, "grad_cache_chunk": chunk}
+        out.append((name, "train_step", kwargs))
+    return out
+
+
+def gpu_plan(quick: bool) -> list[tuple[str, str, dict]]:
+    """What only a GPU shows, at the paper's scale (384 px; University-1652's 64 pairs on 4 GPUs =
+    16 per GPU), to fit a 10-minute window.  ``quick``: the same cases at toy sizes."""
+    size, batch, big = (64, 4, 8) if quick else (384, 16, 64)
+    bb = {"backbone": "test_convnext", "repeats": 1} if quick else {"repeats": 5}
+    out = []
+    for p in ("fp32", "fp16", "bf16"):
+        out.append(
+            (f"gpu train {size}px {p}", "train_step", {"image_size": size, "precision": p, "batch": batch, **bb})
+        )
+    for name, extra in (("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})):
+        kwargs = {"image_size": size, "precision": "bf16", "batch": batch, **bb, **extra}
+        out.append((f"gpu train {size}px bf16+{name}", "train_step", kwargs))
+    for p in ("fp16", "bf16"):
+        kwargs = {"image_size": size, "batch": batch, "precision": p, "repeats": 1 if quick else 5}
+        out.append((f"gpu authors' train {size}px {p}", "reference_train_step", kwargs))
+    for chunk in (None, batch):
+        label = "one piece" if chunk is None else f"chunks of {chunk}"
+        kwargs = {"image_size": size, "precision": "fp16", "batch": big, **bb, "repeats": 1, "grad_cache_chunk": chunk}
+        out.append((f"gpu grad cache {big} pairs {size}px fp16: {label}", "train_step", kwargs))
+    out.append(
+        (f"gpu embed {size}px fp16", "embed", {"image_size": size, "precision": "fp16", "batch": 4 * batch, **bb})
+    )
+    n = (300, 60, 20_000) if quick else (37_855, 951, 1_000_000)
+    out += [
+        (f"gpu eval D2S {n[0]}x{n[1]}", "evaluation", {"n_query": n[0], "n_gallery": n[1], "positives": 1}),
+        (f"gpu search {n[2]} top-10 fp32", "search", {"n_gallery": n[2], "n_query": 1000, "backend": "torch"}),
+        (
+            f"gpu search {n[2]} top-10 bf16",
+            "search",
+            {"n_gallery": n[2], "n_query": 1000, "backend": "torch", "dtype": "bf16"},
+        ),
+        ("gpu DDP smoke (1 GPU)", "ddp_smoke", {"devices": 1}),
+    ]
     return out
 
 
@@ -79,8 +135,17 @@ def ratios(results: dict) -> dict:
             v = get(f"train {size}px {variant}", "images_per_s")
             if base and v:
                 out[f"train {size}px {variant} / fp32"] = v / base
+    pieces = {n.rsplit(": ", 1)[0]: {} for n in results if "grad cache" in n}
     for name, res in results.items():
-        if name.startswith("eval") and "speedup" in res:
+        if "grad cache" in name and "median_s" in res:
+            pieces[name.rsplit(": ", 1)[0]]["one" if name.endswith("one piece") else "chunked"] = res
+    for base, pair in pieces.items():
+        if {"one", "chunked"} <= set(pair):
+            memory = "peak_gpu_mb" if "peak_gpu_mb" in pair["one"] else "peak_rss_mb"
+            out[f"{base}: peak memory chunked / one piece"] = pair["chunked"][memory] / pair["one"][memory]
+            out[f"{base}: step time chunked / one piece"] = pair["chunked"]["median_s"] / pair["one"]["median_s"]
+    for name, res in results.items():
+        if name.startswith(("eval", "gpu eval")) and "speedup" in res:
             out[f"{name}: ours vs official loop"] = res["speedup"]
     for p in ("fp32", "bf16", "fp16"):
         interleaved = get(f"authors' train 256px {p}", "ours_vs_authors")

@@ -19,6 +19,12 @@ from mean_geo.models.mean import MEANOutput
 CDA_VARIANTS = ("released", "paper")
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision (autocast) activations are upcast for the loss; float64 stays float64 (the
+    exactness tests of gradient caching run in float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks, keeping gradients (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -60,7 +66,7 @@ class InfoNCELoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a, b: (B, D)`` paired embeddings (not necessarily normalised)."""
-        a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+        a, b = F.normalize(at_least_fp32(a), dim=-1), F.normalize(at_least_fp32(b), dim=-1)
         if self.gather_distributed:
             a, b = gather_with_grad(a), gather_with_grad(b)
         logits = self.logit_scale.exp() * a @ b.t()
@@ -74,7 +80,7 @@ class IdentityLoss(nn.Module):
     """Cross-entropy over locations, averaged over the GEE heads of one view (no label smoothing)."""
 
     def forward(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        return sum(F.cross_entropy(lg.float(), labels) for lg in logits) / len(logits)
+        return sum(F.cross_entropy(at_least_fp32(lg), labels) for lg in logits) / len(logits)
 
 
 class CDALoss(nn.Module):
@@ -94,7 +100,7 @@ class CDALoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a, b: (B, C, N)``."""
-        fa, fb = a.float().flatten(1), b.float().flatten(1)
+        fa, fb = at_least_fp32(a).flatten(1), at_least_fp32(b).flatten(1)
         cos = F.cosine_similarity(fa, fb, dim=1, eps=1e-12)
         cosine_term = 1 - cos.mean()
         if self.variant == "released":
@@ -121,6 +127,8 @@ class MEANLoss(nn.Module):
         for name, w in (("weight_cda", weight_cda), ("weight_infonce", weight_infonce), ("weight_ce", weight_ce)):
             if w < 0:
                 raise ConfigError(f"loss.{name}={w}: must be >= 0")
+        if weight_cda == weight_infonce == weight_ce == 0:
+            raise ConfigError("loss: every weight is 0; nothing would be trained")
         self.weight_cda, self.weight_infonce, self.weight_ce = weight_cda, weight_infonce, weight_ce
         self.infonce = infonce if infonce is not None else InfoNCELoss()
         self.identity = IdentityLoss()
@@ -128,20 +136,32 @@ class MEANLoss(nn.Module):
 
     def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
-        total = drone.embedding.new_zeros((), dtype=torch.float32)
         if self.weight_infonce > 0:
             terms["loss_infonce"] = self.infonce(satellite.embedding, drone.embedding)
-            total = total + self.weight_infonce * terms["loss_infonce"]
+        terms.update(self.per_sample_terms(drone, satellite, labels))
+        terms["loss"] = self.total(terms)
+        return terms
+
+    def per_sample_terms(
+        self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The terms that are means over the pairs (CE, CDA): a chunk's value times its share of
+        the batch adds up to the batch's value (gradient caching computes them chunk by chunk)."""
+        terms: dict[str, torch.Tensor] = {}
         if self.weight_ce > 0:
             if not drone.logits or not satellite.logits:
                 raise ConfigError("loss.weight_ce > 0 but the model was built without GEE heads")
             # summed over the two views, each the mean over its heads (spec §3)
             terms["loss_ce"] = self.identity(satellite.logits, labels) + self.identity(drone.logits, labels)
-            total = total + self.weight_ce * terms["loss_ce"]
         if self.weight_cda > 0:
             if drone.aligned is None or satellite.aligned is None:
                 raise ConfigError("loss.weight_cda > 0 but the model was built without the CEA branch")
             terms["loss_cda"] = self.cda(satellite.aligned, drone.aligned)
-            total = total + self.weight_cda * terms["loss_cda"]
-        terms["loss"] = total
         return terms
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L = weight_cda·CDA + weight_infonce·InfoNCE + weight_ce·CE over the terms present."""
+        weights = {"loss_infonce": self.weight_infonce, "loss_ce": self.weight_ce, "loss_cda": self.weight_cda}
+        return torch.stack(
+            [weights[name] * at_least_fp32(value) for name, value in terms.items() if name in weights]
+        ).sum()

@@ -24,6 +24,9 @@ from mean_geo.models.registry import register_architecture
 PEE_MODES = ("released", "multiscale")
 
 
+Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (fmap, pooled, embedding)
+
+
 @dataclass
 class MEANOutput:
     """What the losses need from one view."""
@@ -79,25 +82,31 @@ class MEAN(nn.Module):
         return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
 
     def forward_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[MEANOutput, MEANOutput]:
-        """Training outputs of both views.  One backbone pass over the 2B images when that is exact
-        (better GEMM efficiency), while the branches still run per view: their BatchNorms keep
-        per-view statistics, as in the reference's two separate calls."""
-        if not self.per_sample_backbone or drone.shape[1:] != satellite.shape[1:]:
-            return self(drone), self(satellite)
-        fmap, pooled, embedding = self._embed(torch.cat([drone, satellite]))
-        b = drone.shape[0]
-        return tuple(  # type: ignore[return-value]
-            self._branches(fmap[sl], pooled[sl], embedding[sl]) for sl in (slice(0, b), slice(b, None))
-        )
+        """Training outputs of both views: backbone features (:meth:`features_pair`), then the
+        branches per view, whose BatchNorms keep per-view statistics as in the reference's two calls."""
+        d, s = self.features_pair(drone, satellite)
+        return self.branches(*d), self.branches(*s)
 
-    def _branches(self, fmap: torch.Tensor, pooled: torch.Tensor, embedding: torch.Tensor) -> MEANOutput:
+    def features_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[Features, Features]:
+        """``(fmap, pooled, embedding)`` of both views.  One backbone pass over the 2B images when
+        that is exact (no batch statistics in the backbone): better GEMM efficiency."""
+        if not self.per_sample_backbone or drone.shape[1:] != satellite.shape[1:]:
+            return self.features(drone), self.features(satellite)
+        fmap, pooled, embedding = self.features(torch.cat([drone, satellite]))
+        b = drone.shape[0]
+        return (fmap[:b], pooled[:b], embedding[:b]), (fmap[b:], pooled[b:], embedding[b:])
+
+    def branches(self, fmap: torch.Tensor, pooled: torch.Tensor, embedding: torch.Tensor) -> MEANOutput:
+        """The training-only outputs of one view from its backbone features (GEE logits, CEA maps)."""
         return MEANOutput(
             embedding=embedding,
             logits=self.gee(fmap, pooled) if self.gee is not None else [],
             aligned=self.cea(fmap) if self.cea is not None else None,
         )
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> Features:
+        """Backbone feature map, pooled vector and retrieval embedding (before L2 normalisation):
+        the test-time path; a subclass that changes the embedding overrides this."""
         if self.pee is None:
             fmap, pooled = self.backbone(x)
             return fmap, pooled, pooled
@@ -106,10 +115,10 @@ class MEAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> MEANOutput | torch.Tensor:
         """``(B, 3, H, W)`` → MEANOutput (train) or the L2-normalised embedding ``(B, D)`` (eval)."""
-        fmap, pooled, embedding = self._embed(x)
+        fmap, pooled, embedding = self.features(x)
         if not self.training:
             return F.normalize(embedding.float(), dim=-1)
-        return self._branches(fmap, pooled, embedding)
+        return self.branches(fmap, pooled, embedding)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ positive scores (a binary search) — never a per-query sort of the gallery.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -64,24 +64,63 @@ def evaluate(
     qid, gid = _as_ids(query_ids).to(device), _as_ids(gallery_ids).to(device)
     if q.shape[0] != qid.shape[0] or g.shape[0] != gid.shape[0]:
         raise ValueError("embeddings and ids differ in length")
-    if q.shape[0] == 0 or g.shape[0] == 0:
-        raise ValueError("empty query or gallery")
-    full_gallery = g.shape[0]
     if drop_unmatched_gallery:
-        keep = matched_gallery(qid, gid)
-        g, gid = g[keep], gid[keep]
+        g = g[matched_gallery(qid, gid)]
+    return _ranked_metrics(
+        lambda start, end: q[start:end] @ g.T, qid, gid, ks, drop_unmatched_gallery, max_chunk_elements
+    )
+
+
+@torch.no_grad()
+def evaluate_scores(
+    scores: torch.Tensor,
+    query_ids: Sequence[int] | torch.Tensor,
+    gallery_ids: Sequence[int] | torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    drop_unmatched_gallery: bool = True,
+    max_chunk_elements: int = 1 << 21,
+) -> dict[str, float]:
+    """The same metrics from a ``(Q, G)`` score matrix (higher = more similar), for rankings that
+    are not one dot product: multi-query pooling and voting, re-ranking."""
+    qid = _as_ids(query_ids).to(scores.device)
+    gid = _as_ids(gallery_ids).to(scores.device)
+    if scores.shape != (qid.shape[0], gid.shape[0]):
+        raise ValueError(f"scores of shape {tuple(scores.shape)} for {qid.shape[0]} queries and {gid.shape[0]} items")
+    kept = scores[:, matched_gallery(qid, gid)] if drop_unmatched_gallery else scores
+    return _ranked_metrics(
+        lambda start, end: kept[start:end].float(), qid, gid, ks, drop_unmatched_gallery, max_chunk_elements
+    )
+
+
+def _ranked_metrics(
+    score_rows: Callable[[int, int], torch.Tensor],
+    qid: torch.Tensor,
+    gid: torch.Tensor,
+    ks: Sequence[int],
+    drop_unmatched_gallery: bool,
+    max_chunk_elements: int,
+) -> dict[str, float]:
+    """R@K, R@1 % and AP from the scores of query rows ``[start, end)`` against the gallery (the
+    unmatched places already dropped when asked)."""
+    device = qid.device
+    if qid.shape[0] == 0 or gid.shape[0] == 0:
+        raise ValueError("empty query or gallery")
+    full_gallery = gid.shape[0]
+    if drop_unmatched_gallery:
+        gid = gid[matched_gallery(qid, gid)]
     one_percent = round(0.01 * full_gallery)  # Python round, like the official code
-    n_gallery = g.shape[0]
+    n_gallery = gid.shape[0]
     chunk = max(1, max_chunk_elements // max(n_gallery, 1))
+    q_count = qid.shape[0]
     # one gallery item per location (D→S): each query's positive is found by a lookup, not by a
     # (Q, G) comparison of ids
     positive_col = _single_positive_columns(qid, gid)
 
-    first_rank = torch.full((q.shape[0],), n_gallery + full_gallery, dtype=torch.long, device=device)
-    ap = torch.zeros(q.shape[0], dtype=torch.float64, device=device)
-    for start in range(0, q.shape[0], chunk):
-        end = min(start + chunk, q.shape[0])
-        scores = q[start:end] @ g.T
+    first_rank = torch.full((q_count,), n_gallery + full_gallery, dtype=torch.long, device=device)
+    ap = torch.zeros(q_count, dtype=torch.float64, device=device)
+    for start in range(0, q_count, chunk):
+        end = min(start + chunk, q_count)
+        scores = score_rows(start, end)
         if positive_col is not None and bool((positive_col[start:end] >= 0).all()):
             rows = torch.arange(end - start, device=device)
             ranks = single_positive_ranks(scores, positive_col[start:end], max_chunk_elements)

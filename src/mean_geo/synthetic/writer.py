@@ -49,7 +49,7 @@ class WorldSpec:
     satellite_side_m: float = SATELLITE_SIDE_M
     #: held-out places; None keeps the real dataset's proportion (SUES-200: 40 % of ``locations``;
     #: University-1652: as many as training buildings).  Many training places with a fixed test
-    #: set is what lets a randomly initialised model generalise (README, "The demo").
+    #: set is what lets a randomly initialised model generalise (docs/experiments.md).
     test_locations: int | None = None
     #: drone photos are ray-traced at ``supersample`` x the image size and box-filtered down: small
     #: worlds (the demo's 64 px) stay free of aliasing and need no resizing when loaded

@@ -69,6 +69,8 @@ def build_lit_module(
     optim_cfg: DictConfig | None = None,
     eval_cfg: DictConfig | dict | None = None,
     channels_last: bool = False,
+    grad_cache_chunk: int | None = None,
+    gradient_clip: tuple[float | None, str] = (None, "norm"),
 ) -> MEANLitModule:
     """A module for training: the model is built as the recipe says (pretrained weights included)."""
     eval_cfg = to_plain(eval_cfg)
@@ -81,7 +83,25 @@ def build_lit_module(
         drop_unmatched_gallery=eval_cfg.get("drop_unmatched_gallery", True),
         channels_last=channels_last,
         build_config=build_config,
+        grad_cache_chunk=grad_cache_chunk,
+        gradient_clip=gradient_clip,
     )
+
+
+def manual_clipping(trainer_cfg: DictConfig | dict, grad_cache_chunk: int | None) -> tuple[dict, tuple]:
+    """With gradient caching the module optimises manually, and Lightning then refuses its own
+    clipping and accumulation: the clipping settings move to the module (same values, same place
+    in the step); accumulation has no manual equivalent here, so it is refused."""
+    cfg = to_plain(trainer_cfg)
+    if grad_cache_chunk is None:
+        return cfg, (None, "norm")
+    if int(cfg.get("accumulate_grad_batches") or 1) != 1:
+        raise ConfigError(
+            "trainer.accumulate_grad_batches and grad_cache.chunk_size: choose one "
+            "(gradient caching already trains the whole batch with a chunk's memory)"
+        )
+    clip = (cfg.pop("gradient_clip_val", None), cfg.pop("gradient_clip_algorithm", None) or "norm")
+    return cfg, clip
 
 
 #: the authors' GradScaler starts at 2**10 (Lightning's default 2**16 skips more steps at the start)

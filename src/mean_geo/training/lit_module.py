@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
 from mean_geo.models.mean import MEAN
 from mean_geo.retrieval.evaluate import evaluate
+from mean_geo.training.grad_cache import grad_cached_backward
 
 
 class MEANLitModule(L.LightningModule):
@@ -36,6 +38,8 @@ class MEANLitModule(L.LightningModule):
         drop_unmatched_gallery: bool = True,
         channels_last: bool = False,
         build_config: dict | None = None,
+        grad_cache_chunk: int | None = None,
+        gradient_clip: tuple[float | None, str] = (None, "norm"),
     ) -> None:
         super().__init__()
         if model is None or loss is None:
@@ -54,6 +58,11 @@ class MEANLitModule(L.LightningModule):
         self.drop_unmatched_gallery = drop_unmatched_gallery
         self.channels_last = channels_last
         self.build_config = build_config or {}
+        # gradient caching (mean_geo.training.grad_cache): the backbone in chunks of this many pairs,
+        # through Lightning's manual optimisation, which then clips gradients itself
+        self.grad_cache_chunk = grad_cache_chunk
+        self.gradient_clip = gradient_clip
+        self.automatic_optimization = grad_cache_chunk is None
         self.save_hyperparameters(
             {
                 "eval_ks": list(self.eval_ks),
@@ -83,13 +92,50 @@ class MEANLitModule(L.LightningModule):
     # --- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         drone, satellite, labels = batch
-        # branch BatchNorm statistics stay per view, as in the reference's two calls
-        terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
+        if self.automatic_optimization:
+            # branch BatchNorm statistics stay per view, as in the reference's two calls
+            terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
+        else:
+            terms = self._grad_cached_step(self._prep(drone), self._prep(satellite), labels)
         bs = labels.shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
         self.log("train/temperature", self.loss.infonce.temperature, batch_size=bs)
         return terms["loss"]
+
+    def _grad_cached_step(self, drone, satellite, labels) -> dict[str, torch.Tensor]:
+        """One optimiser step of the whole batch with the backbone run in chunks."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        strategy = self.trainer.strategy
+        # several backward passes per step: DDP's per-backward all-reduce is held back, and the
+        # accumulated gradients are averaged across ranks once, below
+        with getattr(strategy, "block_backward_sync", contextlib.nullcontext)():
+            terms = grad_cached_backward(
+                self.model, self.loss, drone, satellite, labels, self.grad_cache_chunk, backward=self.manual_backward
+            )
+        if self.trainer.world_size > 1:
+            self._average_gradients_across_ranks()
+        optimizer.step()  # AMP: unscales, then on_before_optimizer_step clips, then steps (or skips)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        return terms
+
+    def _average_gradients_across_ranks(self) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self.trainer.world_size
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+            grad.copy_(synced)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Manual optimisation (gradient caching) clips here, after AMP's unscaling, as Lightning
+        does by itself in automatic optimisation (``trainer.gradient_clip_val``)."""
+        value, algorithm = self.gradient_clip
+        if not self.automatic_optimization and value:
+            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -43,3 +43,22 @@ def finish(loggers: Sequence[Logger]) -> None:
         import wandb
 
         wandb.finish()
+
+
+def adopt_csv_header(loggers: Sequence[Logger]) -> None:
+    """After ``fit`` in spawned processes (``ddp_spawn``: ``hardware=ddp_cpu``), this process's CSV
+    logger has not seen the keys the training wrote into metrics.csv, and Lightning's rewrite of the
+    header for the test metrics then fails on the old rows.  The file's header becomes its keys."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        writer = logger.experiment
+        path = Path(writer.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as fh:
+                header = next(csv.reader(fh), [])
+            writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
