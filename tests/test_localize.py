@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mean_geo import localize as loc
+from mean_geo.data.coordinates import read_coordinates_csv
 from mean_geo.data.datasets import load_rgb
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
@@ -155,3 +156,23 @@ def test_cli_json_and_clear_errors(index, smoke, tmp_path, capsys):
         assert exit_code(loc.main, args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def test_world_coordinates_locate_the_index_and_measure_localize_in_metres(smoke, tmp_path, capsys):
+    """The synthetic world's place,lat,lon file is what `index coords_csv=` and `localize
+    --coords-csv` read: tiles get their place's centre; each match is so many metres off."""
+    best, world, _ = smoke
+    places = world / "coordinates.csv"
+    gallery = world / "Testing" / "150" / "gallery_satellite"
+    out = tmp_path / "tiles.index"
+    build_index(gallery, best, out, trainer(), batch_size=4, num_workers=0, coords_csv=places)
+    _, table = read_coordinates_csv(places)
+    tiles = read_index(out).tiles
+    assert all(tuple(t["latlon"]) == table[t["id"]] for t in tiles)
+    photo = next((world / "Testing" / "150" / "query_drone").rglob("*.jpg"))
+    args = [str(photo), "--index", str(out), "--ckpt", str(best), "--k", str(len(tiles))]
+    assert exit_code(loc.main, [*args, "--coords-csv", str(places), "--out", str(tmp_path / "s"), "--json"]) == 0
+    matches = json.loads(capsys.readouterr().out)[0]["matches"]
+    offs = {m["id"]: m["distance_m"] for m in matches}
+    assert offs[photo.parent.name] == pytest.approx(0.0, abs=1e-6)
+    assert all(d > 700 for place, d in offs.items() if place != photo.parent.name)

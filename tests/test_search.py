@@ -23,6 +23,19 @@ def test_ties_keep_the_lower_gallery_index_across_chunks():
     assert index.tolist() == [[0, 1, 2]]
 
 
+def test_ties_keep_the_lower_gallery_index_within_a_chunk():
+    """torch.topk breaks ties arbitrarily; the search must not (submissions, strips, prediction
+    tables would change from run to run)."""
+    g = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.5, 0.0]])
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # ties at 0: items 1, 3, 4 (and 2 for the first)
+    _, index = topk_search(q, g, k=4)
+    assert index.tolist() == [[0, 5, 1, 2], [2, 0, 1, 3]]
+    scores = torch.randint(0, 3, (50, 300)).float()  # heavy ties: equal to a stable sort
+    _, idx = topk_search(scores, torch.eye(300), k=7)  # an identity gallery: the scores as given
+    expected = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :7]
+    assert torch.equal(idx, expected)
+
+
 def test_faiss_backend_agrees_with_torch():
     pytest.importorskip("faiss")
     q, g = unit(20, 32, 2), unit(500, 32, 3)

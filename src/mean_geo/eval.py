@@ -15,8 +15,12 @@ import lightning as L
 from omegaconf import DictConfig
 
 from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+from mean_geo.inference.loading import load_model
+from mean_geo.inference.localization import embed_images
+from mean_geo.inference.submission import ordered_queries, write_submission
 from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, to_plain
 from mean_geo.training.identity import run_config, run_identity
 from mean_geo.training.lit_module import MEANLitModule
@@ -24,8 +28,30 @@ from mean_geo.training.media import finish
 from mean_geo.training.results import ResultsWriter, read_metrics
 
 
+def write_challenge_submission(cfg: DictConfig) -> Path:
+    """``eval.submission=answer.txt``: rank a gallery folder for every query image (no labels)."""
+    settings = to_plain(cfg.eval)
+    for key in ("submission_queries", "submission_gallery"):
+        if not settings.get(key):
+            raise ConfigError(f"eval.{key} is required with eval.submission; pass eval.{key}=FOLDER")
+    loaded = load_model(cfg.ckpt_path, "ckpt_path")
+    queries = ordered_queries(settings["submission_queries"], settings.get("submission_order"))
+    gallery = list_images([settings["submission_gallery"]], "eval.submission_gallery")
+    flip = bool(settings.get("flip_tta", False))
+    return write_submission(
+        settings["submission"],
+        embed_images(loaded, queries, flip_tta=flip),
+        embed_images(loaded, gallery, flip_tta=flip),
+        [p.stem for p in gallery],
+    )
+
+
 def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.eval.get("submission"):
+        out = write_challenge_submission(cfg)
+        print(f"wrote {out}")
+        return {}
     ckpt = read_checkpoint(cfg.ckpt_path, "ckpt_path")
     dataset = dict(ckpt.recipe.get("dataset") or {})
     override = {k: v for k, v in to_plain(cfg.get("dataset")).items() if v is not None}
@@ -42,6 +68,8 @@ def run(cfg: DictConfig) -> dict:
         build_config=ckpt.recipe,
         eval_ks=eval_cfg.get("ks", (1, 5, 10)),
         drop_unmatched_gallery=eval_cfg.get("drop_unmatched_gallery", True),
+        multi_query=eval_cfg.get("multi_query", "none"),
+        flip_tta=eval_cfg.get("flip_tta", False),
         channels_last=cfg.channels_last,
     )
     check_weights_fit(lit, ckpt.state_dict, f"ckpt_path={ckpt.path}")

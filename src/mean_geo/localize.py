@@ -1,4 +1,4 @@
-"""``python -m mean_geo.localize PHOTO_OR_FOLDER… --index FILE --ckpt MODEL [--k 5] [--out DIR] [--json]``
+"""``python -m mean_geo.localize PHOTO_OR_FOLDER… --index FILE --ckpt MODEL [--k 5] [--coords-csv F] [--json]``
 
 For each drone photo: the ``k`` most similar satellite tiles of the index with their scores and
 coordinates, printed as a table (or JSON with ``--json``), and a PNG strip per photo in ``--out``.
@@ -19,7 +19,7 @@ from rich.table import Table
 from mean_geo.cli import ToolParser, report_user_errors, whole_number_at_least
 from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
-from mean_geo.inference.localization import Match, localize
+from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.retrieval.search import BACKENDS
 from mean_geo.retrieval.strips import QUERY, Cell, write_strips
@@ -33,6 +33,12 @@ def parser() -> ToolParser:
     p.add_argument("--k", type=whole_number_at_least(1), default=5, help="matches per photo (default 5)")
     p.add_argument("--out", default="localize_out", help="folder for the PNG strips (default localize_out)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument(
+        "--coords-csv",
+        default=None,
+        help="where the photos were taken (path,lat,lon; or place,lat,lon with photos in place folders): "
+        "adds each match's distance in metres",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return p
 
@@ -47,10 +53,11 @@ def print_tables(photos: list[Path], results: list[list[Match]], out: Path) -> N
     fmt = lambda v: "-" if v is None else f"{v:.6f}"  # noqa: E731
     for photo, matches in zip(photos, results, strict=True):
         table = Table(title=str(photo))
-        for col in ("rank", "tile", "score", "lat", "lon"):
+        for col in ("rank", "tile", "score", "lat", "lon", "metres off"):
             table.add_column(col, justify="right" if col != "tile" else "left")
         for m in matches:
-            table.add_row(str(m.rank), m.id, f"{m.score:.3f}", fmt(m.lat), fmt(m.lon))
+            off = "-" if m.distance_m is None else f"{m.distance_m:.0f}"
+            table.add_row(str(m.rank), m.id, f"{m.score:.3f}", fmt(m.lat), fmt(m.lon), off)
         console.print(table)
     console.print(f"strips written to {out}/")
 
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"out={out}: exists and is a file; expected a folder for the strips")
     photos = list_images(args.photos, "photos")
     results = localize(photos, read_index(args.index), args.ckpt, k=args.k, backend=args.backend)
+    if args.coords_csv:
+        add_distances(results, photo_positions(photos, args.coords_csv))
     out.mkdir(parents=True, exist_ok=True)
     for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
         write_strip(photo, matches, out / f"{i:04d}_{photo.stem}.png")

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mean_geo.data import layouts
+from mean_geo.data.coordinates import read_coordinates_csv
 from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
@@ -60,6 +61,7 @@ class CrossViewDataModule(L.LightningDataModule):
         synthetic: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        coordinates_csv: str | None = None,
     ) -> None:
         super().__init__()
         bad = [d for d in directions if d not in DIRECTIONS]
@@ -94,6 +96,9 @@ class CrossViewDataModule(L.LightningDataModule):
         self.val_locations = val_locations
         # the backbone's input statistics (the entry point fills them from timm; None = ImageNet)
         self.mean, self.std = mean, std
+        # where places lie (distance metrics): a place,lat,lon or path,lat,lon CSV; by default the
+        # root's coordinates.csv when there is one (a synthetic world writes it)
+        self.coordinates_csv = coordinates_csv
         self._full_train: TrainSplit | None = None
         self._train_split: TrainSplit | None = None
         self._val_split: TrainSplit | None = None
@@ -229,6 +234,32 @@ class CrossViewDataModule(L.LightningDataModule):
     def eval_datasets_for(self, stage: str) -> list[ImageListDataset]:
         """The query/gallery datasets (in :attr:`eval_sets` order) that ``stage`` evaluates."""
         return self.val_datasets if stage == "val" else self.eval_datasets
+
+    def eval_altitudes(self, stage: str, direction: str, role: str) -> list[int | None]:
+        """The altitude of every image of one evaluation set (None where the layout has none):
+        multi-query evaluation groups a place's drone images per altitude."""
+        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        return [record.altitude for record in dataset.records]
+
+    def eval_coordinates(self, stage: str, direction: str, role: str) -> torch.Tensor | None:
+        """``(N, 2)`` latitude/longitude of every image of one evaluation set (its place's, or its
+        own in a ``path,lat,lon`` file), or None when they are not all known."""
+        source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
+        if not self.coordinates_csv and not source.is_file():
+            return None
+        key, table = read_coordinates_csv(source)
+        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        found = []
+        for record in dataset.records:
+            if key == "place":
+                where = table.get(record.location)
+            else:
+                rel = record.path.relative_to(self.root) if record.path.is_relative_to(self.root) else record.path
+                where = table.get(str(rel)) or table.get(str(record.path))
+            if where is None:
+                return None
+            found.append(where)
+        return torch.tensor(found, dtype=torch.float64)
 
     def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:
         """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset

@@ -2,7 +2,8 @@
 
 Looked up in this order, first hit wins:
 1. a CSV with a header ``path,lat,lon`` (path relative to the gallery folder, or absolute, or a bare
-   file name);
+   file name) or ``place,lat,lon`` (the place folder or file stem: a synthetic world's
+   ``coordinates.csv``, building ids);
 2. GeoTIFF tags in the tile itself (ModelTiepoint + ModelPixelScale, north-up);
 3. a world file beside the tile (``.wld``, ``.jgw``, ``.pgw``, ``.tfw``, …: six lines A D B E C F);
 4. the file name: slippy-map tiles ``…/<z>/<x>/<y>.<ext>`` (Web Mercator) or ``<lat>_<lon>.<ext>``.
@@ -14,42 +15,21 @@ than reported as if it were lat/lon: give its lat/lon in the coordinates CSV, or
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path
 
+import torch
 from PIL import Image
 
+from mean_geo.data.coordinates import Coords, read_coordinates_csv
 from mean_geo.errors import MeanGeoError
+from mean_geo.retrieval import distances
 
 WORLD_FILE_SUFFIXES = {".jpg": ".jgw", ".jpeg": ".jgw", ".png": ".pgw", ".tif": ".tfw", ".tiff": ".tfw"}
 _LATLON_NAME = re.compile(r"^(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
 GEOTIFF_TIEPOINT, GEOTIFF_SCALE, GEOTIFF_GEOKEYS = 33922, 33550, 34735
 MODEL_TYPE_KEY, PROJECTED_CRS_KEY, MODEL_TYPE_PROJECTED = 1024, 3072, 1
-
-Coords = tuple[float, float]
-
-
-def read_coordinates_csv(path: str | Path) -> dict[str, Coords]:
-    """``{path as written: (lat, lon)}``; one clear error for a wrong header or a bad number."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MeanGeoError(f"{path}: coordinates CSV not found")
-    out: dict[str, Coords] = {}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "lat", "lon"} <= set(reader.fieldnames):
-            raise MeanGeoError(f"{path}: expected a header 'path,lat,lon', got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                lat, lon = float(row["lat"]), float(row["lon"])
-            except (TypeError, ValueError):
-                raise MeanGeoError(f"{path}:{line}: lat/lon are not numbers ({row})") from None
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-                raise MeanGeoError(f"{path}:{line}: ({lat}, {lon}) is not a latitude/longitude")
-            out[row["path"]] = (lat, lon)
-    return out
 
 
 def _projected(path: Path, crs: str, where: str) -> MeanGeoError:
@@ -135,12 +115,17 @@ def tile_centre_from_name(path: Path) -> Coords | None:
 
 
 def locate_tiles(paths: list[Path], root: Path, coords_csv: str | Path | None = None) -> list[Coords | None]:
-    """Coordinates (or None) for every tile, from the first source that knows it."""
-    table = read_coordinates_csv(coords_csv) if coords_csv else {}
+    """Coordinates (or None) for every tile, from the first source that knows it.  A ``place,lat,lon``
+    CSV (a synthetic world's ``coordinates.csv``, building ids) locates a tile by its place: the
+    folder it is in (dataset galleries), else its file stem."""
+    key, table = read_coordinates_csv(coords_csv) if coords_csv else ("path", {})
     out: list[Coords | None] = []
     for p in paths:
-        rel = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-        found = table.get(rel) or table.get(str(p)) or table.get(p.name)
+        rel = p.relative_to(root) if p.is_relative_to(root) else p
+        if key == "place":
+            found = table.get(rel.parts[0] if len(rel.parts) > 1 else p.stem)
+        else:
+            found = table.get(str(rel)) or table.get(str(p)) or table.get(p.name)
         if found is None:
             found = tile_centre_from_geotiff(p) or tile_centre_from_world_file(p) or tile_centre_from_name(p)
         out.append(found)
@@ -149,6 +134,4 @@ def locate_tiles(paths: list[Path], root: Path, coords_csv: str | Path | None = 
 
 def haversine_m(a: Coords, b: Coords) -> float:
     """Great-circle distance in metres."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+    return float(distances.haversine_m(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)))

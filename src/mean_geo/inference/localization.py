@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from mean_geo.data.coordinates import Coords, read_coordinates_csv
 from mean_geo.data.datasets import load_rgb
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.loading import InferenceModel, load_model
+from mean_geo.retrieval.distances import haversine_m
 from mean_geo.retrieval.index_store import GalleryIndex
 from mean_geo.retrieval.search import topk_search
 
@@ -24,16 +26,25 @@ class Match:
     path: str
     lat: float | None
     lon: float | None
+    #: metres from where the photo was taken, when that is known (``photo_positions``)
+    distance_m: float | None = None
 
 
 @torch.inference_mode()
-def embed_images(loaded: InferenceModel, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
-    """L2-normalised embeddings of image files, in order, as the model was trained to see them."""
+def embed_images(
+    loaded: InferenceModel, paths: list[Path], batch_size: int = 32, flip_tta: bool = False
+) -> torch.Tensor:
+    """L2-normalised embeddings of image files, in order, as the model was trained to see them;
+    ``flip_tta``: of the image's and its mirror image's embeddings summed (``eval.flip_tta``)."""
     tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
     embs = []
     for i in range(0, len(paths), batch_size):
         batch = torch.stack([tf(load_rgb(p)) for p in paths[i : i + batch_size]])
-        embs.append(loaded.model(batch).float())
+        if flip_tta:
+            summed = loaded.model.features(batch)[2].float() + loaded.model.features(batch.flip(-1))[2].float()
+            embs.append(torch.nn.functional.normalize(summed, dim=-1))
+        else:
+            embs.append(loaded.model(batch).float())
     return torch.cat(embs)
 
 
@@ -63,3 +74,21 @@ def localize(
             matches.append(Match(rank, tile["id"], s, tile["path"], latlon[0], latlon[1]))
         results.append(matches)
     return results
+
+
+def photo_positions(photos: list[Path], coords_csv: str | Path) -> list[Coords | None]:
+    """Where each photo was taken, from a ``path,lat,lon`` CSV (the path as given, absolute, or the
+    file name) or a ``place,lat,lon`` CSV (the photo's folder is its place, as in the datasets)."""
+    key, table = read_coordinates_csv(coords_csv)
+    if key == "place":
+        return [table.get(p.parent.name) for p in photos]
+    return [table.get(str(p)) or table.get(str(p.resolve())) or table.get(p.name) for p in photos]
+
+
+def add_distances(results: list[list[Match]], positions: list[Coords | None]) -> None:
+    """Fill each match's ``distance_m`` from its photo's true position (where known)."""
+    for matches, truth in zip(results, positions, strict=True):
+        for m in matches:
+            if truth is not None and m.lat is not None and m.lon is not None:
+                here, there = (torch.tensor(c, dtype=torch.float64) for c in (truth, (m.lat, m.lon)))
+                m.distance_m = float(haversine_m(here, there))

@@ -17,10 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mean_geo.data.coordinates import Coords
 from mean_geo.errors import MeanGeoError
 
 INDEX_FORMAT = "mean_geo-index/1"
-Coords = tuple[float, float]
 
 
 @dataclass

@@ -29,14 +29,23 @@ def _compute_map(index: np.ndarray, good: np.ndarray, junk: np.ndarray) -> tuple
 
 def official_evaluate(qf: np.ndarray, ql: np.ndarray, gf: np.ndarray, gl: np.ndarray, drop_unmatched: bool = True):
     """Per-query loop; returns the same keys as :func:`mean_geo.retrieval.evaluate.evaluate`."""
+    return _per_query(lambda i: gf @ qf[i], ql, gl, drop_unmatched)
+
+
+def official_evaluate_scores(scores: np.ndarray, ql: np.ndarray, gl: np.ndarray, drop_unmatched: bool = True):
+    """The same loop over the rows of a ``(Q, G)`` score matrix (multi-query, re-ranking)."""
+    return _per_query(lambda i: scores[i], ql, gl, drop_unmatched)
+
+
+def _per_query(score_of, ql: np.ndarray, gl: np.ndarray, drop_unmatched: bool):
+    ql, gl = np.asarray(ql), np.asarray(gl)
     if drop_unmatched:
         gl = np.where(np.isin(gl, ql), gl, -1)
     cmc_sum = np.zeros(len(gl))
     ap_sum = 0.0
     junk_all = np.argwhere(gl == -1).flatten()
     for i in range(len(ql)):
-        score = gf @ qf[i]
-        index = np.argsort(-score, kind="stable")
+        index = np.argsort(-score_of(i), kind="stable")
         good = np.argwhere(gl == ql[i]).flatten()
         ap, cmc = _compute_map(index, good, junk_all)
         if cmc[0] == -1:

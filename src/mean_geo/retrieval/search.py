@@ -40,7 +40,7 @@ def topk_search(
         best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
         for gs in range(0, gallery.shape[0], gallery_chunk):
             g = gallery[gs : gs + gallery_chunk].to(device=q.device, dtype=q.dtype)
-            s, i = (q @ g.T).float().topk(min(k, g.shape[0]), dim=1)
+            s, i = _stable_topk((q @ g.T).float(), min(k, g.shape[0]))
             cand_s = torch.cat([best_s, s], dim=1)
             cand_i = torch.cat([best_i, i + gs], dim=1)
             # stable on descending score, earlier chunks (lower indices) first among ties
@@ -49,6 +49,22 @@ def topk_search(
         all_scores.append(best_s)
         all_index.append(best_i)
     return torch.cat(all_scores), torch.cat(all_index)
+
+
+def _stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``topk`` with ties in index order (``torch.topk`` breaks them arbitrarily): rows where the
+    k-th score is shared with items left out are sorted stably; the k kept are ordered by
+    (score descending, index ascending).  Costs one comparison pass beyond ``topk``."""
+    s, i = scores.topk(k, dim=1)
+    boundary = s[:, -1:]
+    cut = (scores == boundary).sum(1) > (s == boundary).sum(1)
+    if bool(cut.any()):
+        sorted_s, sorted_i = torch.sort(scores[cut], dim=1, descending=True, stable=True)
+        s[cut], i[cut] = sorted_s[:, :k], sorted_i[:, :k]
+    by_index = torch.argsort(i, dim=1)
+    s, i = s.gather(1, by_index), i.gather(1, by_index)
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices
+    return s.gather(1, order), i.gather(1, order)
 
 
 def _faiss_search(query: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

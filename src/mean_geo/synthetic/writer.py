@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mean_geo.data.coordinates import Coords, write_place_coordinates
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
 from mean_geo.synthetic.render import DroneCamera, cast_shadows, render_drone, render_satellite
@@ -228,6 +230,33 @@ def existing_spec(root: Path) -> dict | None:
     return None
 
 
+#: where a world's places lie: ``place,lat,lon`` (the place's centre = its satellite tile's centre,
+#: where its drone photos look); read by the datamodule (distance metrics) and mean_geo.index
+COORDINATES = "coordinates.csv"
+#: the synthetic region: SUES-200's city (Shanghai); places on a 1.2 km grid (each is generated
+#: 600 m across), jittered by up to ±200 m, so a wrong match is hundreds of metres off
+REGION_CENTRE = (31.2304, 121.4737)
+PLACE_SPACING_M, PLACE_JITTER_M = 1200.0, 200.0
+
+
+def place_coordinates(spec: WorldSpec) -> dict[str, Coords]:
+    """Latitude/longitude of every place of the world (training, test and distractor places),
+    deterministic for the spec's seed."""
+    ids = [loc for role in ("train", "test", "distractor") for loc in split_ids(spec)[role]]
+    columns = math.ceil(math.sqrt(len(ids)))
+    rng = np.random.default_rng(spec.seed + 7919)
+    jitter = rng.uniform(-PLACE_JITTER_M, PLACE_JITTER_M, size=(len(ids), 2))
+    lat0, lon0 = REGION_CENTRE
+    metres_per_degree = 111_320.0
+    out = {}
+    for i, loc in enumerate(ids):
+        north = (i // columns - columns / 2) * PLACE_SPACING_M + jitter[i, 0]
+        east = (i % columns - columns / 2) * PLACE_SPACING_M + jitter[i, 1]
+        lat = lat0 + north / metres_per_degree
+        out[loc] = (lat, lon0 + east / (metres_per_degree * math.cos(math.radians(lat0))))
+    return out
+
+
 def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, progress: bool = True) -> Path:
     """Render ``spec`` into ``root``; a no-op if ``root`` already holds exactly this world.
 
@@ -236,6 +265,10 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
     root = Path(root).expanduser()
     if root.exists():
         if existing_spec(root) == spec.to_json():
+            if not (root / COORDINATES).is_file():  # a world written before worlds had coordinates
+                partial = root / f".{COORDINATES}.partial-{os.getpid()}"
+                write_place_coordinates(partial, place_coordinates(spec))
+                os.replace(partial, root / COORDINATES)
             return root
         if not root.is_dir() or any(root.iterdir()):
             raise MeanGeoError(
@@ -259,6 +292,7 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
                     _write_u1652(tmp, loc, role, imgs)
                 else:
                     _write_sues200(tmp, loc, role, imgs, spec.altitudes)
+        write_place_coordinates(tmp / COORDINATES, place_coordinates(spec))
         (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
         _move_into_place(tmp, root, spec)
     except BaseException:

@@ -81,6 +81,8 @@ def build_lit_module(
         scheduler=instantiate(optim_cfg.scheduler) if optim_cfg is not None and optim_cfg.get("scheduler") else None,
         eval_ks=eval_cfg.get("ks", (1, 5, 10)),
         drop_unmatched_gallery=eval_cfg.get("drop_unmatched_gallery", True),
+        multi_query=eval_cfg.get("multi_query", "none"),
+        flip_tta=eval_cfg.get("flip_tta", False),
         channels_last=channels_last,
         build_config=build_config,
         grad_cache_chunk=grad_cache_chunk,

@@ -14,7 +14,9 @@ from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
 from mean_geo.models.mean import MEAN
-from mean_geo.retrieval.evaluate import evaluate
+from mean_geo.retrieval.distances import distance_metrics
+from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery
+from mean_geo.retrieval.multi_query import check_mode, group_scores, query_groups
 from mean_geo.training.grad_cache import grad_cached_backward
 
 
@@ -40,6 +42,8 @@ class MEANLitModule(L.LightningModule):
         build_config: dict | None = None,
         grad_cache_chunk: int | None = None,
         gradient_clip: tuple[float | None, str] = (None, "norm"),
+        multi_query: str = "none",
+        flip_tta: bool = False,
     ) -> None:
         super().__init__()
         if model is None or loss is None:
@@ -63,6 +67,10 @@ class MEANLitModule(L.LightningModule):
         self.grad_cache_chunk = grad_cache_chunk
         self.gradient_clip = gradient_clip
         self.automatic_optimization = grad_cache_chunk is None
+        # evaluation conventions (recorded in metrics.json): drone queries grouped per place, and
+        # the embedding of image + mirrored image (University-1652 lineage; off in MEAN's)
+        self.multi_query = check_mode(multi_query)
+        self.flip_tta = flip_tta
         self.save_hyperparameters(
             {
                 "eval_ks": list(self.eval_ks),
@@ -155,8 +163,16 @@ class MEANLitModule(L.LightningModule):
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, ids, index = batch
-        emb = self.model(self._prep(images))  # eval mode: L2-normalised embedding
+        emb = self.embed(self._prep(images))
         self._eval_buffers.setdefault(dataloader_idx, []).append((emb.float(), ids, index))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised retrieval embedding (eval mode); with flip-TTA, of the sum of the
+        image's and its mirror image's embeddings."""
+        if not self.flip_tta:
+            return self.model(images)
+        summed = self.model.features(images)[2].float() + self.model.features(images.flip(-1))[2].float()
+        return torch.nn.functional.normalize(summed, dim=-1)
 
     def _gathered(self, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         parts = self._eval_buffers.get(dataloader_idx, [])
@@ -188,11 +204,43 @@ class MEANLitModule(L.LightningModule):
             )
             for key, value in result.items():
                 metrics[f"{stage}/{direction}/{key}"] = value
+            if direction == "d2s":  # where the drone was vs where the retrieved tiles are, when known
+                for key, value in self._distance_metrics(stage, collected, q_emb, g_emb).items():
+                    metrics[f"{stage}/{direction}/{key}"] = value
+            if self.multi_query != "none" and direction == "d2s":  # drone images of a place as one query
+                q_index = collected[(direction, "query")][2]
+                grouped = self._multi_query_metrics(stage, direction, q_emb, q_ids, q_index, g_emb, g_ids)
+                for key, value in grouped.items():
+                    metrics[f"{stage}/{direction}_multi_{self.multi_query}/{key}"] = value
         # every rank computed the same numbers from the same gathered data: no sync needed
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key.endswith("d2s/R@1"), sync_dist=False)
         self.last_metrics = metrics
         self._eval_buffers = {}
+
+    def _distance_metrics(self, stage, collected, q_emb, g_emb) -> dict[str, float]:
+        dm = self.trainer.datamodule
+        where = {role: dm.eval_coordinates(stage, "d2s", role) for role in ("query", "gallery")}
+        if where["query"] is None or where["gallery"] is None:
+            return {}
+        q_index, g_index = collected[("d2s", "query")][2], collected[("d2s", "gallery")][2]
+        q_ids, g_ids = collected[("d2s", "query")][1], collected[("d2s", "gallery")][1]
+        g_latlon = where["gallery"][g_index.cpu()]
+        if self.drop_unmatched_gallery:  # the gallery the other metrics rank
+            keep = matched_gallery(q_ids, g_ids).cpu()
+            g_emb, g_latlon = g_emb[keep.to(g_emb.device)], g_latlon[keep]
+        return distance_metrics(q_emb.cpu(), where["query"][q_index.cpu()], g_emb.cpu(), g_latlon, ks=self.eval_ks)
+
+    def _multi_query_metrics(self, stage, direction, q_emb, q_ids, q_index, g_emb, g_ids) -> dict[str, float]:
+        altitudes = self.trainer.datamodule.eval_altitudes(stage, direction, "query")
+        chosen = [altitudes[i] for i in q_index.tolist()]
+        per_altitude = len({a for a in chosen if a is not None}) > 1
+        alt = torch.tensor([a or 0 for a in chosen], device=q_ids.device) if per_altitude else None
+        group, group_ids = query_groups(q_ids, alt)
+        scores = group_scores(q_emb, group, g_emb, self.multi_query)
+        return evaluate_scores(
+            scores, group_ids, g_ids, ks=self.eval_ks, drop_unmatched_gallery=self.drop_unmatched_gallery
+        )
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()

@@ -149,6 +149,8 @@ def write_results(
         "protocol": {
             "drop_unmatched_gallery": lit.drop_unmatched_gallery,
             "note": "true = MEAN/Sample4Geo convention (gallery places without a query are ignored)",
+            "flip_tta": lit.flip_tta,
+            "multi_query": lit.multi_query,
         },
         **(extra or {}),
     }

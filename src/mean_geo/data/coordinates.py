@@ -1,0 +1,46 @@
+"""Coordinates files: ``path,lat,lon`` (an image per row) or ``place,lat,lon`` (a place id per row,
+e.g. University-1652's building ids, or the ``coordinates.csv`` a synthetic world writes).
+Read with one clear error per wrong header or bad number."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from mean_geo.errors import DatasetLayoutError
+
+Coords = tuple[float, float]
+KEYS = ("path", "place")
+
+
+def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
+    """``(key column, {key as written: (lat, lon)})``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: coordinates CSV not found")
+    out: dict[str, Coords] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = set(reader.fieldnames or ())
+        key = next((k for k in KEYS if {k, "lat", "lon"} <= fields), None)
+        if key is None:
+            raise DatasetLayoutError(
+                f"{path}: expected a header 'path,lat,lon' or 'place,lat,lon', got {reader.fieldnames}"
+            )
+        for line, row in enumerate(reader, start=2):
+            try:
+                lat, lon = float(row["lat"]), float(row["lon"])
+            except (TypeError, ValueError):
+                raise DatasetLayoutError(f"{path}:{line}: lat/lon are not numbers ({row})") from None
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise DatasetLayoutError(f"{path}:{line}: ({lat}, {lon}) is not a latitude/longitude")
+            out[row[key]] = (lat, lon)
+    return key, out
+
+
+def write_place_coordinates(path: Path, places: dict[str, Coords]) -> None:
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["place", "lat", "lon"])
+        for place, (lat, lon) in sorted(places.items()):
+            out.writerow([place, f"{lat:.7f}", f"{lon:.7f}"])
