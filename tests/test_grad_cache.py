@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mean_geo.errors import ConfigError
 from mean_geo.losses import CDALoss, InfoNCELoss, MEANLoss
 from mean_geo.models.mean import MEAN, MEANOutput
 from mean_geo.training import grad_cache
@@ -161,12 +162,16 @@ def test_a_batchnorm_backbone_deviates_by_a_measured_amount_and_counts_its_stati
     assert deviation > 1e-3  # not exact, so never silently called exact
 
 
-def test_chunk_size_is_checked():
+def test_chunk_size_is_checked_before_training_starts():
+    from mean_geo.training.lit_module import MEANLitModule
+
     model, loss = LayerNormPairs().double(), mean_loss().double()
     drone, sat, labels = batch()
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(Exception, match="grad_cache.chunk_size"):
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ConfigError, match="grad_cache.chunk_size"):
             grad_cached_backward(model, loss, drone, sat, labels, bad)
+        with pytest.raises(ConfigError, match="grad_cache.chunk_size"):
+            MEANLitModule(MEAN(4, backbone="test_convnext"), MEANLoss(), grad_cache_chunk=bad)
 
 
 def test_training_with_gradient_caching_follows_the_unchunked_run(tmp_path, data_dir):

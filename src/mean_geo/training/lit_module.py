@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mean_geo.errors import CheckpointError
+from mean_geo.errors import CheckpointError, whole_number
 from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
@@ -64,6 +64,8 @@ class MEANLitModule(L.LightningModule):
         self.build_config = build_config or {}
         # gradient caching (mean_geo.training.grad_cache): the backbone in chunks of this many pairs,
         # through Lightning's manual optimisation, which then clips gradients itself
+        if grad_cache_chunk is not None:  # refused before training starts, not at the first step
+            whole_number("grad_cache.chunk_size", grad_cache_chunk, 1)
         self.grad_cache_chunk = grad_cache_chunk
         self.gradient_clip = gradient_clip
         self.automatic_optimization = grad_cache_chunk is None
