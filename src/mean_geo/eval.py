@@ -20,7 +20,7 @@ from mean_geo.errors import ConfigError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import embed_images
-from mean_geo.inference.submission import ordered_queries, write_submission
+from mean_geo.inference.submission import ordered_queries, refuse_existing, write_submission
 from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, to_plain
 from mean_geo.training.identity import run_config, run_identity
 from mean_geo.training.lit_module import MEANLitModule
@@ -34,6 +34,7 @@ def write_challenge_submission(cfg: DictConfig) -> Path:
     for key in ("submission_queries", "submission_gallery"):
         if not settings.get(key):
             raise ConfigError(f"eval.{key} is required with eval.submission; pass eval.{key}=FOLDER")
+    refuse_existing(settings["submission"])  # before any work
     loaded = load_model(cfg.ckpt_path, "ckpt_path")
     queries = ordered_queries(settings["submission_queries"], settings.get("submission_order"))
     gallery = list_images([settings["submission_gallery"]], "eval.submission_gallery")

@@ -38,6 +38,13 @@ def ordered_queries(
     return [by_name[n] for n in names]
 
 
+def refuse_existing(out: str | Path) -> Path:
+    out = Path(out).expanduser()
+    if out.exists():
+        raise ConfigError(f"eval.submission={out}: exists; choose another name (a submission is never overwritten)")
+    return out
+
+
 def write_submission(
     out: str | Path,
     query_emb: torch.Tensor,
@@ -48,9 +55,7 @@ def write_submission(
 ) -> Path:
     """One line per query row of ``query_emb``: its ``k`` best gallery names, tab-separated.
     Written under a partial name, then renamed: complete or absent."""
-    out = Path(out).expanduser()
-    if out.exists():
-        raise ConfigError(f"eval.submission={out}: exists; choose another name (a submission is never overwritten)")
+    out = refuse_existing(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     k = min(k, gallery_emb.shape[0])
     with atomic_path(out) as partial, partial.open("w") as fh:
