@@ -99,6 +99,7 @@ class CrossViewDataModule(L.LightningDataModule):
         # where places lie (distance metrics): a place,lat,lon or path,lat,lon CSV; by default the
         # root's coordinates.csv when there is one (a synthetic world writes it)
         self.coordinates_csv = coordinates_csv
+        self._coordinates: tuple[str, dict] | None = None
         self._full_train: TrainSplit | None = None
         self._train_split: TrainSplit | None = None
         self._val_split: TrainSplit | None = None
@@ -235,20 +236,25 @@ class CrossViewDataModule(L.LightningDataModule):
         """The query/gallery datasets (in :attr:`eval_sets` order) that ``stage`` evaluates."""
         return self.val_datasets if stage == "val" else self.eval_datasets
 
+    def _eval_dataset(self, stage: str, direction: str, role: str) -> ImageListDataset:
+        return self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+
     def eval_altitudes(self, stage: str, direction: str, role: str) -> list[int | None]:
         """The altitude of every image of one evaluation set (None where the layout has none):
         multi-query evaluation groups a place's drone images per altitude."""
-        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        dataset = self._eval_dataset(stage, direction, role)
         return [record.altitude for record in dataset.records]
 
     def eval_coordinates(self, stage: str, direction: str, role: str) -> torch.Tensor | None:
         """``(N, 2)`` latitude/longitude of every image of one evaluation set (its place's, or its
         own in a ``path,lat,lon`` file), or None when they are not all known."""
-        source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
-        if not self.coordinates_csv and not source.is_file():
+        if self._coordinates is None:  # read once, not at every evaluation
+            source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
+            self._coordinates = read_coordinates_csv(source) if self.coordinates_csv or source.is_file() else ("", {})
+        key, table = self._coordinates
+        if not table:
             return None
-        key, table = read_coordinates_csv(source)
-        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        dataset = self._eval_dataset(stage, direction, role)
         found = []
         for record in dataset.records:
             if key == "place":
@@ -264,7 +270,7 @@ class CrossViewDataModule(L.LightningDataModule):
     def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:
         """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset
         order: what figures and prediction tables show next to the embeddings."""
-        dataset = self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
+        dataset = self._eval_dataset(stage, direction, role)
         return [record.path for record in dataset.records]
 
     def _world(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from mean_geo.data.datasets import load_rgb
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.loading import InferenceModel, load_model
+from mean_geo.models.mean import retrieval_embedding
 from mean_geo.retrieval.distances import haversine_m
 from mean_geo.retrieval.index_store import GalleryIndex
 from mean_geo.retrieval.search import topk_search
@@ -40,11 +41,7 @@ def embed_images(
     embs = []
     for i in range(0, len(paths), batch_size):
         batch = torch.stack([tf(load_rgb(p)) for p in paths[i : i + batch_size]])
-        if flip_tta:
-            summed = loaded.model.features(batch)[2].float() + loaded.model.features(batch.flip(-1))[2].float()
-            embs.append(torch.nn.functional.normalize(summed, dim=-1))
-        else:
-            embs.append(loaded.model(batch).float())
+        embs.append(retrieval_embedding(loaded.model, batch, flip_tta).float())
     return torch.cat(embs)
 
 

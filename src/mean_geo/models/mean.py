@@ -129,3 +129,13 @@ class MEAN(nn.Module):
             return self(x)
         finally:
             self.train(was_training)
+
+
+def retrieval_embedding(model: MEAN, images: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+    """The L2-normalised retrieval embedding of an eval-mode model; with ``flip_tta`` (the
+    University-1652 lineage), of the image's and its mirror image's embeddings summed before the
+    normalisation.  Evaluation, indexing and challenge submissions all embed through this."""
+    if not flip_tta:
+        return model(images)
+    summed = model.features(images)[2].float() + model.features(images.flip(-1))[2].float()
+    return F.normalize(summed, dim=-1)

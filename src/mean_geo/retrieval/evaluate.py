@@ -64,11 +64,11 @@ def evaluate(
     qid, gid = _as_ids(query_ids).to(device), _as_ids(gallery_ids).to(device)
     if q.shape[0] != qid.shape[0] or g.shape[0] != gid.shape[0]:
         raise ValueError("embeddings and ids differ in length")
+    full_gallery = gid.shape[0]
     if drop_unmatched_gallery:
-        g = g[matched_gallery(qid, gid)]
-    return _ranked_metrics(
-        lambda start, end: q[start:end] @ g.T, qid, gid, ks, drop_unmatched_gallery, max_chunk_elements
-    )
+        keep = matched_gallery(qid, gid)
+        g, gid = g[keep], gid[keep]
+    return _ranked_metrics(lambda start, end: q[start:end] @ g.T, qid, gid, full_gallery, ks, max_chunk_elements)
 
 
 @torch.no_grad()
@@ -86,28 +86,27 @@ def evaluate_scores(
     gid = _as_ids(gallery_ids).to(scores.device)
     if scores.shape != (qid.shape[0], gid.shape[0]):
         raise ValueError(f"scores of shape {tuple(scores.shape)} for {qid.shape[0]} queries and {gid.shape[0]} items")
-    kept = scores[:, matched_gallery(qid, gid)] if drop_unmatched_gallery else scores
-    return _ranked_metrics(
-        lambda start, end: kept[start:end].float(), qid, gid, ks, drop_unmatched_gallery, max_chunk_elements
-    )
+    full_gallery = gid.shape[0]
+    if drop_unmatched_gallery:
+        keep = matched_gallery(qid, gid)
+        scores, gid = scores[:, keep], gid[keep]
+    return _ranked_metrics(lambda start, end: scores[start:end].float(), qid, gid, full_gallery, ks, max_chunk_elements)
 
 
 def _ranked_metrics(
     score_rows: Callable[[int, int], torch.Tensor],
     qid: torch.Tensor,
     gid: torch.Tensor,
+    full_gallery: int,
     ks: Sequence[int],
-    drop_unmatched_gallery: bool,
     max_chunk_elements: int,
 ) -> dict[str, float]:
-    """R@K, R@1 % and AP from the scores of query rows ``[start, end)`` against the gallery (the
-    unmatched places already dropped when asked)."""
+    """R@K, R@1 % and AP from the scores of query rows ``[start, end)`` against the gallery ids
+    ``gid`` (the unmatched places already dropped when asked; ``full_gallery`` items before that,
+    which is what R@1 % is read against)."""
     device = qid.device
-    if qid.shape[0] == 0 or gid.shape[0] == 0:
+    if qid.shape[0] == 0 or full_gallery == 0:
         raise ValueError("empty query or gallery")
-    full_gallery = gid.shape[0]
-    if drop_unmatched_gallery:
-        gid = gid[matched_gallery(qid, gid)]
     one_percent = round(0.01 * full_gallery)  # Python round, like the official code
     n_gallery = gid.shape[0]
     chunk = max(1, max_chunk_elements // max(n_gallery, 1))

@@ -13,7 +13,7 @@ from mean_geo.errors import CheckpointError, whole_number
 from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
-from mean_geo.models.mean import MEAN
+from mean_geo.models.mean import MEAN, retrieval_embedding
 from mean_geo.retrieval.distances import distance_metrics
 from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery
 from mean_geo.retrieval.multi_query import check_mode, group_scores, query_groups
@@ -171,10 +171,7 @@ class MEANLitModule(L.LightningModule):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The L2-normalised retrieval embedding (eval mode); with flip-TTA, of the sum of the
         image's and its mirror image's embeddings."""
-        if not self.flip_tta:
-            return self.model(images)
-        summed = self.model.features(images)[2].float() + self.model.features(images.flip(-1))[2].float()
-        return torch.nn.functional.normalize(summed, dim=-1)
+        return retrieval_embedding(self.model, images, self.flip_tta)
 
     def _gathered(self, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         parts = self._eval_buffers.get(dataloader_idx, [])
