@@ -38,9 +38,15 @@ def snapshot(folder: Path) -> dict[str, int]:
         ("dataset.image_size=0", "dataset.image_size=0: expected a whole number >= 8"),
         ("dataset.num_workers=-1", "dataset.num_workers=-1: expected a whole number >= 0"),
         ("dataset.eval_batch_size=0", "dataset.eval_batch_size=0"),
+        # the evaluation options are checked before the world is made or a step is trained
+        ("eval.corruptions=[fog,hail]", "eval.corruptions: unknown ['hail']"),
+        ("eval.severities=[0,3]", "eval.severities=[0, 3]: expected whole numbers from 1 to 5"),
+        ("eval.rerank=yes", "eval.rerank='yes': expected true or false"),
+        ("eval.rerank_k1=0", "eval.rerank_k1=0: expected a whole number >= 1"),
+        ("eval.multi_query=median", "eval.multi_query='median'"),
     ],
 )
-def test_bad_dataset_numbers_are_named(override, expected, tmp_path, monkeypatch, capsys, data_dir):
+def test_bad_numbers_and_options_are_named(override, expected, tmp_path, monkeypatch, capsys, data_dir):
     monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
     line = run_hydra_entry(train_entry.main, ["experiment=smoke", override], tmp_path, monkeypatch, capsys)
     assert expected in line

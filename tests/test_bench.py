@@ -11,13 +11,16 @@ from mean_geo.benchmarks.suite import plan, ratios
 @pytest.mark.slow
 def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     out = tmp_path / "results.json"
-    assert main(["--quick", "--only", "eval", "search", "--out", str(out)]) == 0
+    assert main(["--quick", "--only", "eval", "search", "rerank", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert payload["machine"]["torch"] and payload["device"] in ("cpu", "cuda")
     evals = [r for n, r in payload["results"].items() if n.startswith("eval")]
     assert len(evals) == 2 and all(r["metrics_equal"] for r in evals)
     assert all(r["peak_rss_mb"] > 0 for r in payload["results"].values())
     assert any(k.endswith("ours vs official loop") for k in payload["ratios"])
+    (rerank,) = [r for n, r in payload["results"].items() if n.startswith("rerank")]
+    assert rerank["max_abs_difference"] < 1e-9 and rerank["speedup"] > 1  # same distances, faster
+    assert any(k.endswith("batched vs dense per-item loop") for k in payload["ratios"])
 
 
 @pytest.mark.parametrize("suite", ["main", "gpu"])

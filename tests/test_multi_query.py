@@ -93,13 +93,38 @@ def test_votes_outrank_scores_and_ties_fall_back_to_the_best_score():
 def test_eval_reports_every_convention_and_records_it(smoke_run, tmp_path, data_dir):
     out, metrics, _ = smoke_run
     ckpt = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    overrides = [f"ckpt_path={ckpt}", "eval.plots=false", "eval.multi_query=vote", "eval.flip_tta=true"]
+    overrides = [
+        f"ckpt_path={ckpt}",
+        "eval.multi_query=vote",
+        "eval.flip_tta=true",
+        "eval.rerank=true",
+        "eval.rerank_k1=4",
+        "eval.corruptions=[fog,jpeg]",
+        "eval.severities=[1,5]",
+    ]
     eval_entry.run(compose_config("eval", [*overrides, *quiet_overrides(tmp_path, data_dir)]))
-    payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert payload["protocol"]["multi_query"] == "vote" and payload["protocol"]["flip_tta"] is True
+    run = tmp_path / "out"
+    payload = json.loads((run / "metrics.json").read_text())
+    protocol = payload["protocol"]
+    assert protocol["multi_query"] == "vote" and protocol["flip_tta"] is True
+    assert protocol["rerank"] == {"k1": 4, "k2": 6, "lambda_value": 0.3}
+    assert protocol["corruptions"] == ["fog", "jpeg"] and protocol["severities"] == [1, 5]
     keys = set(payload["metrics"])
-    assert {"test/d2s/R@1", "test/d2s_multi_vote/R@1", "test/d2s_multi_vote/AP", "test/s2d/R@1"} <= keys
+    conventions = ["d2s", "d2s_rerank", "d2s_multi_vote", "d2s_multi_vote_rerank", "s2d", "s2d_rerank"]
+    assert {f"test/{c}/{k}" for c in conventions for k in ("R@1", "AP")} <= keys
+    assert {"test/d2s/Dis@1", "test/d2s_multi_vote_rerank/Acc@50m"} <= keys  # the world has coordinates
     assert not any(k.startswith("test/s2d_multi") for k in keys)  # one satellite image per place
+    assert set(payload["recall_curve"]) == set(conventions)
+    # robustness: one row per corruption and severity, the drop measured from the clean queries
+    rows = payload["corruptions"]
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("fog", 1), ("fog", 5), ("jpeg", 1), ("jpeg", 5)]
+    for r in rows:
+        assert r["R@1"] == payload["metrics"][f"test/d2s_corrupt/{r['corruption']}_s{r['severity']}/R@1"]
+        assert r["drop_R@1"] == pytest.approx(payload["metrics"]["test/d2s/R@1"] - r["R@1"])
+    assert payload["metrics"]["test/d2s_corrupt/mean_drop/AP"] == pytest.approx(sum(r["drop_AP"] for r in rows) / 4)
+    assert (run / "corruptions.csv").read_text().splitlines()[0] == "corruption,severity,R@1,AP,drop_R@1,drop_AP"
+    for figure in ("recall_at_k", "distance_errors", "corruptions"):
+        assert (run / "plots" / f"{figure}.png").stat().st_size > 1000
 
 
 def test_flip_tta_sums_the_embeddings_of_the_image_and_its_mirror():

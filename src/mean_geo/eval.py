@@ -21,7 +21,7 @@ from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import embed_images
 from mean_geo.inference.submission import ordered_queries, refuse_existing, write_submission
-from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, to_plain
+from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
 from mean_geo.training.identity import run_config, run_identity
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import finish
@@ -62,17 +62,10 @@ def run(cfg: DictConfig) -> dict:
         if "altitude" in override and "altitude" not in dataset:
             raise ConfigError("dataset.altitude: the checkpoint's dataset has no altitudes (not SUES-200)")
         dataset.update(override)
-    dm = build_datamodule(dataset)
+    options = eval_options(cfg.eval)
+    dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()
-    eval_cfg = to_plain(cfg.eval)
-    lit = MEANLitModule(
-        build_config=ckpt.recipe,
-        eval_ks=eval_cfg.get("ks", (1, 5, 10)),
-        drop_unmatched_gallery=eval_cfg.get("drop_unmatched_gallery", True),
-        multi_query=eval_cfg.get("multi_query", "none"),
-        flip_tta=eval_cfg.get("flip_tta", False),
-        channels_last=cfg.channels_last,
-    )
+    lit = MEANLitModule(build_config=ckpt.recipe, **options, channels_last=cfg.channels_last)
     check_weights_fit(lit, ckpt.state_dict, f"ckpt_path={ckpt.path}")
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)

@@ -24,6 +24,7 @@ from mean_geo.training.composition import (
     build_loggers,
     build_trainer,
     dataset_settings,
+    eval_options,
     manual_clipping,
 )
 from mean_geo.training.identity import run_config, run_identity
@@ -40,7 +41,8 @@ def run(cfg: DictConfig) -> dict:
     # resume: refuse a foreign, broken or crafted file before anything is built or written
     resume = read_checkpoint(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
     out_dir = Path(cfg.paths.output_dir)
-    dm = build_datamodule(dataset_settings(cfg))
+    eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
+    dm = build_datamodule(dataset_settings(cfg), cfg.eval)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     chunk = (cfg.get("grad_cache") or {}).get("chunk_size")
     trainer_cfg, clip = manual_clipping(cfg.trainer, chunk)

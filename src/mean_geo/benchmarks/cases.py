@@ -152,6 +152,35 @@ def evaluation(n_query: int, n_gallery: int, positives: int, repeats: int = 3) -
     }
 
 
+def rerank(n_query: int, n_gallery: int, positives: int, reference: bool = False) -> dict:
+    """k-reciprocal re-ranking (k1 20, k2 6, λ 0.3) of a University-1652-shaped problem: time and
+    peak memory of the batched version; with ``reference``, also the dense per-item version on the
+    same problem (distances must agree) — only affordable at small sizes: it holds (N, N) matrices."""
+    from mean_geo.retrieval.official import official_k_reciprocal
+    from mean_geo.retrieval.rerank import k_reciprocal_distances
+
+    qf, _, gf, _ = _problem(n_query, n_gallery, positives)
+    tq, tg = torch.from_numpy(qf).to(DEVICE), torch.from_numpy(gf).to(DEVICE)
+    ours = median_time(lambda: k_reciprocal_distances(tq, tg), repeats=1, warmup=0)
+    n = n_query + n_gallery
+    out = {
+        "ours_s": ours["median_s"],
+        # what the dense version would hold: the (N, N) distances, V and the neighbour order, float32/int64
+        "dense_matrices_gb": round(n * n * (4 + 4 + 8) / 1e9, 2),
+        **peak_memory_mb(),
+    }
+    if reference:
+        got = k_reciprocal_distances(tq.double(), tg.double()).cpu().numpy()
+        ref = median_time(lambda: official_k_reciprocal(qf, gf), repeats=1, warmup=0)
+        expected = official_k_reciprocal(qf, gf)
+        out.update(
+            reference_s=ref["median_s"],
+            speedup=ref["median_s"] / ours["median_s"],
+            max_abs_difference=float(np.abs(got - expected).max()),
+        )
+    return out
+
+
 def search(n_gallery: int, n_query: int, backend: str, dtype: str = "fp32", repeats: int = 1) -> dict:
     """Exact top-10 of ``n_query`` queries in a gallery of ``n_gallery`` 768-d embeddings."""
     from mean_geo.retrieval.search import topk_search

@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mean_geo.data import layouts
 from mean_geo.data.coordinates import read_coordinates_csv
-from mean_geo.data.datasets import ImageListDataset, PairedViewsDataset, make_pairs
+from mean_geo.data.datasets import CorruptedImageList, ImageListDataset, PairedViewsDataset, make_pairs
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_readers
-from mean_geo.data.transforms import eval_transform, train_transform
+from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform, train_transform
 from mean_geo.errors import ConfigError, whole_number
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ class CrossViewDataModule(L.LightningDataModule):
         self.train_set: PairedViewsDataset | None = None
         self.eval_datasets: list[ImageListDataset] = []
         self.val_datasets: list[ImageListDataset] = []
+        #: (corruption, severity) of each extra test loader of corrupted D→S queries (robustness)
+        self.query_conditions: list[tuple[str, int]] = []
+        self.corrupted_datasets: list[CorruptedImageList] = []
 
     # --- layout hooks -------------------------------------------------------------------------
     def read_train(self) -> TrainSplit:
@@ -311,7 +314,21 @@ class CrossViewDataModule(L.LightningDataModule):
         return self._eval_loaders(self.val_datasets)  # empty without validation places: no validation
 
     def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(self.eval_datasets)
+        """The query and gallery loaders of :attr:`eval_sets`, then one loader of corrupted D→S
+        queries per :attr:`query_conditions` entry."""
+        return self._eval_loaders(self.eval_datasets + self._corrupted_queries())
+
+    def _corrupted_queries(self) -> list[CorruptedImageList]:
+        if self.query_conditions and not self.corrupted_datasets:
+            if ("d2s", "query") not in self.eval_sets:
+                raise ConfigError("eval.corruptions: they apply to drone queries; add d2s to dataset.directions")
+            clean = self._eval_dataset("test", "d2s", "query")
+            resize, normalize = eval_resize(self.image_size), eval_normalize(self.mean, self.std)
+            self.corrupted_datasets = [
+                CorruptedImageList(clean, resize, normalize, name, severity, self.seed)
+                for name, severity in self.query_conditions
+            ]
+        return self.corrupted_datasets
 
 
 #: the dataset layouts a config or checkpoint may name (``dataset.name``); see register_datamodule

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from mean_geo.data.corruptions import condition_seed, corrupt
 from mean_geo.data.layouts import ImageRecord, TrainSplit
 from mean_geo.errors import DatasetLayoutError
 
@@ -93,6 +94,31 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         img = self.transform(load_rgb(self.records[index].path))
         return img, int(self.location_ids[index]), index
+
+
+class CorruptedImageList(ImageListDataset):
+    """An evaluation image list under one corruption and severity (drone queries, robustness
+    evaluation): each image resized and scaled to [0, 1], corrupted with its own seeded generator
+    (the same in every run and worker), then normalised."""
+
+    def __init__(
+        self,
+        clean: ImageListDataset,
+        resize: Callable,
+        normalize: Callable,
+        corruption: str,
+        severity: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(clean.records, clean.location_ids.tolist(), clean.transform)
+        self.resize, self.normalize = resize, normalize
+        self.corruption, self.severity, self.seed = corruption, severity, seed
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image = self.resize(load_rgb(self.records[index].path))
+        generator = torch.Generator().manual_seed(condition_seed(self.corruption, self.severity, index, self.seed))
+        image = self.normalize(corrupt(image, self.corruption, self.severity, generator))
+        return image, int(self.location_ids[index]), index
 
 
 class ImageFiles(Dataset):

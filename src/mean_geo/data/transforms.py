@@ -50,15 +50,24 @@ Stats = Sequence[float] | None
 
 def _finish(mean: Stats = None, std: Stats = None) -> list:
     """To float, then the backbone's own normalisation (timm's data config; ImageNet by default)."""
-    return [
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD)),
-    ]
+    return [v2.ToDtype(torch.float32, scale=True), eval_normalize(mean, std)]
 
 
 def eval_transform(image_size: int, mean: Stats = None, std: Stats = None) -> v2.Compose:
     """Resize + normalise, no augmentation (the reference evaluates without TTA)."""
-    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), *_finish(mean, std)])
+    return v2.Compose([eval_resize(image_size), eval_normalize(mean, std)])
+
+
+def eval_resize(image_size: int) -> v2.Compose:
+    """The first half of :func:`eval_transform`: resized, as float in [0, 1] (where corruptions apply)."""
+    return v2.Compose(
+        [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+    )
+
+
+def eval_normalize(mean: Stats = None, std: Stats = None) -> v2.Normalize:
+    """The second half of :func:`eval_transform`: the backbone's input statistics."""
+    return v2.Normalize(list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD))
 
 
 def train_transform(

@@ -46,12 +46,25 @@ def distance_metrics(
     """``{"Dis@K", "SDM@K", "Acc@Tm"}`` for the ranking of ``query_emb`` against ``gallery_emb``."""
     k_max = min(max(ks), gallery_emb.shape[0])
     _, top = topk_search(query_emb.float(), gallery_emb.float(), k=k_max)
-    d = haversine_m(query_latlon[:, None, :].double(), gallery_latlon[top].double())  # (Q, K)
+    return ranked_distance_metrics(ground_errors(top, query_latlon, gallery_latlon), ks, thresholds_m)
+
+
+def ground_errors(top: torch.Tensor, query_latlon: torch.Tensor, gallery_latlon: torch.Tensor) -> torch.Tensor:
+    """``(Q, K)`` metres from each query's true position to its top-K gallery items (``top``: their
+    indices, best first) — what every distance metric and the error histogram are read from."""
+    return haversine_m(query_latlon[:, None, :].double(), gallery_latlon[top].double())
+
+
+def ranked_distance_metrics(
+    errors: torch.Tensor, ks: Sequence[int] = (1, 5, 10), thresholds_m: Sequence[int] = THRESHOLDS_M
+) -> dict[str, float]:
+    """The metrics from :func:`ground_errors` (for rankings that are not one dot product:
+    multi-query, re-ranking)."""
     out: dict[str, float] = {}
     for k in ks:
-        if k <= k_max:
-            out[f"Dis@{k}"] = d[:, :k].mean(1).mean().item()
-            out[f"SDM@{k}"] = 100.0 * sdm_at_k(d, k).mean().item()
+        if k <= errors.shape[1]:
+            out[f"Dis@{k}"] = errors[:, :k].mean(1).mean().item()
+            out[f"SDM@{k}"] = 100.0 * sdm_at_k(errors, k).mean().item()
     for t in thresholds_m:
-        out[f"Acc@{t}m"] = 100.0 * (d[:, 0] <= t).double().mean().item()
+        out[f"Acc@{t}m"] = 100.0 * (errors[:, 0] <= t).double().mean().item()
     return out

@@ -156,7 +156,7 @@ def _single_positive_columns(qid: torch.Tensor, gid: torch.Tensor) -> torch.Tens
     sorted_gid, order = torch.sort(gid)
     if bool((sorted_gid[1:] == sorted_gid[:-1]).any()):
         return None
-    at = torch.searchsorted(sorted_gid, qid).clamp(max=gid.numel() - 1)
+    at = torch.searchsorted(sorted_gid, qid.contiguous()).clamp(max=gid.numel() - 1)
     return torch.where(sorted_gid[at] == qid, order[at], -1)
 
 

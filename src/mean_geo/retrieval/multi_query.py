@@ -15,6 +15,8 @@ group, so R@K, R@1 % and AP keep their meaning.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -48,15 +50,35 @@ def group_scores(
     check_mode(mode)
     if mode == "none":
         raise ValueError("multi_query='none' has no group scores; evaluate the single images")
-    n_groups = int(group.max()) + 1
     q, g = query_emb.float(), gallery_emb.float()
     if mode == "mean":
-        pooled = torch.zeros(n_groups, q.shape[1], device=q.device).index_add_(0, group, q)
-        return F.normalize(pooled, dim=1) @ g.T
-    best = torch.full((n_groups, g.shape[0]), -torch.inf, device=q.device)
-    votes = torch.zeros(n_groups, g.shape[0], device=q.device)
-    for start in range(0, q.shape[0], query_chunk):
-        scores = q[start : start + query_chunk] @ g.T
+        return mean_pooled(q, group) @ g.T
+    return pool_image_scores(lambda start, end: q[start:end] @ g.T, group, mode, g.shape[0], query_chunk)
+
+
+def mean_pooled(query_emb: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """``(n_groups, D)``: each group's embeddings averaged, then L2-normalised."""
+    n_groups = int(group.max()) + 1
+    pooled = torch.zeros(n_groups, query_emb.shape[1], dtype=query_emb.dtype, device=query_emb.device)
+    return F.normalize(pooled.index_add_(0, group, query_emb), dim=1)
+
+
+def pool_image_scores(
+    score_rows: Callable[[int, int], torch.Tensor],
+    group: torch.Tensor,
+    mode: str,
+    n_gallery: int,
+    query_chunk: int = 4096,
+) -> torch.Tensor:
+    """``max`` or ``vote`` over the per-image score rows ``score_rows(start, end)`` (dot products,
+    or re-ranked scores), read in chunks of queries.  Scores must lie in [-1, 1]: a vote is worth 4."""
+    if mode not in ("max", "vote"):
+        raise ValueError(f"pooling {mode!r}: expected 'max' or 'vote'")
+    n_groups = int(group.max()) + 1
+    best = torch.full((n_groups, n_gallery), -torch.inf, device=group.device)
+    votes = torch.zeros(n_groups, n_gallery, device=group.device)
+    for start in range(0, group.shape[0], query_chunk):
+        scores = score_rows(start, start + query_chunk).float()
         rows = group[start : start + query_chunk]
         best.index_reduce_(0, rows, scores, reduce="amax")
         if mode == "vote":

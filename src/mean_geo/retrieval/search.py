@@ -40,7 +40,7 @@ def topk_search(
         best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
         for gs in range(0, gallery.shape[0], gallery_chunk):
             g = gallery[gs : gs + gallery_chunk].to(device=q.device, dtype=q.dtype)
-            s, i = _stable_topk((q @ g.T).float(), min(k, g.shape[0]))
+            s, i = stable_topk((q @ g.T).float(), min(k, g.shape[0]))
             cand_s = torch.cat([best_s, s], dim=1)
             cand_i = torch.cat([best_i, i + gs], dim=1)
             # stable on descending score, earlier chunks (lower indices) first among ties
@@ -51,7 +51,7 @@ def topk_search(
     return torch.cat(all_scores), torch.cat(all_index)
 
 
-def _stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``topk`` with ties in index order (``torch.topk`` breaks them arbitrarily): rows where the
     k-th score is shared with items left out are sorted stably; the k kept are ordered by
     (score descending, index ascending).  Costs one comparison pass beyond ``topk``."""

@@ -18,10 +18,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from mean_geo.data.corruptions import SEVERITIES, query_conditions
 from mean_geo.data.datamodule import CrossViewDataModule
 from mean_geo.errors import ConfigError
 from mean_geo.files.recipes import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
 from mean_geo.models.backbone import normalization
+from mean_geo.retrieval.multi_query import check_mode
+from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
 from mean_geo.training.lit_module import MEANLitModule
@@ -35,12 +38,17 @@ def to_plain(cfg: DictConfig | dict | None) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_datamodule(dataset_cfg: DictConfig | dict) -> CrossViewDataModule:
-    """The datamodule a dataset config (or a checkpoint's dataset recipe) names, arguments checked."""
+def build_datamodule(dataset_cfg: DictConfig | dict, eval_cfg: DictConfig | dict | None = None) -> CrossViewDataModule:
+    """The datamodule a dataset config (or a checkpoint's dataset recipe) names, arguments checked;
+    with ``eval_cfg``, also the corrupted queries its test loaders serve (``eval.corruptions``)."""
     dataset = to_plain(dataset_cfg)
     if not dataset or not ({"name", "_target_"} & set(dataset)):
         raise ConfigError("dataset: no dataset selected; use dataset=synthetic|sues200|university1652")
-    return build_datamodule_from_recipe(dataset)
+    settings = to_plain(eval_cfg)
+    conditions = query_conditions(settings.get("corruptions"), settings.get("severities", SEVERITIES))
+    dm = build_datamodule_from_recipe(dataset)
+    dm.query_conditions = conditions
+    return dm
 
 
 def dataset_settings(cfg: DictConfig) -> dict:
@@ -73,21 +81,41 @@ def build_lit_module(
     gradient_clip: tuple[float | None, str] = (None, "norm"),
 ) -> MEANLitModule:
     """A module for training: the model is built as the recipe says (pretrained weights included)."""
-    eval_cfg = to_plain(eval_cfg)
     return MEANLitModule(
         build_model(build_config["model"]),
         build_loss(build_config["loss"]),
         optimizer=instantiate(optim_cfg.optimizer) if optim_cfg is not None else None,
         scheduler=instantiate(optim_cfg.scheduler) if optim_cfg is not None and optim_cfg.get("scheduler") else None,
-        eval_ks=eval_cfg.get("ks", (1, 5, 10)),
-        drop_unmatched_gallery=eval_cfg.get("drop_unmatched_gallery", True),
-        multi_query=eval_cfg.get("multi_query", "none"),
-        flip_tta=eval_cfg.get("flip_tta", False),
+        **eval_options(eval_cfg),
         channels_last=channels_last,
         build_config=build_config,
         grad_cache_chunk=grad_cache_chunk,
         gradient_clip=gradient_clip,
     )
+
+
+def eval_options(eval_cfg: DictConfig | dict | None) -> dict:
+    """``cfg.eval``'s conventions as :class:`MEANLitModule` arguments (training and ``mean_geo.eval``
+    alike), checked here so a wrong value stops before any work."""
+    eval_cfg = to_plain(eval_cfg)
+    rerank = eval_cfg.get("rerank", False)
+    if not isinstance(rerank, bool):
+        raise ConfigError(f"eval.rerank={rerank!r}: expected true or false")
+    flip = eval_cfg.get("flip_tta", False)
+    if not isinstance(flip, bool):
+        raise ConfigError(f"eval.flip_tta={flip!r}: expected true or false")
+    settings = RerankSettings(
+        k1=eval_cfg.get("rerank_k1", 20),
+        k2=eval_cfg.get("rerank_k2", 6),
+        lambda_value=eval_cfg.get("rerank_lambda", 0.3),
+    )
+    return {
+        "eval_ks": eval_cfg.get("ks", (1, 5, 10)),
+        "drop_unmatched_gallery": eval_cfg.get("drop_unmatched_gallery", True),
+        "multi_query": check_mode(eval_cfg.get("multi_query", "none")),
+        "flip_tta": flip,
+        "rerank": settings if rerank else None,
+    }
 
 
 def manual_clipping(trainer_cfg: DictConfig | dict, grad_cache_chunk: int | None) -> tuple[dict, tuple]:

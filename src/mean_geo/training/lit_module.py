@@ -14,9 +14,10 @@ from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
 from mean_geo.models.mean import MEAN, retrieval_embedding
-from mean_geo.retrieval.distances import distance_metrics
-from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery
-from mean_geo.retrieval.multi_query import check_mode, group_scores, query_groups
+from mean_geo.retrieval.conventions import evaluate_conventions
+from mean_geo.retrieval.evaluate import evaluate
+from mean_geo.retrieval.multi_query import check_mode, query_groups
+from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.grad_cache import grad_cached_backward
 
 
@@ -44,6 +45,7 @@ class MEANLitModule(L.LightningModule):
         gradient_clip: tuple[float | None, str] = (None, "norm"),
         multi_query: str = "none",
         flip_tta: bool = False,
+        rerank: RerankSettings | None = None,
     ) -> None:
         super().__init__()
         if model is None or loss is None:
@@ -73,6 +75,7 @@ class MEANLitModule(L.LightningModule):
         # the embedding of image + mirrored image (University-1652 lineage; off in MEAN's)
         self.multi_query = check_mode(multi_query)
         self.flip_tta = flip_tta
+        self.rerank = rerank  # k-reciprocal re-ranking as extra *_rerank metrics (None: off)
         self.save_hyperparameters(
             {
                 "eval_ks": list(self.eval_ks),
@@ -86,6 +89,11 @@ class MEANLitModule(L.LightningModule):
         #: embeddings of the last evaluation, per (direction, role): (emb, ids, dataset index)
         self.last_embeddings: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.last_metrics: dict[str, float] = {}
+        #: recall@1..20 and metres from each query to its top-1 item, per convention (figures)
+        self.last_curves: dict[str, list[float]] = {}
+        self.last_top1_errors_m: dict[str, torch.Tensor] = {}
+        #: single-image D→S metrics per (corruption, severity) of the last test (robustness)
+        self.last_corruptions: dict[tuple[str, int], dict[str, float]] = {}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
@@ -190,56 +198,79 @@ class MEANLitModule(L.LightningModule):
 
     def _finish_eval(self, stage: str) -> None:
         sets = self._eval_sets()
-        collected = {sets[i]: self._gathered(i) for i in sorted(self._eval_buffers)}
+        gathered = {i: self._gathered(i) for i in sorted(self._eval_buffers)}
+        collected = {sets[i]: found for i, found in gathered.items() if i < len(sets)}
         self.last_embeddings = {k: tuple(t.cpu() for t in v) for k, v in collected.items()}
         metrics: dict[str, float] = {}
+        self.last_curves, self.last_top1_errors_m = {}, {}
         for direction in dict.fromkeys(d for d, _ in sets):
             if (direction, "query") not in collected or (direction, "gallery") not in collected:
                 continue
-            q_emb, q_ids, _ = collected[(direction, "query")]
-            g_emb, g_ids, _ = collected[(direction, "gallery")]
-            result = evaluate(
-                q_emb, q_ids, g_emb, g_ids, ks=self.eval_ks, drop_unmatched_gallery=self.drop_unmatched_gallery
+            q_emb, q_ids, q_index = collected[(direction, "query")]
+            g_emb, g_ids, g_index = collected[(direction, "gallery")]
+            multi = self.multi_query if direction == "d2s" else "none"
+            q_latlon, g_latlon = self._positions(stage, direction, q_index, g_index)
+            results = evaluate_conventions(
+                direction,
+                q_emb,
+                q_ids,
+                g_emb,
+                g_ids,
+                ks=self.eval_ks,
+                drop_unmatched_gallery=self.drop_unmatched_gallery,
+                multi_query=multi,
+                groups=self._query_groups(stage, direction, q_ids, q_index) if multi != "none" else None,
+                rerank=self.rerank,
+                q_latlon=q_latlon,
+                g_latlon=g_latlon,
             )
-            for key, value in result.items():
-                metrics[f"{stage}/{direction}/{key}"] = value
-            if direction == "d2s":  # where the drone was vs where the retrieved tiles are, when known
-                for key, value in self._distance_metrics(stage, collected, q_emb, g_emb).items():
-                    metrics[f"{stage}/{direction}/{key}"] = value
-            if self.multi_query != "none" and direction == "d2s":  # drone images of a place as one query
-                q_index = collected[(direction, "query")][2]
-                grouped = self._multi_query_metrics(stage, direction, q_emb, q_ids, q_index, g_emb, g_ids)
-                for key, value in grouped.items():
-                    metrics[f"{stage}/{direction}_multi_{self.multi_query}/{key}"] = value
+            for name, values in results.metrics.items():
+                metrics.update({f"{stage}/{name}/{key}": value for key, value in values.items()})
+            self.last_curves.update(results.curves)
+            self.last_top1_errors_m.update(results.top1_errors_m)
+        conditions = getattr(self.trainer.datamodule, "query_conditions", []) if stage == "test" else []
+        corrupted = {conditions[i - len(sets)]: found[:2] for i, found in gathered.items() if i >= len(sets)}
+        self.last_corruptions = self._robustness(corrupted, collected.get(("d2s", "gallery")))
+        for (name, severity), values in self.last_corruptions.items():
+            metrics.update({f"{stage}/d2s_corrupt/{name}_s{severity}/{key}": value for key, value in values.items()})
+        if self.last_corruptions:
+            for key in ("R@1", "AP"):
+                mean = sum(v[key] for v in self.last_corruptions.values()) / len(self.last_corruptions)
+                metrics[f"{stage}/d2s_corrupt/mean/{key}"] = mean
+                metrics[f"{stage}/d2s_corrupt/mean_drop/{key}"] = metrics[f"{stage}/d2s/{key}"] - mean
         # every rank computed the same numbers from the same gathered data: no sync needed
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key.endswith("d2s/R@1"), sync_dist=False)
         self.last_metrics = metrics
         self._eval_buffers = {}
 
-    def _distance_metrics(self, stage, collected, q_emb, g_emb) -> dict[str, float]:
+    def _robustness(self, corrupted: dict, gallery) -> dict[tuple[str, int], dict[str, float]]:
+        """Single-image D→S metrics of the corrupted queries against the clean gallery."""
+        if not corrupted or gallery is None:
+            return {}
+        g_emb, g_ids, _ = gallery
+        return {
+            condition: evaluate(q_emb, q_ids, g_emb, g_ids, self.eval_ks, self.drop_unmatched_gallery)
+            for condition, (q_emb, q_ids) in corrupted.items()
+        }
+
+    def _positions(self, stage, direction, q_index, g_index) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Where the drone queries were and where the gallery tiles are, when known (D→S only)."""
+        if direction != "d2s":
+            return None, None
         dm = self.trainer.datamodule
         where = {role: dm.eval_coordinates(stage, "d2s", role) for role in ("query", "gallery")}
         if where["query"] is None or where["gallery"] is None:
-            return {}
-        q_index, g_index = collected[("d2s", "query")][2], collected[("d2s", "gallery")][2]
-        q_ids, g_ids = collected[("d2s", "query")][1], collected[("d2s", "gallery")][1]
-        g_latlon = where["gallery"][g_index.cpu()]
-        if self.drop_unmatched_gallery:  # the gallery the other metrics rank
-            keep = matched_gallery(q_ids, g_ids).cpu()
-            g_emb, g_latlon = g_emb[keep.to(g_emb.device)], g_latlon[keep]
-        return distance_metrics(q_emb.cpu(), where["query"][q_index.cpu()], g_emb.cpu(), g_latlon, ks=self.eval_ks)
+            return None, None
+        return where["query"][q_index.cpu()], where["gallery"][g_index.cpu()]
 
-    def _multi_query_metrics(self, stage, direction, q_emb, q_ids, q_index, g_emb, g_ids) -> dict[str, float]:
+    def _query_groups(self, stage, direction, q_ids, q_index) -> tuple[torch.Tensor, torch.Tensor]:
+        """One group per place, or per place and altitude where the set has several altitudes."""
         altitudes = self.trainer.datamodule.eval_altitudes(stage, direction, "query")
         chosen = [altitudes[i] for i in q_index.tolist()]
         per_altitude = len({a for a in chosen if a is not None}) > 1
         alt = torch.tensor([a or 0 for a in chosen], device=q_ids.device) if per_altitude else None
-        group, group_ids = query_groups(q_ids, alt)
-        scores = group_scores(q_emb, group, g_emb, self.multi_query)
-        return evaluate_scores(
-            scores, group_ids, g_ids, ks=self.eval_ks, drop_unmatched_gallery=self.drop_unmatched_gallery
-        )
+        return query_groups(q_ids, alt)
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()

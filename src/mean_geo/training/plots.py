@@ -16,32 +16,69 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mean_geo.retrieval.evaluate import evaluate  # noqa: E402
 from mean_geo.retrieval.search import topk_search  # noqa: E402
 from mean_geo.retrieval.strips import HIT, MISS, QUERY, Cell, write_strips  # noqa: E402
 
 
-def recall_curve(
-    curves: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
-    out: Path,
-    max_k: int = 20,
-    drop_unmatched_gallery: bool = True,
-) -> dict[str, list[float]]:
-    """Plot R@1..R@max_k per direction; returns the curves.  ``curves[name] = (q, qid, g, gid)``."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    values: dict[str, list[float]] = {}
-    for name, (q, qid, g, gid) in curves.items():
-        ks = tuple(range(1, min(max_k, len(g)) + 1))
-        res = evaluate(q, qid, g, gid, ks=ks, drop_unmatched_gallery=drop_unmatched_gallery)
-        values[name] = [res[f"R@{k}"] for k in ks]
-        ax.plot(ks, values[name], marker="o", ms=3, label=name)
-    ax.set(xlabel="K", ylabel="Recall@K (%)", ylim=(0, 101), title="Recall@K")
+def recall_curve(curves: dict[str, Sequence[float]], out: Path) -> None:
+    """R@1..R@K of every convention (``d2s``, ``d2s_rerank``, ``d2s_multi_mean``, ``s2d``, …) on one
+    figure: the curves the evaluation computed, not a second evaluation."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, values in curves.items():
+        ks = range(1, len(values) + 1)
+        style = "--" if name.startswith("s2d") else "-"
+        ax.plot(ks, values, style, marker="o", ms=3, label=name)
+    ax.set(xlabel="K", ylabel="Recall@K (%)", ylim=(0, 101), title="Recall@K per convention")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    return values
+
+
+def error_histogram(errors_m: dict[str, torch.Tensor], out: Path) -> None:
+    """How far the top-1 tile lies from where the drone was, per convention (metres, log bins; a
+    correct place counts 0 m and is shown in the first bin)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    largest = max(float(e.max()) for e in errors_m.values())
+    bins = np.concatenate([[0.0], np.geomspace(1.0, max(largest, 10.0) * 1.05, 30)])
+    for name, errors in errors_m.items():
+        values = errors.double().clamp(min=0.5).numpy()  # 0 m (the right tile) into the first bin
+        ax.hist(
+            values,
+            bins=bins,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{name} (median {np.median(errors.numpy()):.0f} m)",
+        )
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set(xlabel="distance of the top-1 tile from the drone (m)", ylabel="queries", title="Localisation error")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def corruption_heatmap(table: dict[str, dict[int, float]], clean: float, out: Path, metric: str = "R@1") -> None:
+    """Rows: corruptions, columns: severities, cells: ``metric`` under that corruption (the clean
+    value in the title); darker = a larger drop."""
+    names = list(table)
+    severities = sorted({s for row in table.values() for s in row})
+    grid = np.array([[table[n].get(s, np.nan) for s in severities] for n in names])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(severities), 0.8 + 0.45 * len(names)))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(clean, float(np.nanmax(grid))), aspect="auto")
+    for (r, c), value in np.ndenumerate(grid):
+        ax.text(
+            c, r, f"{value:.1f}", ha="center", va="center", fontsize=8, color="white" if value < clean / 2 else "black"
+        )
+    ax.set_xticks(range(len(severities)), [str(s) for s in severities])
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="severity", title=f"D→S {metric} under corruption (clean {clean:.1f} %)")
+    fig.colorbar(image, ax=ax, label=f"{metric} (%)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 def retrieval_strips(

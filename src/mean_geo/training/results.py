@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -29,15 +29,62 @@ PREDICTION_COLUMNS = ["query", "location", "correct_at_1", "top_locations", "top
 
 
 def metrics_table(metrics: dict[str, float], stage: str = "test") -> Table:
+    """One row per direction and convention (``d2s``, ``d2s_rerank``, ``d2s_multi_mean``, …), with
+    the metres on the ground where the evaluation had positions."""
+    names = list(dict.fromkeys(k.split("/")[1] for k in metrics if k.startswith(f"{stage}/") and k.count("/") == 2))
+    extra = [k for k in ("Dis@1", "Acc@50m") if any(f"{stage}/{n}/{k}" in metrics for n in names)]
     table = Table(title=f"{stage} retrieval (%)")
-    table.add_column("direction")
-    for key in METRIC_KEYS:
-        table.add_column(key, justify="right")
-    for direction in ("d2s", "s2d"):
-        row = [metrics.get(f"{stage}/{direction}/{k}") for k in METRIC_KEYS]
-        if any(v is not None for v in row):
-            label = "drone → satellite" if direction == "d2s" else "satellite → drone"
-            table.add_row(label, *("-" if v is None else f"{v:.2f}" for v in row))
+    table.add_column("convention")
+    for key in (*METRIC_KEYS, *extra):
+        table.add_column("Dis@1 (m)" if key == "Dis@1" else key, justify="right")
+    labels = {"d2s": "drone → satellite", "s2d": "satellite → drone"}
+    for name in names:
+        row = [metrics.get(f"{stage}/{name}/{k}") for k in (*METRIC_KEYS, *extra)]
+        if any(v is not None for v in row[: len(METRIC_KEYS)]):
+            table.add_row(labels.get(name, name), *("-" if v is None else f"{v:.2f}" for v in row))
+    return table
+
+
+CORRUPTION_COLUMNS = ["corruption", "severity", "R@1", "AP", "drop_R@1", "drop_AP"]
+
+
+def corruption_rows(
+    found: dict[tuple[str, int], dict[str, float]], metrics: dict[str, float], stage: str
+) -> list[dict]:
+    """One row per (corruption, severity): R@1 and AP of the corrupted D→S queries and their drop
+    from the clean queries (percentage points)."""
+    clean = {key: metrics[f"{stage}/d2s/{key}"] for key in ("R@1", "AP")}
+    return [
+        {
+            "corruption": name,
+            "severity": severity,
+            **{key: values[key] for key in ("R@1", "AP")},
+            **{f"drop_{key}": clean[key] - values[key] for key in ("R@1", "AP")},
+        }
+        for (name, severity), values in found.items()
+    ]
+
+
+def write_corruptions(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as partial, partial.open("w", newline="") as fh:
+        out = csv.DictWriter(fh, CORRUPTION_COLUMNS)
+        out.writeheader()
+        out.writerows(rows)
+
+
+def corruption_table(rows: list[dict]) -> Table:
+    """D→S R@1 / AP per corruption (rows) and severity (columns), then the mean drop."""
+    severities = sorted({r["severity"] for r in rows})
+    table = Table(title="D→S under corrupted drone queries: R@1 / AP (%)")
+    table.add_column("corruption")
+    for severity in severities:
+        table.add_column(f"severity {severity}", justify="right")
+    table.add_column("mean drop", justify="right")
+    for name in dict.fromkeys(r["corruption"] for r in rows):
+        mine = {r["severity"]: r for r in rows if r["corruption"] == name}
+        cells = [f"{mine[s]['R@1']:.1f} / {mine[s]['AP']:.1f}" if s in mine else "-" for s in severities]
+        drop = [sum(r[f"drop_{k}"] for r in mine.values()) / len(mine) for k in ("R@1", "AP")]
+        table.add_row(name, *cells, f"{drop[0]:.1f} / {drop[1]:.1f}")
     return table
 
 
@@ -108,26 +155,30 @@ def write_predictions(path: Path, rows: list[list]) -> None:
 
 
 def make_figures(
-    views: dict[str, DirectionView], plot_dir: Path, drop_unmatched_gallery: bool
-) -> tuple[dict[str, Path], dict[str, list[float]]]:
-    """Top-5 strips per direction, the recall@K curves and the embedding map; returns
-    ``({figure name: png}, recall curves)``."""
+    views: dict[str, DirectionView],
+    plot_dir: Path,
+    curves: dict[str, list[float]] | None = None,
+    top1_errors_m: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Path]:
+    """Top-5 strips per direction, the recall@K curves of every convention, the distance-error
+    histogram (when positions are known) and the embedding map; returns ``{figure name: png}``."""
     plot_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
     for direction, v in views.items():
         figures[f"{direction}_top5"] = plot_dir / f"{direction}_top5.png"
         plots.retrieval_strips(v.q_paths, v.qid, v.q, v.g_paths, v.gid, v.g, figures[f"{direction}_top5"])
-    if not views:
-        return figures, {}
-    curves = {d: (v.q, v.qid, *v.full_gallery) for d, v in views.items()}
-    figures["recall_at_k"] = plot_dir / "recall_at_k.png"
-    values = plots.recall_curve(curves, figures["recall_at_k"], drop_unmatched_gallery=drop_unmatched_gallery)
+    if curves:
+        figures["recall_at_k"] = plot_dir / "recall_at_k.png"
+        plots.recall_curve(curves, figures["recall_at_k"])
+    if top1_errors_m:
+        figures["distance_errors"] = plot_dir / "distance_errors.png"
+        plots.error_histogram(top1_errors_m, figures["distance_errors"])
     if "d2s" in views:
         path = plot_dir / "embeddings_2d.png"
-        plots.embedding_map(*curves["d2s"], path)
+        plots.embedding_map(views["d2s"].q, views["d2s"].qid, *views["d2s"].full_gallery, path)
         if path.is_file():
             figures["embeddings_2d"] = path
-    return figures, values
+    return figures
 
 
 def write_results(
@@ -151,16 +202,30 @@ def write_results(
             "note": "true = MEAN/Sample4Geo convention (gallery places without a query are ignored)",
             "flip_tta": lit.flip_tta,
             "multi_query": lit.multi_query,
+            "rerank": asdict(lit.rerank) if lit.rerank is not None else None,
+            "corruptions": sorted({name for name, _ in lit.last_corruptions}),
+            "severities": sorted({severity for _, severity in lit.last_corruptions}),
         },
         **(extra or {}),
     }
+    if lit.last_corruptions:
+        payload["corruptions"] = corruption_rows(lit.last_corruptions, lit.last_metrics, stage)
+        write_corruptions(out_dir / "corruptions.csv", payload["corruptions"])
+        log.info("\n%s", render(corruption_table(payload["corruptions"])))
     views = eval_views(lit, dm, stage)
     for direction, view in views.items():
         rows = prediction_rows(view)
         write_predictions(out_dir / f"predictions_{direction}.csv", rows)
         log_table(loggers or [], f"{stage}/predictions_{direction}", PREDICTION_COLUMNS, rows, step)
+    payload["recall_curve"] = dict(lit.last_curves)
     if make_plots:
-        figures, payload["recall_curve"] = make_figures(views, out_dir / "plots", lit.drop_unmatched_gallery)
+        figures = make_figures(views, out_dir / "plots", lit.last_curves, lit.last_top1_errors_m)
+        if lit.last_corruptions:
+            figures["corruptions"] = out_dir / "plots" / "corruptions.png"
+            heat = {}
+            for (name, severity), values in lit.last_corruptions.items():
+                heat.setdefault(name, {})[severity] = values["R@1"]
+            plots.corruption_heatmap(heat, lit.last_metrics[f"{stage}/d2s/R@1"], figures["corruptions"])
         log_images(loggers or [], {f"{stage}/{name}": path for name, path in figures.items()}, step)
     atomic.write_text(out_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
     log.info("\n%s", render(metrics_table(lit.last_metrics, stage)))
@@ -184,8 +249,11 @@ class ResultsWriter(L.Callback):
         log.info("\n%s", render(metrics_table(self.val_metrics, "val")))
         if self.make_plots:
             plot_dir = self.out_dir / "plots" / "val" / f"epoch_{trainer.current_epoch:03d}"
-            figures, _ = make_figures(
-                eval_views(pl_module, trainer.datamodule, "val"), plot_dir, pl_module.drop_unmatched_gallery
+            figures = make_figures(
+                eval_views(pl_module, trainer.datamodule, "val"),
+                plot_dir,
+                pl_module.last_curves,
+                pl_module.last_top1_errors_m,
             )
             log_images(trainer.loggers, {f"val/{k}": v for k, v in figures.items()}, trainer.global_step)
 
