@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from mean_geo.data.datamodule import SUES200DataModule, University1652DataModule
+from mean_geo.errors import ConfigError
 
 
 def test_sues200_all_altitudes_train_batches(sues_world):
@@ -38,3 +40,30 @@ def test_joint_flip_mirrors_both_views(u1652_world):
     d0, s0, _ = plain.train_set[0]
     d1, s1, _ = flipped.train_set[0]
     assert torch.allclose(d1, d0.flip(-1), atol=1e-5) and torch.allclose(s1, s0.flip(-1), atol=1e-5)
+
+
+def test_geometric_augmentation_moves_pixels_and_changes_none(u1652_world):
+    """``augment=geometric``: the drone view as evaluated (no colour change), the satellite tile
+    turned by a multiple of 90°, both mirrored together half of the time."""
+    plain = University1652DataModule(u1652_world, image_size=32, num_workers=0, augment=False, joint_flip_p=0.0)
+    plain.setup("fit")
+    geometric = University1652DataModule(u1652_world, image_size=32, num_workers=0, augment="geometric")
+    geometric.setup("fit")
+    assert geometric.train_set.joint_flip_p == 0.5
+    d0, s0, _ = plain.train_set[0]
+    turns = set()
+    torch.manual_seed(0)
+    for _ in range(24):
+        d1, s1, _ = geometric.train_set[0]
+        mirrored = not torch.equal(d1, d0)
+        if mirrored:
+            d1, s1 = d1.flip(-1), s1.flip(-1)
+        assert torch.equal(d1, d0)
+        (k,) = [k for k in range(4) if torch.equal(s1, torch.rot90(s0, k, dims=(-2, -1)))]
+        turns.add((k, mirrored))
+    assert {k for k, _ in turns} == {0, 1, 2, 3} and {m for _, m in turns} == {False, True}
+
+
+def test_an_unknown_augmentation_is_named(u1652_world):
+    with pytest.raises(ConfigError, match="dataset.augment='colour': expected true, false or geometric"):
+        University1652DataModule(u1652_world, augment="colour")

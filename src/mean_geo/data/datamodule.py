@@ -53,7 +53,7 @@ class CrossViewDataModule(L.LightningDataModule):
         num_workers: int = 4,
         seed: int = 0,
         directions: Sequence[str] = ("d2s", "s2d"),
-        augment: bool = True,
+        augment: bool | str = True,
         joint_flip_p: float = 0.5,
         pin_memory: bool | None = None,
         synthesize: dict | None = None,
@@ -81,6 +81,8 @@ class CrossViewDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.directions = tuple(directions)
+        if not (isinstance(augment, bool) or augment == "geometric"):
+            raise ConfigError(f"dataset.augment={augment!r}: expected true, false or geometric")
         self.augment = augment
         self.joint_flip_p = joint_flip_p
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory

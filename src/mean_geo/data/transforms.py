@@ -71,14 +71,17 @@ def eval_normalize(mean: Stats = None, std: Stats = None) -> v2.Normalize:
 
 
 def train_transform(
-    image_size: int, view: str, augment: bool = True, mean: Stats = None, std: Stats = None
+    image_size: int, view: str, augment: bool | str = True, mean: Stats = None, std: Stats = None
 ) -> v2.Compose:
-    """Training pipeline of one view ("drone" or "satellite")."""
+    """Training pipeline of one view ("drone" or "satellite").  ``augment="geometric"`` keeps only
+    what changes no pixel's value: the satellite's random 90° turns (and, in the paired dataset,
+    the joint mirror of both views) — for short runs from scratch, which the photometric part slows."""
     if view not in ("drone", "satellite"):
         raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
-    steps: list = [v2.RandomApply([RandomJPEG((90, 100))], p=0.5)] if augment else []
+    photometric = augment is True
+    steps: list = [v2.RandomApply([RandomJPEG((90, 100))], p=0.5)] if photometric else []
     steps += [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if augment:
+    if photometric:
         contrast = 0.3 if view == "satellite" else 0.7
         steps += [
             v2.RandomApply([v2.ColorJitter(0.15, contrast, 0.3, 0.3)], p=0.5),
@@ -88,8 +91,8 @@ def train_transform(
             ),
         ]
     steps += _finish(mean, std)
-    if augment:
+    if photometric:
         steps.append(v2.RandomErasing(p=0.3, scale=(0.02, 0.1), value=0))
-        if view == "satellite":
-            steps.append(RandomRotate90())
+    if augment and view == "satellite":
+        steps.append(RandomRotate90())
     return v2.Compose(steps)

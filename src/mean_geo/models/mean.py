@@ -20,6 +20,7 @@ from mean_geo.models.depthwise import use_fast_depthwise
 from mean_geo.models.gee import GlobalExtensionEmbedding
 from mean_geo.models.pee import ProgressiveExtensionEmbedding
 from mean_geo.models.registry import register_architecture
+from mean_geo.models.small_maps import use_small_map_conv
 
 PEE_MODES = ("released", "multiscale")
 
@@ -59,6 +60,7 @@ class MEAN(nn.Module):
         cea_proj_dim: int = 256,
         cea_out_dim: int = 512,
         fast_depthwise: bool = True,
+        fast_small_maps: bool = True,
     ) -> None:
         super().__init__()
         if pee not in PEE_MODES:
@@ -74,6 +76,8 @@ class MEAN(nn.Module):
         self.pee = ProgressiveExtensionEmbedding(self.backbone.stage_channels, dim) if pee == "multiscale" else None
         self.gee = GlobalExtensionEmbedding(dim, num_classes, num_local, channel_axis_heads) if use_gee else None
         self.cea = CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
+        if fast_small_maps:  # convs with ≤ 2x2 outputs (a ResNet's last stage at 64 px): 2.3x faster CPU training
+            use_small_map_conv(self)
 
     @property
     def per_sample_backbone(self) -> bool:
