@@ -44,6 +44,7 @@ def clustered(seed: int, n_query: int, n_gallery: int, dim: int = 6, places: int
         (4, 24, 16, 7, 5, 0.3, True),  # many ties and duplicates
         (5, 30, 30, 9, 6, 0.3, True),
         (6, 3, 2, 20, 6, 0.3, False),  # k1 and k2 beyond the 5 items there are
+        (7, 20, 8, 3, 6, 0.3, True),  # k2 beyond k1 + 1: the expansion reaches past N(i, k1)
     ],
 )
 def test_matches_the_per_item_reference(seed, n_query, n_gallery, k1, k2, lam, ties):

@@ -90,9 +90,10 @@ def evaluate_conventions(
         scores[:, keep] = -k_reciprocal_distances(queries, g[keep], rerank)
         return scores
 
+    per_image_reranked = reranked(q) if rerank is not None else None  # once: it is the costly part
     record(direction, q_ids, None, q_latlon)
-    if rerank is not None:
-        record(f"{direction}_rerank", q_ids, reranked(q), q_latlon)
+    if per_image_reranked is not None:
+        record(f"{direction}_rerank", q_ids, per_image_reranked, q_latlon)
     if direction != "d2s" or multi_query == "none":
         return results
     if groups is None:
@@ -107,9 +108,8 @@ def evaluate_conventions(
             record(f"{name}_rerank", group_ids, reranked(pooled), group_latlon)
         return results
     record(name, group_ids, pool_image_scores(lambda s, e: q[s:e] @ g.T, group, multi_query, g.shape[0]), group_latlon)
-    if rerank is not None:
-        per_image = reranked(q)
-        pooled_scores = pool_image_scores(lambda s, e: per_image[s:e], group, multi_query, g.shape[0])
+    if per_image_reranked is not None:
+        pooled_scores = pool_image_scores(lambda s, e: per_image_reranked[s:e], group, multi_query, g.shape[0])
         record(f"{name}_rerank", group_ids, pooled_scores, group_latlon)
     return results
 

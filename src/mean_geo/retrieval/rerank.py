@@ -67,8 +67,9 @@ def k_reciprocal_distances(
     half = min(round(settings.k1 / 2), n - 1)  # np.around's rounding, as the reference: 2.5 -> 2
     k2 = min(settings.k2, n)
 
-    neighbours, row_max = _nearest(feats, k1 + 1, block_elements)
-    members = _expanded_sets(neighbours, half, block_elements)
+    # one neighbour table serves N(i, k1), N(i, half) and the k2 nearest of the query expansion
+    neighbours, row_max = _nearest(feats, max(k1 + 1, k2), block_elements)
+    members = _expanded_sets(neighbours[:, : k1 + 1], half, block_elements)
     rows, cols, weights = _weights(feats, row_max, members, block_elements)
     if k2 > 1:
         rows, cols, weights = _expand_queries(rows, cols, weights, neighbours[:, :k2], n)
