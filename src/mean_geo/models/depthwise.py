@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mean_geo.models.conv_swap import swap_class
+
 
 class _DepthwiseConvFunction(torch.autograd.Function):
     """Stride-1 depthwise convolution; forward as ``F.conv2d``, backward as described above."""
@@ -89,9 +91,4 @@ def _eligible(module: nn.Module) -> bool:
 def use_fast_depthwise(model: nn.Module) -> int:
     """Give every stride-1 'same' depthwise ``nn.Conv2d`` in ``model`` the fast backward, in place
     (same parameters, same state-dict keys).  Returns how many were converted."""
-    converted = 0
-    for module in model.modules():
-        if _eligible(module):
-            module.__class__ = DepthwiseConv2d
-            converted += 1
-    return converted
+    return swap_class(model, _eligible, DepthwiseConv2d)

@@ -17,7 +17,7 @@ import torch
 
 from mean_geo.retrieval.distances import ground_errors, ranked_distance_metrics
 from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery
-from mean_geo.retrieval.multi_query import mean_pooled, pool_image_scores
+from mean_geo.retrieval.multi_query import group_scores, mean_pooled, pool_image_scores
 from mean_geo.retrieval.rerank import RerankSettings, k_reciprocal_distances
 from mean_geo.retrieval.search import stable_topk, topk_search
 
@@ -101,16 +101,14 @@ def evaluate_conventions(
     group, group_ids = groups
     group_latlon = _group_positions(q_latlon, group) if q_latlon is not None else None
     name = f"d2s_multi_{multi_query}"
-    if multi_query == "mean":
-        pooled = mean_pooled(q, group)
-        record(name, group_ids, pooled @ g.T, group_latlon)
-        if rerank is not None:
-            record(f"{name}_rerank", group_ids, reranked(pooled), group_latlon)
+    record(name, group_ids, group_scores(q, group, g, multi_query), group_latlon)
+    if per_image_reranked is None:
         return results
-    record(name, group_ids, pool_image_scores(lambda s, e: q[s:e] @ g.T, group, multi_query, g.shape[0]), group_latlon)
-    if per_image_reranked is not None:
-        pooled_scores = pool_image_scores(lambda s, e: per_image_reranked[s:e], group, multi_query, g.shape[0])
-        record(f"{name}_rerank", group_ids, pooled_scores, group_latlon)
+    if multi_query == "mean":  # the pooled embeddings are the queries that get re-ranked
+        reranked_groups = reranked(mean_pooled(q, group))
+    else:  # max / vote pool the per-image re-ranked scores
+        reranked_groups = pool_image_scores(lambda s, e: per_image_reranked[s:e], group, multi_query, g.shape[0])
+    record(f"{name}_rerank", group_ids, reranked_groups, group_latlon)
     return results
 
 

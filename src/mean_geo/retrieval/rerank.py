@@ -173,10 +173,7 @@ def _expand_queries(
     sources = nearest.reshape(-1)  # row i takes rows nearest[i, :]
     targets = torch.arange(n, device=rows.device).repeat_interleave(nearest.shape[1])
     taken = count[sources]
-    offsets = torch.arange(int(taken.sum()), device=rows.device) - (torch.cumsum(taken, 0) - taken).repeat_interleave(
-        taken
-    )
-    at = start[:-1][sources].repeat_interleave(taken) + offsets
+    at = _ranges(start[:-1][sources], taken)
     key = targets.repeat_interleave(taken) * n + cols[at]
     unique, where = torch.unique(key, return_inverse=True)  # sorted: row-major again
     summed = torch.zeros(unique.shape[0], dtype=weights.dtype, device=weights.device)
@@ -216,12 +213,17 @@ def _shared_mass(
         count = pairs[lo:hi]
         total = int(count.sum())
         if total:
-            offsets = torch.arange(total, device=rows.device) - (torch.cumsum(count, 0) - count).repeat_interleave(
-                count
-            )
-            at = col_start[:-1][q_cols[lo:hi]].repeat_interleave(count) + offsets
+            at = _ranges(col_start[:-1][q_cols[lo:hi]], count)
             mins = torch.minimum(q_weights[lo:hi].repeat_interleave(count), g_weights[at])
             flat = q_rows[lo:hi].repeat_interleave(count) * n_gallery + g_rows[at]
             shared.view(-1).index_add_(0, flat, mins)
         first = last
     return shared
+
+
+def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``starts[0] … starts[0] + counts[0] − 1, starts[1] …``: the positions of many runs of a
+    sorted array, concatenated, without a Python loop."""
+    run_start = (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+    offsets = torch.arange(int(counts.sum()), device=counts.device) - run_start
+    return starts.repeat_interleave(counts) + offsets
