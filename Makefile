@@ -8,11 +8,12 @@ STAMP   := $(VENV)/.installed
 PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx
 
-.PHONY: help install train smoke test test-fast lint hooks bench bench-gpu clean
+.PHONY: help install train smoke test test-fast test-kernels lint hooks bench bench-gpu clean
 
 help:
 	@echo "make train   - set up, then train MEAN on the embedded synthetic world (experiment=demo)"
 	@echo "make test    - set up, then run the whole test suite"
+	@echo "make test-kernels - the fast tests on SSE4.1 kernels (another CPU's rounding; CI's second lane)"
 	@echo "make smoke   - the one-minute pipeline check (experiment=smoke)"
 	@echo "make bench   - benchmarks -> bench/results.json (MEAN_REF=/path/to/authors/MEAN to compare)"
 	@echo "make bench-gpu - what only a GPU shows (AMP, compile, CUDA memory, DDP) -> bench/results_gpu.json"
@@ -39,6 +40,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# oneDNN, ATen and MKL pick their kernels by CPU; limited to SSE4.1 they round as another machine would
+OTHER_KERNELS := ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
+test-kernels: $(STAMP)
+	$(OTHER_KERNELS) $(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m mean_geo.bench --out bench/results.json $(ARGS)

@@ -7,19 +7,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 import mean_geo
 from mean_geo.errors import CheckpointError
+from tests.helpers.numerics import assert_same_tensors, assert_within_float32_rounding
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy_v2"
 EXPECTED = load_file(str(FIXTURE / "expected_embeddings.safetensors"))
 
 
-def embeddings_of(loaded) -> torch.Tensor:
-    with torch.inference_mode():
-        return loaded.model(EXPECTED["images"])
+def assert_same_model(loaded) -> None:
+    """The fixture's model: its tensors bit for bit, its embeddings within float32 rounding (they
+    were computed on the machine that wrote the fixture)."""
+    assert_same_tensors(loaded.model, load_file(str(FIXTURE / "export" / "model.safetensors")))
+    assert_within_float32_rounding(loaded.model, EXPECTED["images"], EXPECTED["embeddings"])
 
 
 def test_save_pretrained_writes_an_export_with_a_hub_card_and_reads_back(tmp_path):
@@ -31,7 +33,7 @@ def test_save_pretrained_writes_an_export_with_a_hub_card_and_reads_back(tmp_pat
     assert "library_name: mean_geo" in front and "pipeline_tag: image-feature-extraction" in front
     again = mean_geo.from_pretrained(str(tmp_path / "shared"))
     assert again.fingerprint == model.fingerprint == "4f6e921913afe584"
-    assert torch.equal(embeddings_of(again), EXPECTED["embeddings"])
+    assert_same_model(again)
 
 
 def test_from_pretrained_reads_a_repo_from_the_hub_cache_offline(tmp_path, monkeypatch):
@@ -42,7 +44,7 @@ def test_from_pretrained_reads_a_repo_from_the_hub_cache_offline(tmp_path, monke
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
     loaded = mean_geo.from_pretrained("someone/mean-sues200", cache_dir=tmp_path / "cache", local_files_only=True)
-    assert torch.equal(embeddings_of(loaded), EXPECTED["embeddings"])
+    assert_same_model(loaded)
 
 
 def test_a_repo_that_cannot_be_had_is_one_line(tmp_path, monkeypatch):

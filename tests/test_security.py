@@ -33,6 +33,7 @@ from mean_geo.training.embedding import PartWriter
 from mean_geo.training.lit_module import MEANLitModule
 from tests.helpers.cli import exit_code, run_hydra_entry
 from tests.helpers.config import compose_config, quiet_overrides
+from tests.helpers.numerics import assert_same_tensors, assert_within_float32_rounding
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
 
@@ -289,8 +290,14 @@ def test_files_written_by_earlier_versions_still_load_to_the_same_embeddings(gen
     loaded = load_model(folder / source)
     assert loaded.image_size == 64 and loaded.fingerprint == fingerprint
     assert loaded.recipe["model"]["architecture"] == "mean"
-    with torch.inference_mode():
-        assert torch.equal(loaded.model(expected["images"]), expected["embeddings"])
+    # the same model: every tensor is the stored bytes; its embeddings are float32 arithmetic,
+    # computed on the machine that wrote the fixture, so equal within this machine's float32 rounding
+    if source == "export":
+        assert_same_tensors(loaded.model, load_file(str(folder / "export" / "model.safetensors")))
+    else:
+        stored = torch.load(folder / source, map_location="cpu", weights_only=True)["state_dict"]
+        assert_same_tensors(loaded.model, stored, prefix="model.")
+    assert_within_float32_rounding(loaded.model, expected["images"], expected["embeddings"])
     index = read_index(folder / "gallery.index")
     assert index.fingerprint == loaded.fingerprint and len(index.tiles) == tiles
 
