@@ -34,13 +34,16 @@ def snapshot(folder: Path) -> dict[str, int]:
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("dataset.batch_size=abc", "dataset.batch_size='abc': expected int"),
-        ("dataset.image_size=0", "dataset.image_size=0: expected a whole number >= 8"),
+        ("dataset.batch_size=abc", "dataset.batch_size='abc': expected a whole number >= 2"),
+        ("dataset.image_size=0", "dataset.image_size=0: expected a whole number in 8..4096"),
         ("dataset.num_workers=-1", "dataset.num_workers=-1: expected a whole number >= 0"),
         ("dataset.eval_batch_size=0", "dataset.eval_batch_size=0"),
         # the evaluation options are checked before the world is made or a step is trained
         ("eval.corruptions=[fog,hail]", "eval.corruptions: unknown ['hail']"),
-        ("eval.severities=[0,3]", "eval.severities=[0, 3]: expected whole numbers from 1 to 5"),
+        (
+            "eval.severities=[0,3]",
+            "eval.severities=[0, 3]: expected a non-empty list, each item a whole number in 1..5",
+        ),
         ("eval.rerank=yes", "eval.rerank='yes': expected true or false"),
         ("eval.rerank_k1=0", "eval.rerank_k1=0: expected a whole number >= 1"),
         ("eval.multi_query=median", "eval.multi_query='median'"),

@@ -99,7 +99,7 @@ def run_cli(args: list[str], tmp: Path, data_dir: Path, timeout: int = 300) -> s
     "args, expected",
     [
         (["dataset=sues200", "dataset.root=/no/such/place"], "/no/such/place: dataset root does not exist"),
-        (["experiment=smoke", "dataset.altitude=175"], "altitude 175"),
+        (["experiment=smoke", "dataset.altitude=175"], "dataset.altitude=175: expected some of"),
         (["experiment=smoke", "loss.cda.variant=mse"], "loss.cda.variant='mse'"),
         (["experiment=smoke", "ckpt_path=/no/last.ckpt"], "ckpt_path=/no/last.ckpt: no such checkpoint"),
     ],

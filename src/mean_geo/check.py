@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.cli.hydra_app import hydra_app
 from mean_geo.data.official_counts import count, official
 from mean_geo.errors import ConfigError
 
@@ -46,8 +45,7 @@ def run(cfg: DictConfig) -> list[str]:
     return [d for c in counts for d in c.differences]
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="check")
-@report_user_errors
+@hydra_app("check")
 def main(cfg: DictConfig) -> None:
     differences = run(cfg)
     if differences:

@@ -27,3 +27,23 @@ def whole_number(key: str, value: object, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ConfigError(f"{key}={value!r}: expected a whole number >= {least}")
     return value
+
+
+class NonFiniteError(MeanGeoError):
+    """Numbers that must be finite are NaN or infinite (a diverged model, a damaged file)."""
+
+
+def require_finite(values, what: str, hint: str) -> None:
+    """Refuse ``values`` (a tensor) holding NaN or inf, with one line: how many of ``what`` rows,
+    and ``hint`` (what to do).  One guard for embeddings wherever they are ranked or stored."""
+    import torch  # errors.py stays importable without torch for the plain-data checks
+
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        rows = int(bad.reshape(len(values), -1).any(dim=1).sum()) if values.ndim else 1
+        total = len(values) if values.ndim else 1
+        raise NonFiniteError(f"{what}: {rows} of {total} are not finite (NaN or inf); {hint}")
+
+
+class TrainingDiverged(MeanGeoError):
+    """The training loss became NaN or infinite."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.cli.hydra_app import hydra_app
 from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
@@ -80,8 +79,7 @@ def run(cfg: DictConfig) -> dict:
     return read_metrics(out_dir)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
-@report_user_errors
+@hydra_app("eval")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

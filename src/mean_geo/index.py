@@ -9,13 +9,13 @@ stopped, and the index itself appears only when complete.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.cli.hydra_app import hydra_app
 from mean_geo.data.datasets import ImageFiles
 from mean_geo.data.layouts import list_images
 from mean_geo.data.transforms import eval_transform
@@ -26,6 +26,7 @@ from mean_geo.retrieval.index_store import write_index
 from mean_geo.training.composition import build_trainer
 from mean_geo.training.embedding import PartWriter, embed_in_parts
 
+log = logging.getLogger(__name__)
 PARTS_VERSION = 2  # positions in part files are gallery positions (version 1: positions within the part)
 
 
@@ -54,6 +55,14 @@ def build_index(
         raise MeanGeoError(f"gallery_dir={root}: no such folder")
     paths = list_images([root], "gallery_dir")
     coords = locate_tiles(paths, root, coords_csv)
+    missing = sum(c is None for c in coords)
+    if missing and (coords_csv or missing < len(coords)):
+        log.warning(
+            "%d of %d tiles have no coordinates (not in coords_csv, no GeoTIFF tags, world file or z/x/y name): "
+            "localize gives no position or metres for them",
+            missing,
+            len(coords),
+        )
     loaded = load_model(ckpt)
     tiles = ImageFiles(paths, eval_transform(loaded.image_size, loaded.mean, loaded.std))
     embeddings = embed_in_parts(
@@ -72,8 +81,7 @@ def build_index(
     return write_index(out, embeddings, paths, root, coords, loaded.fingerprint, loaded.image_size)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="index")
-@report_user_errors
+@hydra_app("index")
 def main(cfg: DictConfig) -> None:
     trainer = build_trainer(cfg.trainer, callbacks=[PartWriter()], logger=False)
     out = build_index(

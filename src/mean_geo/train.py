@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
-from mean_geo.cli import CONF_DIR, report_user_errors
+from mean_geo.cli.hydra_app import hydra_app
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.models.official import load_official_checkpoint
 from mean_geo.training.composition import (
@@ -104,8 +103,7 @@ def describe(cfg: DictConfig, num_classes: int, out_dir: Path) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-@report_user_errors
+@hydra_app("train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     value = metrics.get(cfg.get("optimized_metric"))

@@ -10,6 +10,7 @@ becomes one ``error: …`` line on stderr and exit code 2 (:func:`report_user_er
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import os
@@ -60,15 +61,24 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def user_asked_for_tracebacks() -> bool:
+    """HYDRA_FULL_ERROR=1 (set by the user, not by :mod:`mean_geo.cli.hydra_app`) or MEAN_GEO_VERBOSE."""
+    ours = os.environ.get("MEAN_GEO_HYDRA_RAISES") == "1"
+    return (os.environ.get("HYDRA_FULL_ERROR") == "1" and not ours) or bool(os.environ.get("MEAN_GEO_VERBOSE"))
+
+
 def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Print project errors as ``error: …`` (traceback with HYDRA_FULL_ERROR=1 or MEAN_GEO_VERBOSE=1)."""
+    """Print project errors as ``error: …`` (traceback with HYDRA_FULL_ERROR=1 or MEAN_GEO_VERBOSE=1).
+
+    Anything else is re-raised, tagged ``raised_by_task`` so that :mod:`mean_geo.cli.hydra_app`
+    never mistakes it for a mistake Hydra found in the command line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("MEAN_GEO_VERBOSE")
+            verbose = user_asked_for_tracebacks()
             full_disk = _full_disk(exc)
             if full_disk is not None and not verbose:
                 where = f" while writing {full_disk.filename}" if full_disk.filename else ""
@@ -80,6 +90,8 @@ def report_user_errors(fn: Callable[..., T]) -> Callable[..., T]:
                 sys.exit(2)
             err = _user_error(exc)
             if err is None or verbose:
+                with contextlib.suppress(AttributeError):  # a few built-in exceptions take no attributes
+                    exc.raised_by_task = True  # type: ignore[attr-defined]
                 raise
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)

@@ -12,6 +12,7 @@ With 0 there is no validation, and the last checkpoint is the one tested (the au
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -252,7 +253,8 @@ class CrossViewDataModule(L.LightningDataModule):
 
     def eval_coordinates(self, stage: str, direction: str, role: str) -> torch.Tensor | None:
         """``(N, 2)`` latitude/longitude of every image of one evaluation set (its place's, or its
-        own in a ``path,lat,lon`` file), or None when they are not all known."""
+        own in a ``path,lat,lon`` file); NaN rows where the table does not know an image, None
+        when it knows none of them."""
         if self._coordinates is None:  # read once, not at every evaluation
             source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
             self._coordinates = read_coordinates_csv(source) if self.coordinates_csv or source.is_file() else ("", {})
@@ -267,9 +269,9 @@ class CrossViewDataModule(L.LightningDataModule):
             else:
                 rel = record.path.relative_to(self.root) if record.path.is_relative_to(self.root) else record.path
                 where = table.get(str(rel)) or table.get(str(record.path))
-            if where is None:
-                return None
-            found.append(where)
+            found.append((math.nan, math.nan) if where is None else where)
+        if all(math.isnan(lat) for lat, _ in found):
+            return None
         return torch.tensor(found, dtype=torch.float64)
 
     def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:

@@ -158,12 +158,12 @@ def parse_altitudes(altitudes: int | str | Sequence[int] | None) -> tuple[int, .
         alts = (int(altitudes),) if isinstance(altitudes, (int, str)) else tuple(int(a) for a in altitudes)
     except (TypeError, ValueError):
         raise DatasetLayoutError(
-            f"altitude {altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'"
+            f"dataset.altitude={altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'"
         ) from None
     bad = [a for a in alts if a not in SUES200_ALTITUDES]
     if bad or not alts:
         shown = ", ".join(map(str, bad or alts))
-        raise DatasetLayoutError(f"altitude {shown}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
+        raise DatasetLayoutError(f"dataset.altitude={shown}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
     return alts
 
 

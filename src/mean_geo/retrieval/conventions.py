@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mean_geo.retrieval.distances import ground_errors, ranked_distance_metrics
-from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery
+from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery, refuse_non_finite
 from mean_geo.retrieval.multi_query import group_scores, mean_pooled, pool_image_scores
 from mean_geo.retrieval.rerank import RerankSettings, k_reciprocal_distances
 from mean_geo.retrieval.search import stable_topk, topk_search
@@ -63,6 +63,7 @@ def evaluate_conventions(
     and ``g_latlon``: ``(N, 2)`` positions of the queries and of every gallery item, for the
     distance metrics (``Dis@K``, ``SDM@K``, ``Acc@Tm``)."""
     results = ConventionResults()
+    refuse_non_finite(q_emb, g_emb, direction)
     q, g = q_emb.float(), g_emb.float()
     keep = matched_gallery(q_ids, g_ids) if drop_unmatched_gallery else torch.ones_like(g_ids, dtype=torch.bool)
     n_ranked = int(keep.sum())
@@ -81,7 +82,9 @@ def evaluate_conventions(
             top = topk_search(q, g[keep], k)[1] if scores is None else stable_topk(scores[:, keep], k)[1]
             errors = ground_errors(top.cpu(), latlon.cpu(), g_latlon[keep.cpu()].cpu())
             metrics.update(ranked_distance_metrics(errors, ks))
-            results.top1_errors_m[name] = errors[:, 0]
+            known = torch.isfinite(errors).all(dim=1)  # positions of a partial coordinates table
+            if bool(known.any()):
+                results.top1_errors_m[name] = errors[known, 0]
         results.metrics[name] = metrics
 
     def reranked(queries: torch.Tensor) -> torch.Tensor:

@@ -59,8 +59,16 @@ def ranked_distance_metrics(
     errors: torch.Tensor, ks: Sequence[int] = (1, 5, 10), thresholds_m: Sequence[int] = THRESHOLDS_M
 ) -> dict[str, float]:
     """The metrics from :func:`ground_errors` (for rankings that are not one dot product:
-    multi-query, re-ranking)."""
-    out: dict[str, float] = {}
+    multi-query, re-ranking).
+
+    A query whose own position is unknown, or one of whose top-K items has none (NaN rows of a
+    coordinates table that covers only part of the set), has no distance: it is left out, and
+    ``metres_queries`` says over how many queries the metres were computed."""
+    known = torch.isfinite(errors).all(dim=1)
+    errors = errors[known]
+    out: dict[str, float] = {"metres_queries": float(known.sum())}
+    if not len(errors):
+        return out
     for k in ks:
         if k <= errors.shape[1]:
             out[f"Dis@{k}"] = errors[:, :k].mean(1).mean().item()

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from mean_geo.errors import require_finite
+
 METRIC_KEYS = ("R@1", "R@5", "R@10", "R@1%", "AP")
 
 
@@ -42,6 +44,16 @@ def matched_gallery(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> torch
     """Mask of the gallery items whose place some query shows: the MEAN/Sample4Geo protocol ignores
     the others (``drop_unmatched_gallery=true``)."""
     return torch.isin(gallery_ids, torch.unique(query_ids))
+
+
+NON_FINITE_HINT = "nothing was ranked: the model's weights give NaN/inf (a diverged run? lower optim.optimizer.lr)"
+
+
+def refuse_non_finite(query_emb: torch.Tensor, gallery_emb: torch.Tensor, what: str = "") -> None:
+    """NaN sorts as the largest score, so a broken model would get ranks that look like results."""
+    prefix = f"{what} " if what else ""
+    require_finite(query_emb, f"{prefix}query embeddings", NON_FINITE_HINT)
+    require_finite(gallery_emb, f"{prefix}gallery embeddings", NON_FINITE_HINT)
 
 
 @torch.no_grad()
@@ -64,6 +76,7 @@ def evaluate(
     qid, gid = _as_ids(query_ids).to(device), _as_ids(gallery_ids).to(device)
     if q.shape[0] != qid.shape[0] or g.shape[0] != gid.shape[0]:
         raise ValueError("embeddings and ids differ in length")
+    refuse_non_finite(q, g)
     full_gallery = gid.shape[0]
     if drop_unmatched_gallery:
         keep = matched_gallery(qid, gid)

@@ -8,6 +8,7 @@ for kind and size when read, and nothing in it is executed or imported.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mean_geo.data.coordinates import Coords
-from mean_geo.errors import MeanGeoError
+from mean_geo.errors import MeanGeoError, require_finite
 
 INDEX_FORMAT = "mean_geo-index/1"
 
@@ -56,6 +57,9 @@ def write_index(
             [{"path": str(p), "id": tile_id(p, root), "latlon": c} for p, c in zip(paths, coords, strict=True)]
         ),
     }
+    require_finite(
+        embeddings, f"index {out}: tile embeddings", "not written: the model gives NaN/inf (a diverged run?)"
+    )
     tmp = out.with_name(out.name + ".tmp")
     save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata=metadata)
     os.replace(tmp, out)
@@ -78,11 +82,14 @@ def read_index(path: str | Path) -> GalleryIndex:
 
 
 def _is_latlon(value: object) -> bool:
-    return value is None or (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+    """None, or [lat, lon] in degrees: finite numbers on the globe."""
+    if value is None:
+        return True
+    if not (isinstance(value, list) and len(value) == 2):
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return False
+    return abs(value[0]) <= 90 and abs(value[1]) <= 180
 
 
 def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -> GalleryIndex:
@@ -93,6 +100,9 @@ def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -
 
     if embeddings.ndim != 2 or not embeddings.is_floating_point():
         raise bad(f"embeddings of shape {tuple(embeddings.shape)} ({embeddings.dtype}), expected (tiles, dim) floats")
+    if not bool(torch.isfinite(embeddings).all()):
+        rows = int((~torch.isfinite(embeddings)).any(dim=1).sum())
+        raise bad(f"{rows} of {embeddings.shape[0]} tile embeddings are not finite (NaN or inf)")
     if not re.fullmatch(r"[0-9a-f]{16}", meta.get("fingerprint", "")):
         raise bad("metadata 'fingerprint' is not a model fingerprint")
     if not re.fullmatch(r"[0-9]{1,4}", meta.get("image_size", "")) or not 8 <= int(meta["image_size"]) <= 4096:

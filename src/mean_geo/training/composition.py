@@ -28,6 +28,7 @@ from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
 from mean_geo.training.lit_module import MEANLitModule
+from mean_geo.training.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
         plugins.append(amp_plugin())
         cfg.pop("precision")
     plugins.append(AtomicCheckpointIO())  # a full disk never leaves a truncated checkpoint
+    if cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks = [*callbacks, progress_bar()]  # eval, index: lines, not a bar, in a file
     return instantiate(cfg, callbacks=callbacks, logger=logger, plugins=plugins)
 
 

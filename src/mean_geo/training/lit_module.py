@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from mean_geo.errors import CheckpointError, whole_number
+from mean_geo.errors import CheckpointError, TrainingDiverged, whole_number
 from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
 from mean_geo.losses import MEANLoss
@@ -19,6 +20,8 @@ from mean_geo.retrieval.evaluate import evaluate
 from mean_geo.retrieval.multi_query import check_mode, query_groups
 from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.grad_cache import grad_cached_backward
+
+log = logging.getLogger(__name__)
 
 
 class MEANLitModule(L.LightningModule):
@@ -115,6 +118,8 @@ class MEANLitModule(L.LightningModule):
             terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
         else:
             terms = self._grad_cached_step(self._prep(drone), self._prep(satellite), labels)
+        if self.automatic_optimization:  # before Lightning's backward and step: the weights stay as they are
+            self._stop_if_diverged(terms)
         bs = labels.shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
@@ -132,6 +137,7 @@ class MEANLitModule(L.LightningModule):
             terms = grad_cached_backward(
                 self.model, self.loss, drone, satellite, labels, self.grad_cache_chunk, backward=self.manual_backward
             )
+        self._stop_if_diverged(terms)  # before the step: the weights stay as they are
         if self.trainer.world_size > 1:
             self._average_gradients_across_ranks()
         optimizer.step()  # AMP: unscales, then on_before_optimizer_step clips, then steps (or skips)
@@ -139,6 +145,33 @@ class MEANLitModule(L.LightningModule):
         if scheduler is not None:
             scheduler.step()
         return terms
+
+    def _stop_if_diverged(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop at the first non-finite loss, before its update: NaN weights would otherwise train
+        on to the end, be checkpointed and be ranked.  Every rank decides together (DDP)."""
+        finite = bool(torch.isfinite(terms["loss"].detach()).all())
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items() if k != "loss")
+        group = self.trainer.optimizers[0].param_groups[0]
+        configured = group.get("initial_lr", group["lr"])
+        raise TrainingDiverged(
+            f"training diverged at step {self.trainer.global_step + 1} (epoch {self.current_epoch + 1}): "
+            f"loss {float(terms['loss'].detach()):.4g} ({parts}) at lr {group['lr']:.3g}; lower the learning rate "
+            f"(optim.optimizer.lr={configured:g} now) or clip harder (trainer.gradient_clip_val); "
+            f"{self._last_good_checkpoint()}"
+        )
+
+    def _last_good_checkpoint(self) -> str:
+        """What is left of the run: the checkpoints written before the loss went bad are kept as they are."""
+        callback = self.trainer.checkpoint_callback
+        paths = [getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")]
+        found = [p for p in paths if p and Path(p).is_file()]
+        if not found:
+            return "no checkpoint had been written yet (one is written at the end of each epoch)"
+        return f"the last good checkpoint is kept: {found[0]}"
 
     def _average_gradients_across_ranks(self) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
@@ -226,6 +259,17 @@ class MEANLitModule(L.LightningModule):
             )
             for name, values in results.metrics.items():
                 metrics.update({f"{stage}/{name}/{key}": value for key, value in values.items()})
+            covered = results.metrics.get(direction, {}).get("metres_queries")
+            if covered is not None and covered < len(q_ids) and self.trainer.is_global_zero:
+                log.warning(
+                    "%s %s: metres (Dis@K, SDM@K, Acc@Tm) over %d of %d queries; the others, or their top-%d "
+                    "tiles, have no coordinates",
+                    stage,
+                    direction,
+                    covered,
+                    len(q_ids),
+                    max(self.eval_ks),
+                )
             self.last_curves.update(results.curves)
             self.last_top1_errors_m.update(results.top1_errors_m)
         conditions = getattr(self.trainer.datamodule, "query_conditions", []) if stage == "test" else []
