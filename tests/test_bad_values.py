@@ -62,6 +62,9 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy_v2"
         ("trainer.accelerator=tpu", "trainer.accelerator='tpu': expected one of auto, cpu, gpu, cuda, mps"),
         ("+trainer.strategy=ddp_typo", "trainer.strategy='ddp_typo': expected one of auto, ddp"),
         ("callbacks.progress_bar.every_s=-1", "callbacks.progress_bar.every_s=-1: expected a number >= 0"),
+        ("+dataset.joint_flip_p=2", "dataset.joint_flip_p=2: expected a number in [0, 1]"),
+        ("dataset.synthesize.test_locations=-1", "dataset.synthesize.test_locations=-1: expected 1-11"),
+        ("eval.corruptions=[fog,1]", "eval.corruptions=['fog', 1]: expected a non-empty string or a list"),
         ("dataset.root=${nowhere}", "dataset.root: Interpolation key 'nowhere' not found"),
     ],
 )
@@ -70,6 +73,21 @@ def test_untyped_values_are_refused_before_any_work(override, expected, tmp_path
     line = run_hydra_entry(train_entry.main, ["experiment=smoke", override], tmp_path, monkeypatch, capsys)
     assert expected in line
     assert not (tmp_path / "no_world_yet").exists()  # refused before a world was generated
+
+
+@pytest.mark.parametrize(
+    "legal",
+    [
+        {"eval": {"corruptions": "all", "severities": 3}},
+        {"eval": {"corruptions": "fog", "severities": [1, 5]}},
+        {"trainer": {"devices": "auto", "precision": 16, "deterministic": "warn", "strategy": "ddp_spawn"}},
+        {"trainer": {"devices": [0, 1], "limit_train_batches": 0.25, "val_check_interval": 100}},
+        {"dataset": {"augment": "geometric", "batch_size": 2, "val_locations": 0.0}},
+        {"optim": {"optimizer": {"lr": 1, "betas": [0.9, 0.999]}}},
+    ],
+)
+def test_legal_values_of_every_documented_form_pass(legal):
+    check_settings(legal, "train")
 
 
 def test_an_endless_run_is_legal_when_max_steps_ends_it():

@@ -103,7 +103,10 @@ def lightning_strategy(v: Any) -> str | None:
 
 TRAIN = frozenset({"train"})
 BATCH_NORM_NOTE = " (2 or more: the BatchNorm layers of the branches cannot train on one pair)"
-PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "16", "bf16")
+PRECISIONS = (
+    *("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "16", "bf16"),
+    *("transformer-engine", "transformer-engine-float16"),
+)
 FRACTION_OR_COUNT = either(number(0.0, 1.0), whole(0))
 
 #: key -> what it accepts.  Ranges say what the code can run, not what is sensible.
@@ -122,8 +125,8 @@ RULES: dict[str, Rule] = {
     "eval.rerank_k1": Rule(whole(1)),
     "eval.rerank_k2": Rule(whole(1)),
     "eval.rerank_lambda": Rule(number(0.0, 1.0)),
-    "eval.corruptions": Rule(list_of(text, non_empty=False)),
-    "eval.severities": Rule(list_of(whole(1, 5))),
+    "eval.corruptions": Rule(either(text, list_of(text, non_empty=False))),  # fog | all | [fog, rain]
+    "eval.severities": Rule(either(whole(1, 5), list_of(whole(1, 5)))),  # 3 | [1, 3, 5]
     "eval.plots": Rule(boolean),
     # optimiser and schedule
     "optim.optimizer.lr": Rule(number(0.0, low_open=True)),
@@ -162,6 +165,7 @@ RULES: dict[str, Rule] = {
     "dataset.seed": Rule(whole(0, 2**32 - 1), tasks=frozenset({"train", "eval"})),
     "dataset.augment": Rule(either(boolean, one_of("geometric")), tasks=TRAIN),
     "dataset.val_locations": Rule(number(0.0, 1.0, high_open=True), tasks=TRAIN),
+    "dataset.joint_flip_p": Rule(number(0.0, 1.0), tasks=TRAIN),
     "dataset.directions": Rule(list_of(one_of("d2s", "s2d")), nullable=True),
     "dataset.pin_memory": Rule(boolean, nullable=True),
     "dataset.root": Rule(text, nullable=True),

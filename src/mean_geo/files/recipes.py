@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mean_geo.errors import RecipeError
+from mean_geo.errors import MeanGeoError, RecipeError
 from mean_geo.models.registry import ARCHITECTURES, register_architecture  # noqa: F401  (re-exported)
 
 #: recipe format written into checkpoints and exports by this version
@@ -256,7 +256,10 @@ def build_datamodule_from_recipe(recipe: Mapping[str, Any], where: str = "datase
     if dm.synthesize is not None:
         from mean_geo.synthetic.writer import WorldSpec, write_world
 
-        spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
+        try:
+            spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
+        except MeanGeoError as exc:  # the spec names its own field; the user wrote dataset.synthesize.<field>
+            raise type(exc)(f"{where}.synthesize.{exc}") from None
         dm.write_world = functools.partial(write_world, spec)
     return dm
 
