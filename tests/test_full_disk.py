@@ -82,8 +82,8 @@ def test_a_full_disk_anywhere_is_one_line(capsys, monkeypatch):
 def test_metrics_and_exports_are_complete_or_absent(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from mean_geo.files import atomic
     from mean_geo.inference.export import export
+    from mean_geo.utils import atomic
 
     metrics = tmp_path / "metrics.json"
     atomic.write_text(metrics, '{"old": 1}')

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from mean_geo.errors import CheckpointError, MeanGeoError
-from mean_geo.files.atomic import atomic_path
 from mean_geo.inference.loading import (
     CARD,
     CONFIG,
@@ -22,6 +21,7 @@ from mean_geo.inference.loading import (
     load_model,
     retrieval_state,
 )
+from mean_geo.utils.atomic import atomic_path
 
 DATASET_NAMES = {"sues200": "SUES-200", "university1652": "University-1652"}
 

@@ -11,8 +11,8 @@ import torch
 
 from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
-from mean_geo.files.atomic import atomic_path
 from mean_geo.retrieval.search import topk_search
+from mean_geo.utils.atomic import atomic_path
 
 TOP_K = 10
 

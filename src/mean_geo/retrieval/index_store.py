@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 
 from mean_geo.data.coordinates import Coords
 from mean_geo.errors import MeanGeoError, require_finite
+from mean_geo.utils.atomic import atomic_path
 
 INDEX_FORMAT = "mean_geo-index/1"
 
@@ -60,9 +60,8 @@ def write_index(
     require_finite(
         embeddings, f"index {out}: tile embeddings", "not written: the model gives NaN/inf (a diverged run?)"
     )
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    with atomic_path(out) as partial:
+        save_file({"embeddings": embeddings.contiguous()}, str(partial), metadata=metadata)
     return out
 
 

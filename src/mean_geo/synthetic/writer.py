@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
 from mean_geo.synthetic.render import DroneCamera, cast_shadows, render_drone, render_satellite
 from mean_geo.synthetic.world import Place, generate_place
+from mean_geo.utils.atomic import atomic_path, remove_stale_partials, unique_partial_dir
 
 LAYOUTS = ("university1652", "sues200")
 SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile
@@ -266,9 +266,8 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
     if root.exists():
         if existing_spec(root) == spec.to_json():
             if not (root / COORDINATES).is_file():  # a world written before worlds had coordinates
-                partial = root / f".{COORDINATES}.partial-{os.getpid()}"
-                write_place_coordinates(partial, place_coordinates(spec))
-                os.replace(partial, root / COORDINATES)
+                with atomic_path(root / COORDINATES) as partial:
+                    write_place_coordinates(partial, place_coordinates(spec))
             return root
         if not root.is_dir() or any(root.iterdir()):
             raise MeanGeoError(
@@ -279,7 +278,7 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
     jobs = [(loc, role) for role in ("train", "test", "distractor") for loc in ids[role]]
     root.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-{os.getpid()}-", dir=root.parent))
+    tmp = unique_partial_dir(root)
     try:
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         args = [(spec, int(loc)) for loc, _ in jobs]
@@ -319,22 +318,6 @@ def _move_into_place(tmp: Path, root: Path, spec: WorldSpec, attempts: int = 5) 
                 raise
             time.sleep(0.05 * (attempt + 1))  # the other writer is between its rmdir and its rename
 
-
-def remove_stale_partials(root: Path) -> None:
-    """Remove the partial folders of ``root`` left by writers that were killed (kill -9 leaves them)."""
-    for partial in root.parent.glob(f".{root.name}.partial-*"):
-        pid = partial.name.removeprefix(f".{root.name}.partial-").split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mean_geo.errors import CheckpointError
-from mean_geo.files.atomic import atomic_path
+from mean_geo.utils.atomic import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -4,7 +4,6 @@ GPUs and nodes, in parts written atomically: an interrupted run continues where 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from mean_geo.errors import MeanGeoError
+from mean_geo.utils.atomic import atomic_path, write_text
 
 
 class Embedder(L.LightningModule):
@@ -40,9 +40,8 @@ class PartWriter(BasePredictionWriter):
         emb = torch.cat([p[0] for p in predictions]) if predictions else torch.zeros(0)
         pos = torch.cat([p[1] for p in predictions]) if predictions else torch.zeros(0, dtype=torch.long)
         target = Path(f"{self.target}.rank{trainer.global_rank}")
-        tmp = target.with_suffix(".tmp")
-        save_file({"embeddings": emb.contiguous(), "positions": pos.long().contiguous()}, str(tmp))
-        os.replace(tmp, target)
+        with atomic_path(target) as partial:
+            save_file({"embeddings": emb.contiguous(), "positions": pos.long().contiguous()}, str(partial))
 
 
 def embed_in_parts(
@@ -64,7 +63,7 @@ def embed_in_parts(
     manifest_file = parts_dir / "manifest.json"
     if manifest_file.exists() and json.loads(manifest_file.read_text()) != manifest:
         raise MeanGeoError(f"{parts_dir}: left by a run with another model or gallery; remove it to start over")
-    manifest_file.write_text(json.dumps(manifest))
+    write_text(manifest_file, json.dumps(manifest))
     writer = next((c for c in trainer.callbacks if isinstance(c, PartWriter)), None)
     if writer is None:
         raise ValueError("the trainer needs a PartWriter callback")

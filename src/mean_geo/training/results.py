@@ -16,13 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mean_geo.data.datamodule import CrossViewDataModule
-from mean_geo.files import atomic
-from mean_geo.files.atomic import atomic_path
 from mean_geo.retrieval.evaluate import METRIC_KEYS, matched_gallery
 from mean_geo.retrieval.search import topk_search
 from mean_geo.training import plots
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import log_images, log_table
+from mean_geo.utils import atomic
+from mean_geo.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["query", "location", "correct_at_1", "top_locations", "top_scores", "top1_image"]

@@ -1,0 +1,71 @@
+"""Files and folders that are complete or absent: written under a partial name beside the final
+one, then renamed (a rename within a folder is atomic).  A full disk or a kill leaves no truncated
+file under a name that other code (or a user) trusts.
+
+The one writer of the package: checkpoints, exports, indexes and their parts, metrics, tables and
+synthetic worlds all go through it, so the partial names (``.<name>.partial-<pid>…``) and their
+clean-up after a killed writer are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def partial_name(path: Path) -> Path:
+    """Where ``path`` is written before it is complete: hidden, beside it, named by this process."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def _remove(partial: Path) -> None:
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a path to write to; on success it becomes ``path``, on any error it is removed."""
+    path = Path(path)
+    partial = partial_name(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        _remove(partial)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(text)
+
+
+def unique_partial_dir(path: Path) -> Path:
+    """A new, empty partial folder for ``path`` (unique even within one process: several writers
+    of the same folder may race, and the caller decides who wins the rename)."""
+    return Path(tempfile.mkdtemp(prefix=f"{partial_name(path).name}-", dir=path.parent))
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove the partial files and folders of ``path`` whose writer is dead (kill -9 leaves them)."""
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        pid = partial.name.removeprefix(f".{path.name}.partial-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(partial)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
