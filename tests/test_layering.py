@@ -120,3 +120,52 @@ def test_inference_needs_neither_lightning_nor_hydra_nor_matplotlib(source):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def import_cycles(modules: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a circle (imports inside
+    functions included: a lazy import only hides a circle), found with Tarjan's algorithm."""
+    graph = {m: sorted(t for t in targets if t in modules and t != m) for m, targets in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    assert import_cycles(MODULES) == []
+
+
+def test_the_circle_check_sees_a_circle_hidden_in_a_function():
+    writer = "from mean_geo.inference.loading import load_model\n"
+    reader = "def save():\n    from mean_geo.inference.export import write\n"
+    modules = {
+        "mean_geo.inference.export": imports_of(writer, "mean_geo.inference.export"),
+        "mean_geo.inference.loading": imports_of(reader, "mean_geo.inference.loading"),
+        "mean_geo.inference.geo": set(),
+    }
+    assert import_cycles(modules) == [["mean_geo.inference.export", "mean_geo.inference.loading"]]

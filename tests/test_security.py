@@ -344,3 +344,25 @@ def test_command_line_prints_one_error_line_and_exits_2(entry, legacy_ckpt, tmp_
         line = run_hydra_entry(main, args, tmp_path, monkeypatch, capsys)
     assert "model._target_='torch.load'" in line
     assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("tag", ["mean_geo/9", None, {"_target_": "os.system"}])
+def test_an_export_of_a_format_this_version_does_not_read_is_one_line(tag, tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(LEGACY.parent / "legacy_v2" / "export", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["format"] = tag
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MeanGeoError) as exc:
+        load_model(folder)
+    assert_one_line(str(exc.value), f"{folder / 'config.json'}: export format")
+    assert "mean_geo/1, mean_geo/2" in str(exc.value)
+
+
+def test_exports_are_written_in_the_format_the_reader_checks(tmp_path):
+    from mean_geo.inference.export_format import EXPORT_FORMAT, READABLE_FORMATS
+
+    exported = load_model(LEGACY.parent / "legacy_v2" / "export")
+    exported.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["format"] == EXPORT_FORMAT
+    assert EXPORT_FORMAT in READABLE_FORMATS and load_model(tmp_path / "again").fingerprint == exported.fingerprint

@@ -1,7 +1,5 @@
-"""Shareable weights of a trained model: ``model.safetensors`` (only the retrieval network: the
-training-only branches are dropped), ``config.json`` (registered architecture + plain arguments,
-input size and statistics, fingerprint) and ``README.md``, the model card with the Hub's metadata,
-so the folder can be pushed to the Hugging Face Hub as it is.  Optionally ``model.onnx``."""
+"""``export(ckpt, out)``: the shareable export folder of a checkpoint (the format is
+:mod:`mean_geo.inference.export_format`'s), optionally with ``model.onnx``."""
 
 from __future__ import annotations
 
@@ -9,21 +7,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from mean_geo.errors import CheckpointError, MeanGeoError
-from mean_geo.inference.loading import (
-    CARD,
-    CONFIG,
-    WEIGHTS,
-    InferenceModel,
-    inference_recipe,
-    load_model,
-    retrieval_state,
-)
+from mean_geo.inference.export_format import write_export
+from mean_geo.inference.loading import load_model
 from mean_geo.utils.atomic import atomic_path
-
-DATASET_NAMES = {"sues200": "SUES-200", "university1652": "University-1652"}
 
 
 def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
@@ -39,28 +27,6 @@ def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = No
         folder.mkdir()
         write_export(folder, loaded, source=Path(ckpt_path).name, metrics=metrics)
     return out
-
-
-def write_export(out: Path, loaded: InferenceModel, source: str | None = None, metrics: dict | None = None) -> None:
-    """The export files of ``loaded`` into the existing folder ``out``; a model read from an export
-    keeps the metrics and source recorded there."""
-    state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
-    save_file(state, str(out / WEIGHTS))
-    dataset = loaded.recipe.get("dataset") or {}
-    config = {
-        "format": "mean_geo/2",
-        "model": inference_recipe(loaded.recipe["model"]),
-        "image_size": loaded.image_size,
-        "normalization": {"mean": loaded.mean, "std": loaded.std},
-        "embedding_dim": loaded.model.embedding_dim,
-        "fingerprint": loaded.fingerprint,
-        "trained_on": loaded.recipe.get("trained_on")
-        or {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
-        "metrics": metrics if metrics is not None else loaded.recipe.get("metrics") or {},
-        "source_checkpoint": source or loaded.recipe.get("source_checkpoint") or "unknown",
-    }
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    (out / CARD).write_text(model_card(config))
 
 
 def run_metrics_near(ckpt: Path) -> dict:
@@ -102,62 +68,3 @@ def export_onnx(folder: Path, opset: int = 18, atol: float = 1e-4) -> Path:
     if err > atol:
         raise MeanGeoError(f"{path}: ONNX outputs differ from PyTorch by {err:.2e} (> {atol})")
     return path
-
-
-def _front_matter(config: dict) -> str:
-    """The Hub's card metadata (YAML): library, tags, dataset and the recorded metrics."""
-    dataset = DATASET_NAMES.get(config["trained_on"].get("name") or "")
-    lines = [
-        "---",
-        "library_name: mean_geo",
-        "pipeline_tag: image-feature-extraction",
-        "tags: [cross-view-geo-localization, drone, satellite, image-retrieval, mean_geo]",
-    ]
-    if dataset:
-        lines.append(f"datasets: [{dataset}]")
-    metrics = [k for k, v in sorted((config.get("metrics") or {}).items()) if isinstance(v, (int, float))]
-    if metrics:
-        lines.append(f"metrics: [{', '.join(json.dumps(k) for k in metrics)}]")
-    return "\n".join([*lines, "---", ""])
-
-
-def model_card(config: dict) -> str:
-    """A model card generated from what the export knows (no claims beyond it)."""
-    trained = config["trained_on"]
-    dataset = DATASET_NAMES.get(trained.get("name") or "", trained.get("name") or "unknown")
-    metrics = config.get("metrics") or {}
-    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
-    dim = config["embedding_dim"]
-    return f"""{_front_matter(config)}
-# MEAN cross-view geo-localization model
-
-## Model details
-- Architecture: MEAN (Chen, Yang & Rong, IEEE TGRS 2025) — retrieval network only: `{config["model"]["backbone"]}`
-  backbone{" + PEE (multiscale)" if config["model"].get("pee") == "multiscale" else ""}, {dim}-d
-  L2-normalised embedding; the training-only GEE/CEA branches are not included.
-- Input: RGB, resized to {config["image_size"]}x{config["image_size"]}, normalised with mean
-  {config["normalization"]["mean"]} and std {config["normalization"]["std"]}.
-- Fingerprint: `{config["fingerprint"]}` (indexes built with another model are refused).
-- Exported from: `{config["source_checkpoint"]}` by mean_geo.
-
-## Intended use
-Drone → satellite retrieval (find the satellite tile of the place a drone photo shows) and the reverse
-direction, by nearest-neighbour search of embeddings (`python -m mean_geo.index` / `mean_geo.localize`).
-Out of scope: metric positioning beyond the tile grid, imagery unlike the training data.
-
-## Training data
-- Dataset: {dataset}; altitude(s): {trained.get("altitude", "n/a")};
-  evaluated directions: {", ".join(trained.get("directions") or []) or "n/a"}.
-
-## Evaluation (University-1652 protocol, %)
-| metric | value |
-|---|---|
-{rows or "| (none recorded) | |"}
-
-## Loading
-```python
-import mean_geo
-m = mean_geo.load_model("path/to/this/folder")   # or mean_geo.from_pretrained("owner/name")
-embeddings = m.model(images)                      # (B, {dim}) unit vectors
-```
-"""

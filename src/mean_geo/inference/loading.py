@@ -1,8 +1,8 @@
 """Inference models: load a training checkpoint or an exported folder in one call.
 
-An export (:mod:`mean_geo.inference.export`) is a folder with ``model.safetensors`` (only the
-retrieval network), ``config.json`` (how to rebuild it: a registered architecture name and plain
-arguments, see :mod:`mean_geo.files.recipes`) and a ``README.md`` model card; :func:`load_model`
+An export (:mod:`mean_geo.inference.export_format`) is a folder with ``model.safetensors`` (only
+the retrieval network), ``config.json`` (how to rebuild it: a registered architecture name and
+plain arguments, see :mod:`mean_geo.files.recipes`) and a ``README.md`` model card; :func:`load_model`
 rebuilds it without Lightning or Hydra, without unpickling and without running anything a file
 names.
 The *fingerprint* identifies the retrieval weights and input size, so an index built with one
@@ -12,22 +12,26 @@ model is refused by another.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelHubMixin, snapshot_download
-from safetensors.torch import load_file
 
 from mean_geo.errors import CheckpointError, MeanGeoError, RecipeError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
 from mean_geo.files.recipes import build_model, image_size_of, model_recipe
+from mean_geo.inference.export_format import (
+    CONFIG,
+    HUB_FILES,
+    WEIGHTS,
+    inference_recipe,
+    read_export,
+    retrieval_state,
+    write_export,
+)
 from mean_geo.models.backbone import IMAGENET_STATS
 from mean_geo.models.mean import MEAN
-
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
-HUB_FILES = [WEIGHTS, CONFIG, CARD]
 
 
 @dataclass
@@ -54,8 +58,6 @@ class InferenceModel(
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[1]))
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from mean_geo.inference.export import write_export
-
         write_export(Path(save_directory), self)
 
     @classmethod
@@ -103,12 +105,6 @@ class InferenceModel(
         return _read_export(folder, "pretrained_model_name_or_path")
 
 
-def retrieval_state(model: MEAN) -> dict[str, torch.Tensor]:
-    """The weights the retrieval embedding depends on (backbone, and PEE when built)."""
-    prefixes = tuple(f"{part}." for part in model.retrieval_parts)
-    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
-
-
 def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[float]] | None = None) -> str:
     """Identifies the retrieval weights and the input they expect (size; statistics unless ImageNet,
     which keeps the fingerprints of files written before statistics were recorded)."""
@@ -119,10 +115,6 @@ def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[flo
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def inference_recipe(model_recipe: dict) -> dict:
-    return {**model_recipe, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
 
 
 def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
@@ -149,23 +141,12 @@ def _stats(section: dict, where: str) -> tuple[list[float], list[float]]:
 
 
 def _read_export(path: Path, arg: str) -> InferenceModel:
-    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
-        raise CheckpointError(f"{arg}={path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path / CONFIG}: not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise CheckpointError(f"{path / CONFIG}: no model recipe (expected a mean_geo export config)")
+    config, state = read_export(path, arg)
     try:
         image_size = image_size_of({"dataset": {"image_size": config.get("image_size")}})
         recipe = model_recipe(config["model"])
     except RecipeError as exc:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
-    try:
-        state = load_file(str(path / WEIGHTS))
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign weights file
-        raise CheckpointError(f"{path / WEIGHTS}: not a readable safetensors file ({type(exc).__name__})") from None
     model = _build(recipe, state, str(path))
     stats = _stats(config.get("normalization") or {}, f"{path / CONFIG}: normalization")
     return InferenceModel(model, image_size, fingerprint(model, image_size, stats), {**config, "model": recipe}, *stats)
