@@ -35,13 +35,6 @@ class ConventionResults:
     top1_errors_m: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def convention_names(direction: str, multi_query: str = "none", rerank: bool = False) -> list[str]:
-    names = [direction, *([f"{direction}_rerank"] if rerank else [])]
-    if direction == "d2s" and multi_query != "none":
-        names += [f"d2s_multi_{multi_query}", *([f"d2s_multi_{multi_query}_rerank"] if rerank else [])]
-    return names
-
-
 @torch.no_grad()
 def evaluate_conventions(
     direction: str,
