@@ -31,6 +31,7 @@ from mean_geo.data.samplers import LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_readers
 from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform, train_transform
 from mean_geo.errors import ConfigError, whole_number
+from mean_geo.utils.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -336,18 +337,13 @@ class CrossViewDataModule(L.LightningDataModule):
 
 
 #: the dataset layouts a config or checkpoint may name (``dataset.name``); see register_datamodule
-DATAMODULES: dict[str, type[CrossViewDataModule]] = {}
+DATAMODULES: Registry[type[CrossViewDataModule]] = Registry("dataset", "dataset.name")
 
 
 def register_datamodule(name: str) -> Callable[[type[CrossViewDataModule]], type[CrossViewDataModule]]:
     """Class decorator: make a layout selectable as ``dataset.name=<name>`` (and loadable from
-    checkpoints, which store this name and plain arguments)."""
-
-    def add(cls: type[CrossViewDataModule]) -> type[CrossViewDataModule]:
-        DATAMODULES[name] = cls
-        return cls
-
-    return add
+    checkpoints, which store this name and plain arguments); refuses a name another class has."""
+    return DATAMODULES.register(name)
 
 
 @register_datamodule("university1652")

@@ -26,6 +26,7 @@ from typing import Any
 
 from mean_geo.errors import MeanGeoError, RecipeError
 from mean_geo.models.registry import ARCHITECTURES, register_architecture  # noqa: F401  (re-exported)
+from mean_geo.utils.registry import Registry
 
 #: recipe format written into checkpoints and exports by this version
 RECIPE_FORMAT = "mean_geo-recipe/2"
@@ -34,7 +35,7 @@ MAX_STRING = 4096
 PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
-def _registered_architectures() -> dict[str, Callable[..., Any]]:
+def _registered_architectures() -> Registry[Callable[..., Any]]:
     from mean_geo.models.mean import MEAN  # noqa: F401  (registers "mean")
 
     return ARCHITECTURES
@@ -167,10 +168,11 @@ def model_recipe(section: Mapping[str, Any], where: str = "model") -> dict[str, 
     legacy = _legacy_name(section, where, ("mean",))
     section.pop("_target_", None)
     name = section.pop("architecture", legacy)
-    registry = _registered_architectures()
-    if name not in registry:
-        raise RecipeError(f"{where}.architecture={name!r}: unknown (registered: {sorted(registry)})")
-    kwargs = check_kwargs(registry[name], section, where)
+    try:
+        cls = _registered_architectures().get(name)
+    except RecipeError as exc:
+        raise RecipeError(str(exc).replace("model.architecture=", f"{where}.architecture=", 1)) from None
+    kwargs = check_kwargs(cls, section, where)
     backbone = kwargs.get("backbone")
     if backbone is not None:
         import timm
@@ -217,7 +219,7 @@ def build_loss(recipe: Mapping[str, Any], where: str = "loss"):
     return MEANLoss(**checked, infonce=InfoNCELoss(**infonce), cda=CDALoss(**cda))
 
 
-def _datamodules() -> dict[str, type]:
+def _datamodules() -> Registry[type]:
     from mean_geo.data.datamodule import DATAMODULES  # registers sues200 and university1652
 
     return DATAMODULES
@@ -238,9 +240,7 @@ def dataset_recipe(section: Mapping[str, Any], where: str = "dataset", check_arg
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
             raise RecipeError(f"{where}.name={name!r}: not a dataset name")
         return {"name": name, **check_plain(section, where)}
-    if name not in _datamodules():
-        raise RecipeError(f"{where}.name={name!r}: unknown dataset (expected one of {sorted(_datamodules())})")
-    kwargs = check_kwargs(_datamodules()[name], section, where)
+    kwargs = check_kwargs(_datamodules().get(name), section, where)
     if kwargs.get("synthesize") is not None:  # a synthetic world's spec: its fields, nothing else
         from mean_geo.synthetic.writer import WorldSpec
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-ARCHITECTURES: dict[str, Callable[..., Any]] = {}
+from mean_geo.utils.registry import Registry
+
+ARCHITECTURES: Registry[Callable[..., Any]] = Registry("architecture", "model.architecture")
 
 
 def register_architecture(name: str) -> Callable[[type], type]:
-    """Class decorator: make ``name`` a loadable architecture (``@register_architecture("my_net")``)."""
+    """Class decorator: make ``name`` a loadable architecture (``@register_architecture("my_net")``).
 
-    def add(cls: type) -> type:
-        ARCHITECTURES[name] = cls
-        return cls
+    Args:
+        name: what ``model.architecture`` (and a checkpoint's recipe) calls it.
 
-    return add
+    Returns:
+        The decorator; it refuses a name another class has.
+    """
+    return ARCHITECTURES.register(name)

@@ -1,0 +1,83 @@
+"""The one registry helper (architectures, dataset layouts): register, get with the closest names
+on a miss, list, refuse a name taken by another class; and every registered architecture trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mean_geo.data.datamodule import DATAMODULES
+from mean_geo.errors import ConfigError, RecipeError
+from mean_geo.files.recipes import build_loss, build_model, model_recipe
+from mean_geo.models.mean import MEAN  # noqa: F401  (registers "mean" before the parametrisation reads the names)
+from mean_geo.models.registry import ARCHITECTURES
+from mean_geo.utils.registry import Registry
+
+
+def test_register_get_and_list():
+    registry: Registry[type] = Registry("widget", "thing.kind")
+
+    @registry.register("round_widget")
+    class Round:
+        pass
+
+    @registry.register("square_widget")
+    class Square:
+        pass
+
+    assert registry.get("round_widget") is Round and registry.names() == ["round_widget", "square_widget"]
+    assert "square_widget" in registry and len(registry) == 2 and sorted(registry) == registry.names()
+    with pytest.raises(RecipeError, match=r"thing.kind='round_widgit': unknown widget .*did you mean round_widget"):
+        registry.get("round_widgit")
+    with pytest.raises(RecipeError, match=r"thing.kind='zzz': unknown widget \(registered: round_widget, square_w"):
+        registry.get("zzz")
+
+
+def test_a_name_taken_by_another_class_is_refused_and_the_same_class_again_is_fine():
+    registry: Registry[type] = Registry("widget", "thing.kind")
+
+    class First:
+        pass
+
+    registry.register("w")(First)
+    registry.register("w")(First)  # a module imported twice registers the same class again
+
+    class Second:
+        pass
+
+    with pytest.raises(ConfigError, match="widget 'w' is registered twice"):
+        registry.register("w")(Second)
+    assert registry.get("w") is First
+
+
+def test_the_shipped_registries_name_their_config_keys():
+    with pytest.raises(RecipeError, match=r"model.architecture='maen': unknown architecture .*did you mean mean"):
+        model_recipe({"architecture": "maen"})
+    assert {"sues200", "university1652"} <= set(DATAMODULES.names())
+    with pytest.raises(RecipeError, match=r"dataset.name='sues20': unknown dataset .*did you mean sues200"):
+        DATAMODULES.get("sues20")
+
+
+def test_the_parametrisation_below_sees_the_shipped_architecture():
+    assert "mean" in ARCHITECTURES.names()
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_every_registered_architecture_trains_one_step(name):
+    """timm's habit: whatever is registered builds, runs forward and backward (finite, non-zero
+    gradients) and embeds in eval mode."""
+    torch.manual_seed(0)
+    model = build_model({"architecture": name, "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
+    loss = build_loss({})
+    drone, satellite, labels = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    model.train()
+    terms = loss(*model.forward_pair(drone, satellite), labels)
+    terms["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.isfinite(terms["loss"]) and all(g is None or torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    model.eval()
+    with torch.inference_mode():
+        emb = model(drone)
+    assert emb.shape == (4, model.embedding_dim)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(4), atol=1e-5)
