@@ -3,6 +3,9 @@ trains, exports and loads back; a registered dataset layout is selectable by nam
 
 from __future__ import annotations
 
+import json
+import shlex
+
 import torch
 from torch import nn
 
@@ -70,3 +73,41 @@ def test_a_registered_dataset_layout_is_selected_by_name(u1652_world):
     assert type(dm) is MirroredU1652
     dm.setup("fit")
     assert len(dm.train_set) > 0
+
+
+def test_the_readme_plugin_example_trains_and_its_checkpoint_names_the_plugin(tmp_path, data_dir):
+    """Followed as a user would: save the README's module, run its training command, export."""
+    from tests.helpers.cli import run_module
+    from tests.test_readme_commands import readme_commands, readme_module
+
+    (tmp_path / "my_mean.py").write_text(readme_module("my_mean.py"))
+    train, export_cmd = [c for c in readme_commands() if "my_mean" in c]
+    env = {"MEAN_GEO_DATA": str(data_dir), "WANDB_MODE": "offline"}
+    done = run_module(shlex.split(train)[1:], tmp_path, env=env, unset=("MEAN_GEO_LOGS",))
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = tmp_path / "logs" / "my_mean" / "checkpoints" / "last.ckpt"
+    without = shlex.split(export_cmd.replace(" --plugins my_mean", ""))[1:]
+    refused = run_module(without, tmp_path, env=env)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+    relative = ckpt.relative_to(tmp_path)  # as the README writes it
+    assert lines[0].startswith(f"error: ckpt={relative}: model.architecture='my_mean': unknown architecture")
+    assert "it was built with plugins=[my_mean]: pass the same plugins=[...]" in lines[0]
+    assert not (tmp_path / "exports" / "my_mean").exists()
+    done = run_module(shlex.split(export_cmd)[1:], tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "exports" / "my_mean" / "config.json").read_text())
+    assert config["model"]["architecture"] == "my_mean" and config["plugins"] == ["my_mean"]
+    assert config["embedding_dim"] == 24
+
+
+def test_a_plugin_that_does_not_import_is_one_line(tmp_path, monkeypatch, capsys):
+    from tests.helpers.cli import run_hydra_entry
+
+    def refused(plugins: str) -> str:
+        return run_hydra_entry(train_entry.main, ["experiment=smoke", plugins], tmp_path, monkeypatch, capsys)
+
+    assert refused("plugins=[no_such_module]").startswith(
+        "error: plugins: cannot import 'no_such_module' (ModuleNotFoundError"
+    )
+    assert "plugins=['my-module']: expected a list of module names" in refused("plugins=[my-module]")

@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,8 +66,21 @@ def _run(args: list[str], cwd: Path, timeout: int = 400) -> subprocess.Completed
     return run_module(args, cwd, {"WANDB_MODE": "offline"}, timeout, unset=("MEAN_GEO_DATA", "MEAN_GEO_LOGS"))
 
 
+def readme_module(name: str) -> str:
+    """The README's example module ``name`` (a python block that starts ``# <name>``), as a user
+    would save it beside their command."""
+    text = (REPO / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        source = textwrap.dedent(block)
+        if source.startswith(f"# {name}"):
+            return source
+    raise AssertionError(f"the README shows no module {name}")
+
+
 def _placeholders(work: Path) -> dict[str, str]:
-    """Real files for the README's placeholders, from a smoke run in ``work``."""
+    """Real files for the README's placeholders, from a smoke run in ``work``; the README's
+    plugin module saved beside the commands, as the README says."""
+    (work / "my_mean.py").write_text(readme_module("my_mean.py"))
     res = _run(["-m", "mean_geo.train", "experiment=smoke"], work)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = (work / "logs" / "smoke" / "runs").glob("*")

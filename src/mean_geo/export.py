@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mean_geo.cli import ToolParser, report_user_errors
+from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.inference.export import export, export_onnx, run_metrics_near
 
 
@@ -22,12 +23,14 @@ def parser() -> ToolParser:
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs: pip install onnx)")
     p.add_argument("--push-to-hub", metavar="OWNER/NAME", default=None, help="upload the export to the Hub")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
+    add_plugins_option(p)
     return p
 
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    import_plugins(args.plugins, "--plugins")
     ckpt = Path(args.ckpt).expanduser()
     folder = export(ckpt, args.out, metrics=run_metrics_near(ckpt))
     if args.onnx:

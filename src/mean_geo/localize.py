@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mean_geo.cli import ToolParser, report_user_errors, whole_number_at_least
+from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
@@ -40,6 +41,7 @@ def parser() -> ToolParser:
         "adds each match's distance in metres",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_plugins_option(p)
     return p
 
 
@@ -65,6 +67,7 @@ def print_tables(photos: list[Path], results: list[list[Match]], out: Path) -> N
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    import_plugins(args.plugins, "--plugins")
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out}: exists and is a file; expected a folder for the strips")

@@ -4,8 +4,8 @@ Hydra handles what goes wrong before the task runs (a config choice that does no
 override it cannot parse, a run folder it cannot create) by itself: a search-path dump or a
 traceback, exit code 1.  Here Hydra is asked to raise those instead (``HYDRA_FULL_ERROR`` for the
 call, unless the user set it), and they are printed as one line with exit code 2, like the task's
-own errors.  Inside the task, the composed config is checked against the typed table of
-:mod:`mean_geo.cli.settings` before anything is built.
+own errors.  Inside the task, the user's ``plugins=[...]`` are imported and the composed config is
+checked against the typed table of :mod:`mean_geo.cli.settings`, before anything is built.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mean_geo.cli import CONF_DIR, report_user_errors, user_asked_for_tracebacks
+from mean_geo.cli.plugins import import_plugins
 from mean_geo.cli.settings import RULES, check_settings
 from mean_geo.errors import ConfigError
 
@@ -38,6 +39,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callabl
         @report_user_errors
         @functools.wraps(fn)  # Hydra names the job (<task>.log) after the function it unwraps to
         def task(cfg: DictConfig) -> T:
+            import_plugins(cfg.get("plugins"))  # before anything is built: they register what the config names
             check_settings(checked_values(cfg, config_name), config_name)
             return fn(cfg)
 

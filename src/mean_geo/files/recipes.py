@@ -149,6 +149,27 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# --- plugins: names of the user's modules, recorded, never imported from a file ---------------------
+MAX_PLUGINS = 16
+
+
+def plugin_names(value: Any, where: str = "plugins", error: type[Exception] = RecipeError) -> list[str]:
+    """``value`` as a list of dotted module names (what ``plugins=[...]`` takes and files record)."""
+    if value is None:
+        return []
+    ok = isinstance(value, (list, tuple)) and len(value) <= MAX_PLUGINS
+    ok = ok and all(isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v) for v in value)
+    if not ok:
+        raise error(f"{where}={value!r}: expected a list of module names (at most {MAX_PLUGINS}), e.g. [my_pkg.nets]")
+    return list(value)
+
+
+def _plugin_hint(plugins: Sequence[str]) -> str:
+    if plugins:
+        return f"; it was built with plugins=[{','.join(plugins)}]: pass the same plugins=[...] to register it"
+    return "; if a module of yours registers it, pass plugins=[your.module]"
+
+
 # --- the three recipes ----------------------------------------------------------------------------
 def _legacy_name(section: Mapping[str, Any], where: str, expected: tuple[str, ...]) -> str | None:
     target = section.get("_target_")
@@ -160,8 +181,11 @@ def _legacy_name(section: Mapping[str, Any], where: str, expected: tuple[str, ..
     return name
 
 
-def model_recipe(section: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
-    """``{"architecture": name, **kwargs}`` checked; accepts the legacy ``_target_`` form."""
+def model_recipe(section: Mapping[str, Any], where: str = "model", plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"architecture": name, **kwargs}`` checked; accepts the legacy ``_target_`` form.
+
+    ``plugins``: what the file records it was built with; an unregistered architecture's error
+    names them (they are never imported here)."""
     if not isinstance(section, Mapping):
         raise RecipeError(f"{where}: expected a mapping, got {type(section).__name__}")
     section = dict(section)
@@ -171,7 +195,8 @@ def model_recipe(section: Mapping[str, Any], where: str = "model") -> dict[str, 
     try:
         cls = _registered_architectures().get(name)
     except RecipeError as exc:
-        raise RecipeError(str(exc).replace("model.architecture=", f"{where}.architecture=", 1)) from None
+        message = str(exc).replace("model.architecture=", f"{where}.architecture=", 1)
+        raise RecipeError(message + _plugin_hint(plugins)) from None
     kwargs = check_kwargs(cls, section, where)
     backbone = kwargs.get("backbone")
     if backbone is not None:
@@ -281,10 +306,13 @@ def checkpoint_recipe(recipe: Any, where: str, build_dataset: bool = True) -> di
     as plain data only, which keeps Lightning out of the import path."""
     if not isinstance(recipe, Mapping) or "model" not in recipe:
         raise RecipeError(f"{where}: not a mean_geo training checkpoint (no model recipe inside)")
-    unknown = set(recipe) - {"format", "model", "loss", "dataset"}
+    unknown = set(recipe) - {"format", "model", "loss", "dataset", "plugins"}
     if unknown:
         raise RecipeError(f"{where}: unexpected recipe key(s) {sorted(unknown)}")
-    out: dict[str, Any] = {"format": RECIPE_FORMAT, "model": model_recipe(recipe["model"])}
+    plugins = plugin_names(recipe.get("plugins"), f"{where}.plugins")
+    out: dict[str, Any] = {"format": RECIPE_FORMAT, "model": model_recipe(recipe["model"], plugins=plugins)}
+    if plugins:
+        out["plugins"] = plugins
     if recipe.get("loss") is not None:
         out["loss"] = loss_recipe(recipe["loss"])
     if recipe.get("dataset"):

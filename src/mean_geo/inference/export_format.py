@@ -66,6 +66,7 @@ def write_export(out: Path, loaded: Exportable, source: str | None = None, metri
         or {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
         "metrics": metrics if metrics is not None else loaded.recipe.get("metrics") or {},
         "source_checkpoint": source or loaded.recipe.get("source_checkpoint") or "unknown",
+        "plugins": list(loaded.recipe.get("plugins") or []),  # names only: never imported on load
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (out / CARD).write_text(model_card(config))

@@ -20,7 +20,7 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 
 from mean_geo.errors import CheckpointError, MeanGeoError, RecipeError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
-from mean_geo.files.recipes import build_model, image_size_of, model_recipe
+from mean_geo.files.recipes import build_model, image_size_of, model_recipe, plugin_names
 from mean_geo.inference.export_format import (
     CONFIG,
     HUB_FILES,
@@ -144,7 +144,8 @@ def _read_export(path: Path, arg: str) -> InferenceModel:
     config, state = read_export(path, arg)
     try:
         image_size = image_size_of({"dataset": {"image_size": config.get("image_size")}})
-        recipe = model_recipe(config["model"])
+        plugins = plugin_names(config.get("plugins"), "plugins")
+        recipe = model_recipe(config["model"], plugins=plugins)
     except RecipeError as exc:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
     model = _build(recipe, state, str(path))

@@ -70,7 +70,10 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
         use_gee=float(loss.get("weight_ce", 0)) > 0,  # build only what a loss uses (DDP-safe)
         use_cea=float(loss.get("weight_cda", 0)) > 0,
     )
-    return checkpoint_recipe({"model": model, "loss": loss, "dataset": dataset_settings(cfg)}, "config")
+    plugins = list(cfg.get("plugins") or [])  # recorded as names: loading a checkpoint never imports them
+    return checkpoint_recipe(
+        {"model": model, "loss": loss, "dataset": dataset_settings(cfg), "plugins": plugins}, "config"
+    )
 
 
 def build_lit_module(
