@@ -132,3 +132,17 @@ def test_config_groups_stay_in_their_lane():
     assert defines("infonce:\n") == ["loss/mean.yaml"]
     for root in ("train.yaml", "eval.yaml", "index.yaml"):
         assert "- trainer: default" in texts[root], root
+    # the evaluation conventions and their defaults are written once, for train and eval alike
+    assert defines("rerank_k1:") == ["eval/default.yaml"] and defines("drop_unmatched_gallery:") == [
+        "eval/default.yaml"
+    ]
+    for root in ("train.yaml", "eval.yaml"):
+        assert "- eval: default" in texts[root], root
+
+
+def test_train_and_eval_compose_the_same_evaluation_conventions(tmp_path):
+    train = compose_config("train", [*quiet_overrides(tmp_path, tmp_path)])
+    evaluate = compose_config("eval", ["ckpt_path=x", *quiet_overrides(tmp_path, tmp_path)])
+    submission = {k: v for k, v in evaluate.eval.items() if k.startswith("submission")}
+    assert set(submission) == {"submission", "submission_queries", "submission_gallery", "submission_order"}
+    assert {k: v for k, v in evaluate.eval.items() if k not in submission} == dict(train.eval)
