@@ -74,7 +74,7 @@ class LineProgressBar(ProgressBar):
         super().__init__()
         self.every_s = every_s
         self._enabled = True
-        self._fit_start = self._last = 0.0
+        self._fit_start = self._last = self._eval_start = 0.0
         self._fit_first_step = 0
 
     def disable(self) -> None:
