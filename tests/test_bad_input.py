@@ -42,7 +42,7 @@ def snapshot(folder: Path) -> dict[str, int]:
         ("eval.corruptions=[fog,hail]", "eval.corruptions: unknown ['hail']"),
         (
             "eval.severities=[0,3]",
-            "eval.severities=[0, 3]: expected a non-empty list, each item a whole number in 1..5",
+            "eval.severities=[0, 3]: expected a whole number in 1..5 or a non-empty list",
         ),
         ("eval.rerank=yes", "eval.rerank='yes': expected true or false"),
         ("eval.rerank_k1=0", "eval.rerank_k1=0: expected a whole number >= 1"),

@@ -101,7 +101,8 @@ def test_metrics_and_exports_are_complete_or_absent(tmp_path, monkeypatch):
 
     legacy = Path(__file__).parent / "fixtures" / "legacy_v1" / "last.ckpt"
     monkeypatch.setattr(
-        "mean_geo.inference.export.save_file", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+        "mean_geo.inference.export_format.save_file",
+        lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")),
     )
     with pytest.raises(OSError):
         export(legacy, tmp_path / "exported")
