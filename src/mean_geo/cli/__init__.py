@@ -25,8 +25,21 @@ from omegaconf.errors import MissingMandatoryValue
 from mean_geo.errors import MeanGeoError
 
 T = TypeVar("T")
-#: the Hydra configs ship inside the package, so an installed (non-editable) mean_geo finds them
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _conf_dir() -> str:
+    """The Hydra configs' folder.  Their one copy is the checkout's top-level ``conf/``; a wheel
+    installs it as ``mean_geo/conf`` (pyproject's package-dir mapping).  An editable install leaves
+    it in the checkout, since setuptools' editable finder maps no folder without ``__init__.py``."""
+    package = Path(__file__).resolve().parent.parent
+    for folder in (package / "conf", package.parent.parent / "conf"):
+        if (folder / "train.yaml").is_file():
+            return str(folder)
+    raise ImportError(f"mean_geo's configs are missing: neither {package / 'conf'} nor the checkout's conf/ exists")
+
+
+#: the folder Hydra composes every pipeline's config from
+CONF_DIR = _conf_dir()
 
 
 def _user_error(exc: BaseException) -> MeanGeoError | None:
