@@ -219,7 +219,7 @@ def test_a_corrupt_image_loaded_by_workers_ends_in_one_line(tmp_path, monkeypatc
 
 
 def _mismatched_checkpoint(tmp_path: Path) -> Path:
-    """A checkpoint whose recipe says one CEA width and whose weights have another."""
+    """A checkpoint whose spec says one CEA width and whose weights have another."""
     ckpt = torch.load(LEGACY / "last.ckpt", map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"]["build_config"]["model"]["cea_out_dim"] = 32  # the weights hold 16
     path = tmp_path / "mismatch.ckpt"
@@ -227,7 +227,7 @@ def _mismatched_checkpoint(tmp_path: Path) -> Path:
     return path
 
 
-def test_eval_of_weights_that_do_not_fit_their_recipe_is_one_line(tmp_path, monkeypatch, capsys, sues_world):
+def test_eval_of_weights_that_do_not_fit_their_spec_is_one_line(tmp_path, monkeypatch, capsys, sues_world):
     path = _mismatched_checkpoint(tmp_path)
     args = [f"ckpt_path={path}", f"dataset.root={sues_world}"]
     line = run_hydra_entry(eval_entry.main, args, tmp_path, monkeypatch, capsys)

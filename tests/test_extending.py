@@ -99,6 +99,12 @@ def test_the_readme_plugin_example_trains_and_its_checkpoint_names_the_plugin(tm
     config = json.loads((tmp_path / "exports" / "my_mean" / "config.json").read_text())
     assert config["model"]["architecture"] == "my_mean" and config["plugins"] == ["my_mean"]
     assert config["embedding_dim"] == 24
+    # the plugin's loss term was trained with and logged beside MEAN's own terms
+    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["build_config"]
+    assert spec["loss"]["name"] == "my_loss" and spec["loss"]["weight_spread"] == 0.05
+    (metrics_csv,) = (tmp_path / "logs" / "my_mean").rglob("metrics.csv")
+    header = metrics_csv.read_text().splitlines()[0].split(",")
+    assert {"train/loss_spread", "train/loss_infonce", "train/loss"} <= set(header)
 
 
 def test_a_plugin_that_does_not_import_is_one_line(tmp_path, monkeypatch, capsys):

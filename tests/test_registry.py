@@ -1,5 +1,6 @@
-"""The one registry helper (architectures, dataset layouts): register, get with the closest names
-on a miss, list, refuse a name taken by another class; and every registered architecture trains."""
+"""The one registry helper (architectures, loss terms, dataset layouts): register, get with the
+closest names on a miss, list, refuse a name taken by another class; every registered architecture
+trains, every registered loss sums its weighted terms."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import pytest
 import torch
 
 from mean_geo.data.datamodule import DATAMODULES
-from mean_geo.errors import ConfigError, RecipeError
-from mean_geo.files.recipes import build_loss, build_model, model_recipe
+from mean_geo.errors import ConfigError, SpecError
+from mean_geo.files.specs import loss_spec, model_spec
+from mean_geo.losses import LOSSES, MEANLoss, build_loss
 from mean_geo.models.mean import MEAN  # noqa: F401  (registers "mean" before the parametrisation reads the names)
-from mean_geo.models.registry import ARCHITECTURES
+from mean_geo.models.registry import ARCHITECTURES, build_architecture
 from mean_geo.utils.registry import Registry
 
 
@@ -27,9 +29,9 @@ def test_register_get_and_list():
 
     assert registry.get("round_widget") is Round and registry.names() == ["round_widget", "square_widget"]
     assert "square_widget" in registry and len(registry) == 2 and sorted(registry) == registry.names()
-    with pytest.raises(RecipeError, match=r"thing.kind='round_widgit': unknown widget .*did you mean round_widget"):
+    with pytest.raises(SpecError, match=r"thing.kind='round_widgit': unknown widget .*did you mean round_widget"):
         registry.get("round_widgit")
-    with pytest.raises(RecipeError, match=r"thing.kind='zzz': unknown widget \(registered: round_widget, square_w"):
+    with pytest.raises(SpecError, match=r"thing.kind='zzz': unknown widget \(registered: round_widget, square_w"):
         registry.get("zzz")
 
 
@@ -51,10 +53,13 @@ def test_a_name_taken_by_another_class_is_refused_and_the_same_class_again_is_fi
 
 
 def test_the_shipped_registries_name_their_config_keys():
-    with pytest.raises(RecipeError, match=r"model.architecture='maen': unknown architecture .*did you mean mean"):
-        model_recipe({"architecture": "maen"})
+    with pytest.raises(SpecError, match=r"model.architecture='maen': unknown architecture .*did you mean mean"):
+        model_spec({"architecture": "maen"})
+    with pytest.raises(SpecError, match=r"loss.name='maen': unknown loss \(registered: mean.*did you mean mean"):
+        loss_spec({"name": "maen"})
+    assert loss_spec({})["name"] == "mean"  # what checkpoints from before the loss registry mean
     assert {"sues200", "university1652"} <= set(DATAMODULES.names())
-    with pytest.raises(RecipeError, match=r"dataset.name='sues20': unknown dataset .*did you mean sues200"):
+    with pytest.raises(SpecError, match=r"dataset.name='sues20': unknown dataset .*did you mean sues200"):
         DATAMODULES.get("sues20")
 
 
@@ -67,8 +72,9 @@ def test_every_registered_architecture_trains_one_step(name):
     """timm's habit: whatever is registered builds, runs forward and backward (finite, non-zero
     gradients) and embeds in eval mode."""
     torch.manual_seed(0)
-    model = build_model({"architecture": name, "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
-    loss = build_loss({})
+    spec = model_spec({"architecture": name, "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
+    model = build_architecture(spec)
+    loss = build_loss(loss_spec({}))
     drone, satellite, labels = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
     model.train()
     terms = loss(*model.forward_pair(drone, satellite), labels)
@@ -81,3 +87,30 @@ def test_every_registered_architecture_trains_one_step(name):
         emb = model(drone)
     assert emb.shape == (4, model.embedding_dim)
     assert torch.allclose(emb.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_registered_loss_is_the_weighted_sum_of_the_terms_it_logs(name):
+    torch.manual_seed(0)
+    spec = model_spec({"architecture": "mean", "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
+    model = build_architecture(spec)
+    loss = build_loss(loss_spec({"name": name}))
+    labels = torch.tensor([0, 1, 2, 0])
+    terms = loss(*model.forward_pair(torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)), labels)
+    weights = loss.term_weights()
+    parts = {k: v for k, v in terms.items() if k != "loss"}
+    assert parts and set(parts) <= set(weights) and all(torch.isfinite(v) for v in parts.values())
+    expected = sum(weights[k] * float(v) for k, v in parts.items())
+    assert float(terms["loss"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_term_without_a_weight_is_refused_rather_than_left_out_of_the_total():
+    class Forgetful(MEANLoss):
+        def terms(self, drone, satellite, labels):
+            return {**super().terms(drone, satellite, labels), "loss_extra": drone.embedding.sum()}
+
+    spec = model_spec({"architecture": "mean", "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
+    model = build_architecture(spec)
+    outputs = model.forward_pair(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    with pytest.raises(ConfigError, match=r"term\(s\) \['loss_extra'\] have no weight in term_weights"):
+        Forgetful()(*outputs, torch.tensor([0, 1]))

@@ -52,7 +52,7 @@ def evil_pickle(sentinel: Path) -> bytes:
     return pickle.dumps(_RunsCode(f"touch {sentinel}"))
 
 
-# --- crafted recipes: each edits a legacy-format recipe {model, loss, dataset} in place ----------
+# --- crafted specs: each edits a legacy-format spec {model, loss, dataset} in place ----------
 def _open_file(r, s):
     r["model"]["backbone"] = {"_target_": "builtins.open", "_args_": [str(s), "w"]}
 
@@ -90,7 +90,7 @@ def _wrong_type(r, s):
     r["model"]["num_local"] = "2"
 
 
-def _whole_recipe_is_code(r, s):
+def _whole_spec_is_code(r, s):
     r.clear()
     r.update({"_target_": "os.system", "_args_": [f"touch {s}"]})
 
@@ -104,9 +104,9 @@ RECIPE_CASES = {
     "unknown architecture": _unknown_architecture,
     "unexpected key": _unexpected_key,
     "wrong type": _wrong_type,
-    "recipe is a target": _whole_recipe_is_code,
+    "spec is a target": _whole_spec_is_code,
 }
-# an export's config.json holds only the model recipe
+# an export's config.json holds only the model spec
 EXPORT_CASES = {k: v for k, v in RECIPE_CASES.items() if k not in ("subprocess.run", "os.system")}
 
 
@@ -127,9 +127,9 @@ def crafted_export(tmp: Path, case: str, sentinel: Path) -> Path:
     folder = tmp / "crafted_export"
     shutil.copytree(LEGACY / "export", folder)
     config = json.loads((folder / "config.json").read_text())
-    recipe = {"model": config["model"], "loss": {}, "dataset": {}}
-    EXPORT_CASES[case](recipe, sentinel)
-    config["model"] = recipe.get("model", recipe)  # "recipe is a target" leaves no "model" key
+    spec = {"model": config["model"], "loss": {}, "dataset": {}}
+    EXPORT_CASES[case](spec, sentinel)
+    config["model"] = spec.get("model", spec)  # "spec is a target" leaves no "model" key
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -289,7 +289,7 @@ def test_files_written_by_earlier_versions_still_load_to_the_same_embeddings(gen
     expected = load_file(str(folder / "expected_embeddings.safetensors"))
     loaded = load_model(folder / source)
     assert loaded.image_size == 64 and loaded.fingerprint == fingerprint
-    assert loaded.recipe["model"]["architecture"] == "mean"
+    assert loaded.spec["model"]["architecture"] == "mean"
     # the same model: every tensor is the stored bytes; its embeddings are float32 arithmetic,
     # computed on the machine that wrote the fixture, so equal within this machine's float32 rounding
     if source == "export":
@@ -315,9 +315,9 @@ def test_loading_a_model_needs_neither_lightning_nor_hydra():
 def test_new_checkpoints_and_exports_hold_names_not_code(smoke_run, tmp_path):
     out, _, _ = smoke_run
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    recipe = ckpt["hyper_parameters"]["build_config"]
-    assert "_target_" not in json.dumps(recipe)
-    assert recipe["model"]["architecture"] == "mean" and recipe["dataset"]["name"] == "sues200"
+    spec = ckpt["hyper_parameters"]["build_config"]
+    assert "_target_" not in json.dumps(spec)
+    assert spec["model"]["architecture"] == "mean" and spec["dataset"]["name"] == "sues200"
     assert exit_code(export_entry.main, [f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e'}"]) == 0
     config = (tmp_path / "e" / "config.json").read_text()
     assert "_target_" not in config and json.loads(config)["model"]["architecture"] == "mean"

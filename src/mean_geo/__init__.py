@@ -30,6 +30,7 @@ _API = {
     "MEAN": "mean_geo.models.mean",
     "register_architecture": "mean_geo.models.registry",
     "MEANLoss": "mean_geo.losses",
+    "register_loss": "mean_geo.losses.registry",
     "MeanGeoError": "mean_geo.errors",
 }
 __all__ = [*_API, "from_pretrained", "__version__"]

@@ -17,9 +17,10 @@ class CheckpointError(MeanGeoError):
     """A checkpoint is missing, unreadable, or from another model."""
 
 
-class RecipeError(CheckpointError):
-    """A recipe (what a config, checkpoint or export says to build) names something unknown or
-    holds a value of the wrong kind."""
+class SpecError(MeanGeoError):
+    """A build spec (what a config, checkpoint, export or index says to build) names something
+    unknown or holds a value of the wrong kind.  Not a :class:`CheckpointError`: a typo on the
+    command line (``model.architecture=maen``) is one too."""
 
 
 def whole_number(key: str, value: object, least: int) -> int:

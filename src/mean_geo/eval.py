@@ -1,7 +1,7 @@
 """``python -m mean_geo.eval ckpt_path=…``: evaluate a training checkpoint in both directions.
 
-The checkpoint carries the recipe of its model and dataset (checked data, never code: see
-:mod:`mean_geo.files.recipes`), so nothing else is needed; override
+The checkpoint carries the spec of its model and dataset (checked data, never code: see
+:mod:`mean_geo.files.specs`), so nothing else is needed; override
 the dataset (``dataset=sues200 dataset.root=…`` or just ``dataset.root=…``) to test elsewhere.
 Writes metrics.json and plots into this run's directory.
 """
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict:
         print(f"wrote {out}")
         return {}
     ckpt = read_checkpoint(cfg.ckpt_path, "ckpt_path")
-    dataset = dict(ckpt.recipe.get("dataset") or {})
+    dataset = dict(ckpt.spec.get("dataset") or {})
     override = {k: v for k, v in to_plain(cfg.get("dataset")).items() if v is not None}
     if "name" in override or "_target_" in override:  # another dataset entirely
         dataset = override
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict:
     options = eval_options(cfg.eval)
     dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()
-    lit = MEANLitModule(build_config=ckpt.recipe, **options, channels_last=cfg.channels_last)
+    lit = MEANLitModule(build_config=ckpt.spec, **options, channels_last=cfg.channels_last)
     check_weights_fit(lit, ckpt.state_dict, f"ckpt_path={ckpt.path}")
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)

@@ -2,7 +2,7 @@
 (mmengine's ``custom_imports``), so what they register (an architecture, a dataset layout) can be
 named in the config.  Only the command line (or the user's own config) imports a plugin: a
 checkpoint or an export records the plugin names it was trained with, as text, and a loader that
-misses a name only says which plugin to pass (:func:`mean_geo.files.recipes.model_recipe`).
+misses a name only says which plugin to pass (:func:`mean_geo.files.specs.model_spec`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from mean_geo.errors import ConfigError
-from mean_geo.files.recipes import plugin_names
+from mean_geo.files.specs import plugin_names
 
 
 def import_plugins(names: Sequence[str] | str | None, where: str = "plugins") -> list[str]:

@@ -175,7 +175,7 @@ RULES: dict[str, Rule] = {
     "dataset.synthesize.drone_per_location": Rule(whole(1)),
     "dataset.synthesize.supersample": Rule(whole(1)),
     "dataset.synthesize.seed": Rule(whole(0)),
-    # model and loss (what a checkpoint records; the recipes check the rest against the constructors)
+    # model and loss (what a checkpoint records; the specs check the rest against the constructors)
     "model.pretrained": Rule(boolean, tasks=TRAIN),
     "model.num_local": Rule(whole(1), tasks=TRAIN),
     "model.cea_proj_dim": Rule(whole(1), tasks=TRAIN),

@@ -93,7 +93,7 @@ class CrossViewDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.synthesize = dict(synthesize) if synthesize and synthetic else None
         #: writes the synthetic world into a folder; set by whoever builds a synthetic datamodule
-        #: (mean_geo.files.recipes), so this package never imports the synthetic-world writer
+        #: (mean_geo.files.specs), so this package never imports the synthetic-world writer
         self.write_world: Callable[[Path], object] | None = None
         if not 0.0 <= val_locations < 1.0:
             raise ConfigError(f"dataset.val_locations={val_locations}: expected a share of training places in [0, 1)")
@@ -131,7 +131,7 @@ class CrossViewDataModule(L.LightningDataModule):
             if self.write_world is None:
                 raise ConfigError(
                     "dataset.synthesize: nothing set to write the synthetic world "
-                    "(build the datamodule with mean_geo.files.recipes.build_datamodule_from_recipe)"
+                    "(build the datamodule with mean_geo.training.composition.build_datamodule)"
                 )
             self.write_world(self.root)
 

@@ -1,1 +1,1 @@
-"""What files hold and how they are read and written: atomic writes, recipes, checkpoints."""
+"""What files hold and how they are read and written: atomic writes, specs, checkpoints."""

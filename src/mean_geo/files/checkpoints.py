@@ -1,9 +1,9 @@
-"""Read a training checkpoint written by mean_geo.train: tensors without unpickling, recipe checked.
+"""Read a training checkpoint written by mean_geo.train: tensors without unpickling, spec checked.
 
 The one reader behind eval, export, index, localize, ``load_model`` and resuming.  It needs
 neither Lightning nor Hydra.  Any file is refused with one line naming the argument and the path:
 a missing, truncated or random file, a pickle that wants to run code (``weights_only=True``), or a
-recipe that names code (see :mod:`mean_geo.files.recipes`).
+spec that names code (see :mod:`mean_geo.files.specs`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from mean_geo.errors import CheckpointError, RecipeError
-from mean_geo.files.recipes import checkpoint_recipe
+from mean_geo.errors import CheckpointError, SpecError
+from mean_geo.files.specs import checkpoint_spec
 
 
 @dataclass
 class TrainingCheckpoint:
     path: Path
     raw: dict  # everything torch.load returned (tensors and plain containers only)
-    recipe: dict  # checked: {"format", "model", "loss"?, "dataset"?}
+    spec: dict  # checked: {"format", "model", "loss"?, "dataset"?}
 
     @property
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ class TrainingCheckpoint:
 
 
 def read_checkpoint(path: str | Path, arg: str = "ckpt_path", for_training: bool = True) -> TrainingCheckpoint:
-    """``for_training=False``: inference only reads the model recipe and the image size, so the
+    """``for_training=False``: inference only reads the model spec and the image size, so the
     dataset section is checked as plain data and not against the datamodule (no Lightning import)."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -41,18 +41,18 @@ def read_checkpoint(path: str | Path, arg: str = "ckpt_path", for_training: bool
     except Exception as exc:  # noqa: BLE001 - a foreign file fails in many ways; none is ours to show
         raise CheckpointError(f"{arg}={path}: not a readable checkpoint ({type(exc).__name__})") from None
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    recipe = hparams.get("build_config") if isinstance(hparams, dict) else None
-    if not recipe or not isinstance(raw.get("state_dict"), dict):
+    spec = hparams.get("build_config") if isinstance(hparams, dict) else None
+    if not spec or not isinstance(raw.get("state_dict"), dict):
         raise CheckpointError(
-            f"{arg}={path}: not a mean_geo training checkpoint (no model recipe inside); "
+            f"{arg}={path}: not a mean_geo training checkpoint (no model spec inside); "
             "for the authors' weights use mean_geo.models.official.load_official_checkpoint"
         )
     bad = [k for k, v in raw["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{arg}={path}: state_dict holds something other than named tensors ({bad[0]!r})")
     try:
-        checked = checkpoint_recipe(recipe, "build_config", build_dataset=for_training)
-    except RecipeError as exc:
+        checked = checkpoint_spec(spec, "build_config", for_training=for_training)
+    except SpecError as exc:
         raise CheckpointError(f"{arg}={path}: {exc}") from None
     return TrainingCheckpoint(path, raw, checked)
 

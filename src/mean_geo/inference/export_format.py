@@ -33,7 +33,7 @@ class Exportable(Protocol):
     model: torch.nn.Module
     image_size: int
     fingerprint: str
-    recipe: dict
+    spec: dict
     mean: list[float]
     std: list[float]
 
@@ -44,9 +44,9 @@ def retrieval_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
-def inference_recipe(model_recipe: dict) -> dict:
-    """The model recipe an export records: the retrieval network only, nothing to download."""
-    return {**model_recipe, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
+def inference_spec(model_spec: dict) -> dict:
+    """The model spec an export records: the retrieval network only, nothing to download."""
+    return {**model_spec, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
 
 
 def write_export(out: Path, loaded: Exportable, source: str | None = None, metrics: dict | None = None) -> None:
@@ -54,26 +54,26 @@ def write_export(out: Path, loaded: Exportable, source: str | None = None, metri
     keeps the metrics and source recorded there."""
     state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
     save_file(state, str(out / WEIGHTS))
-    dataset = loaded.recipe.get("dataset") or {}
+    dataset = loaded.spec.get("dataset") or {}
     config = {
         "format": EXPORT_FORMAT,
-        "model": inference_recipe(loaded.recipe["model"]),
+        "model": inference_spec(loaded.spec["model"]),
         "image_size": loaded.image_size,
         "normalization": {"mean": loaded.mean, "std": loaded.std},
         "embedding_dim": loaded.model.embedding_dim,
         "fingerprint": loaded.fingerprint,
-        "trained_on": loaded.recipe.get("trained_on")
+        "trained_on": loaded.spec.get("trained_on")
         or {k: dataset.get(k) for k in ("name", "root", "altitude", "directions") if k in dataset},
-        "metrics": metrics if metrics is not None else loaded.recipe.get("metrics") or {},
-        "source_checkpoint": source or loaded.recipe.get("source_checkpoint") or "unknown",
-        "plugins": list(loaded.recipe.get("plugins") or []),  # names only: never imported on load
+        "metrics": metrics if metrics is not None else loaded.spec.get("metrics") or {},
+        "source_checkpoint": source or loaded.spec.get("source_checkpoint") or "unknown",
+        "plugins": list(loaded.spec.get("plugins") or []),  # names only: never imported on load
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (out / CARD).write_text(model_card(config))
 
 
 def read_export(path: Path, arg: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(config, weights)`` of the export folder ``path``, its format checked; the recipe inside
+    """``(config, weights)`` of the export folder ``path``, its format checked; the spec inside
     is the caller's to check (it names what to build).  ``arg`` names the argument, for errors."""
     if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
         raise CheckpointError(f"{arg}={path}: expected {WEIGHTS} and {CONFIG} (a folder written by mean_geo.export)")
@@ -82,7 +82,7 @@ def read_export(path: Path, arg: str) -> tuple[dict[str, Any], dict[str, torch.T
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path / CONFIG}: not readable JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise CheckpointError(f"{path / CONFIG}: no model recipe (expected a mean_geo export config)")
+        raise CheckpointError(f"{path / CONFIG}: no model spec (expected a mean_geo export config)")
     found = config.get("format")
     if found not in READABLE_FORMATS:
         raise CheckpointError(

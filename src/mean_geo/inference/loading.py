@@ -2,7 +2,7 @@
 
 An export (:mod:`mean_geo.inference.export_format`) is a folder with ``model.safetensors`` (only
 the retrieval network), ``config.json`` (how to rebuild it: a registered architecture name and
-plain arguments, see :mod:`mean_geo.files.recipes`) and a ``README.md`` model card; :func:`load_model`
+plain arguments, see :mod:`mean_geo.files.specs`) and a ``README.md`` model card; :func:`load_model`
 rebuilds it without Lightning or Hydra, without unpickling and without running anything a file
 names.
 The *fingerprint* identifies the retrieval weights and input size, so an index built with one
@@ -18,20 +18,21 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelHubMixin, snapshot_download
 
-from mean_geo.errors import CheckpointError, MeanGeoError, RecipeError
+from mean_geo.errors import CheckpointError, MeanGeoError, SpecError
 from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
-from mean_geo.files.recipes import build_model, image_size_of, model_recipe, plugin_names
+from mean_geo.files.specs import image_size_of, model_spec, plugin_names
 from mean_geo.inference.export_format import (
     CONFIG,
     HUB_FILES,
     WEIGHTS,
-    inference_recipe,
+    inference_spec,
     read_export,
     retrieval_state,
     write_export,
 )
 from mean_geo.models.backbone import IMAGENET_STATS
 from mean_geo.models.mean import MEAN
+from mean_geo.models.registry import build_architecture
 
 
 @dataclass
@@ -52,7 +53,7 @@ class InferenceModel(
     model: MEAN
     image_size: int
     fingerprint: str
-    recipe: dict
+    spec: dict
     #: input statistics the model was trained with (files without them: ImageNet, as then used)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[0]))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STATS[1]))
@@ -117,10 +118,10 @@ def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[flo
     return h.hexdigest()[:16]
 
 
-def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
+def _build(spec: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
     try:
-        model = build_model(inference_recipe(recipe))
-    except RecipeError as exc:
+        model = build_architecture(model_spec(inference_spec(spec)))
+    except SpecError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     own = {k: state[k] for k in model.state_dict() if k in state}  # training-only branches are not built
     check_weights_fit(model, own, source)
@@ -129,7 +130,7 @@ def _build(recipe: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
 
 
 def _stats(section: dict, where: str) -> tuple[list[float], list[float]]:
-    """(mean, std) recorded in a recipe section, checked: three numbers each (ImageNet if absent)."""
+    """(mean, std) recorded in a spec section, checked: three numbers each (ImageNet if absent)."""
     mean, std = section.get("mean"), section.get("std")
     if mean is None and std is None:
         return list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])
@@ -145,12 +146,12 @@ def _read_export(path: Path, arg: str) -> InferenceModel:
     try:
         image_size = image_size_of({"dataset": {"image_size": config.get("image_size")}})
         plugins = plugin_names(config.get("plugins"), "plugins")
-        recipe = model_recipe(config["model"], plugins=plugins)
-    except RecipeError as exc:
+        spec = model_spec(config["model"], plugins=plugins)
+    except SpecError as exc:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
-    model = _build(recipe, state, str(path))
+    model = _build(spec, state, str(path))
     stats = _stats(config.get("normalization") or {}, f"{path / CONFIG}: normalization")
-    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), {**config, "model": recipe}, *stats)
+    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), {**config, "model": spec}, *stats)
 
 
 def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
@@ -164,7 +165,7 @@ def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
         return _read_export(path, arg)
     ckpt = read_checkpoint(path, arg, for_training=False)
     state = {k.removeprefix("model."): v for k, v in ckpt.state_dict.items() if k.startswith("model.")}
-    model = _build(ckpt.recipe["model"], state, f"{arg}={path}")
-    image_size = image_size_of(ckpt.recipe)
-    stats = _stats(ckpt.recipe.get("dataset") or {}, f"{arg}={path}: dataset")
-    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), ckpt.recipe, *stats)
+    model = _build(ckpt.spec["model"], state, f"{arg}={path}")
+    image_size = image_size_of(ckpt.spec)
+    stats = _stats(ckpt.spec.get("dataset") or {}, f"{arg}={path}: dataset")
+    return InferenceModel(model, image_size, fingerprint(model, image_size, stats), ckpt.spec, *stats)

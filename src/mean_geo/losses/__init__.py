@@ -1,5 +1,19 @@
-"""MEAN's multi-loss: symmetric InfoNCE (PEE), identity cross-entropy (GEE), CDA (CEA)."""
+"""MEAN's multi-loss: symmetric InfoNCE (PEE), identity cross-entropy (GEE), CDA (CEA).
 
-from mean_geo.losses.objectives import CDALoss, IdentityLoss, InfoNCELoss, MEANLoss, gather_with_grad
+``loss.name`` selects a registered objective (:data:`LOSSES`; ``mean`` is MEAN's)."""
 
-__all__ = ["CDALoss", "IdentityLoss", "InfoNCELoss", "MEANLoss", "gather_with_grad"]
+from mean_geo.losses.build import build_loss
+from mean_geo.losses.objectives import LOSS_PARTS, CDALoss, IdentityLoss, InfoNCELoss, MEANLoss, gather_with_grad
+from mean_geo.losses.registry import LOSSES, register_loss
+
+__all__ = [
+    "LOSSES",
+    "LOSS_PARTS",
+    "CDALoss",
+    "IdentityLoss",
+    "InfoNCELoss",
+    "MEANLoss",
+    "build_loss",
+    "gather_with_grad",
+    "register_loss",
+]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mean_geo.errors import ConfigError
+from mean_geo.losses.registry import register_loss
 from mean_geo.models.mean import MEANOutput
 
 CDA_VARIANTS = ("released", "paper")
@@ -108,11 +109,20 @@ class CDALoss(nn.Module):
         return cosine_term + F.mse_loss(fa, fb)
 
 
+#: the configurable parts of a registered loss: ``loss.<key>`` holds the plain arguments of each
+LOSS_PARTS: dict[str, type[nn.Module]] = {"infonce": InfoNCELoss, "cda": CDALoss}
+
+
+@register_loss("mean")
 class MEANLoss(nn.Module):
     """Weighted total; returns every term so each can be logged.
 
     Order of the weights follows the paper: ``weight_cda`` (λ1), ``weight_infonce`` (λ2),
     ``weight_ce`` (λ3).  A zero weight skips the term entirely.
+
+    Adding a term (README, "Extending"): subclass, take its weight as a keyword argument, and
+    extend :meth:`terms` (compute ``loss_<name>``) and :meth:`term_weights` (its weight); register
+    the subclass with ``@mean_geo.register_loss("my_loss")`` and select it with ``loss.name``.
     """
 
     def __init__(
@@ -135,11 +145,16 @@ class MEANLoss(nn.Module):
         self.cda = cda if cda is not None else CDALoss()
 
     def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.terms(drone, satellite, labels)
+        terms["loss"] = self.total(terms)
+        return terms
+
+    def terms(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of a batch, unweighted, by name (``loss_infonce``, ``loss_ce``, ``loss_cda``)."""
         terms: dict[str, torch.Tensor] = {}
         if self.weight_infonce > 0:
             terms["loss_infonce"] = self.infonce(satellite.embedding, drone.embedding)
         terms.update(self.per_sample_terms(drone, satellite, labels))
-        terms["loss"] = self.total(terms)
         return terms
 
     def per_sample_terms(
@@ -159,9 +174,16 @@ class MEANLoss(nn.Module):
             terms["loss_cda"] = self.cda(satellite.aligned, drone.aligned)
         return terms
 
+    def term_weights(self) -> dict[str, float]:
+        """Each term's weight in the total, by the name :meth:`terms` gives it."""
+        return {"loss_infonce": self.weight_infonce, "loss_ce": self.weight_ce, "loss_cda": self.weight_cda}
+
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L = weight_cda·CDA + weight_infonce·InfoNCE + weight_ce·CE over the terms present."""
-        weights = {"loss_infonce": self.weight_infonce, "loss_ce": self.weight_ce, "loss_cda": self.weight_cda}
+        """The weighted sum of the terms present (paper: weight_cda·CDA + weight_infonce·InfoNCE + weight_ce·CE)."""
+        weights = self.term_weights()
+        unweighted = sorted(set(terms) - set(weights) - {"loss"})
+        if unweighted:
+            raise ConfigError(f"loss: term(s) {unweighted} have no weight in term_weights()")
         return torch.stack(
-            [weights[name] * at_least_fp32(value) for name, value in terms.items() if name in weights]
+            [weights[name] * at_least_fp32(value) for name, value in terms.items() if name != "loss"]
         ).sum()

@@ -1,13 +1,14 @@
 """Turn composed Hydra configs into objects — the only library code that sees a DictConfig.
 
 Shared by the entry points (train, eval) and the tests, so all of them build things the same way.
-Model, loss and dataset go through the checked recipes of :mod:`mean_geo.files.recipes` (what is built
+Model, loss and dataset go through the checked specs of :mod:`mean_geo.files.specs` (what is built
 is exactly what a checkpoint will say); optimiser, scheduler, loggers, callbacks and the trainer
 come from the user's own config through ``instantiate``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -19,12 +20,15 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mean_geo.data.corruptions import SEVERITIES, query_conditions
-from mean_geo.data.datamodule import CrossViewDataModule
-from mean_geo.errors import ConfigError
-from mean_geo.files.recipes import build_datamodule_from_recipe, build_loss, build_model, checkpoint_recipe
+from mean_geo.data.datamodule import DATAMODULES, CrossViewDataModule
+from mean_geo.errors import ConfigError, MeanGeoError
+from mean_geo.files.specs import checkpoint_spec, dataset_spec
+from mean_geo.losses import build_loss
 from mean_geo.models.backbone import normalization
+from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.multi_query import check_mode
 from mean_geo.retrieval.rerank import RerankSettings
+from mean_geo.synthetic.writer import WorldSpec, write_world
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
 from mean_geo.training.lit_module import MEANLitModule
@@ -40,14 +44,22 @@ def to_plain(cfg: DictConfig | dict | None) -> dict:
 
 
 def build_datamodule(dataset_cfg: DictConfig | dict, eval_cfg: DictConfig | dict | None = None) -> CrossViewDataModule:
-    """The datamodule a dataset config (or a checkpoint's dataset recipe) names, arguments checked;
-    with ``eval_cfg``, also the corrupted queries its test loaders serve (``eval.corruptions``)."""
+    """The datamodule a dataset config (or a checkpoint's dataset spec) names, arguments checked; a
+    synthetic one gets its world writer.  With ``eval_cfg``, also the corrupted queries its test
+    loaders serve (``eval.corruptions``)."""
     dataset = to_plain(dataset_cfg)
     if not dataset or not ({"name", "_target_"} & set(dataset)):
         raise ConfigError("dataset: no dataset selected; use dataset=synthetic|sues200|university1652")
     settings = to_plain(eval_cfg)
     conditions = query_conditions(settings.get("corruptions"), settings.get("severities", SEVERITIES))
-    dm = build_datamodule_from_recipe(dataset)
+    checked = dataset_spec(dataset)
+    dm = DATAMODULES.get(checked.pop("name"))(**checked)
+    if dm.synthesize is not None:
+        try:
+            spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
+        except MeanGeoError as exc:  # the spec names its own field; the user wrote dataset.synthesize.<field>
+            raise type(exc)(f"dataset.synthesize.{exc}") from None
+        dm.write_world = functools.partial(write_world, spec)
     dm.query_conditions = conditions
     return dm
 
@@ -62,7 +74,7 @@ def dataset_settings(cfg: DictConfig) -> dict:
 
 
 def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
-    """The checked plain recipe of model + loss (+ dataset) that checkpoints store (no code paths)."""
+    """The checked build spec of model + loss (+ dataset) that checkpoints store (no code paths)."""
     loss = to_plain(cfg.loss)
     model = to_plain(cfg.model)
     model.update(
@@ -71,7 +83,7 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
         use_cea=float(loss.get("weight_cda", 0)) > 0,
     )
     plugins = list(cfg.get("plugins") or [])  # recorded as names: loading a checkpoint never imports them
-    return checkpoint_recipe(
+    return checkpoint_spec(
         {"model": model, "loss": loss, "dataset": dataset_settings(cfg), "plugins": plugins}, "config"
     )
 
@@ -84,9 +96,9 @@ def build_lit_module(
     grad_cache_chunk: int | None = None,
     gradient_clip: tuple[float | None, str] = (None, "norm"),
 ) -> MEANLitModule:
-    """A module for training: the model is built as the recipe says (pretrained weights included)."""
+    """A module for training: the model is built as the spec says (pretrained weights included)."""
     return MEANLitModule(
-        build_model(build_config["model"]),
+        build_architecture(build_config["model"]),
         build_loss(build_config["loss"]),
         optimizer=instantiate(optim_cfg.optimizer) if optim_cfg is not None else None,
         scheduler=instantiate(optim_cfg.scheduler) if optim_cfg is not None and optim_cfg.get("scheduler") else None,

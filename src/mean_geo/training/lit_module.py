@@ -12,9 +12,10 @@ import torch
 
 from mean_geo.errors import CheckpointError, TrainingDiverged, whole_number
 from mean_geo.files.checkpoints import read_checkpoint
-from mean_geo.files.recipes import build_loss, build_model, checkpoint_recipe
-from mean_geo.losses import MEANLoss
+from mean_geo.files.specs import checkpoint_spec, model_spec
+from mean_geo.losses import MEANLoss, build_loss
 from mean_geo.models.mean import MEAN, retrieval_embedding
+from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.conventions import evaluate_conventions
 from mean_geo.retrieval.evaluate import evaluate
 from mean_geo.retrieval.multi_query import check_mode, query_groups
@@ -28,8 +29,8 @@ class MEANLitModule(L.LightningModule):
     """Owns the training step, the optimiser/schedule and the embedding collection for evaluation.
 
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_: true``): ``optimizer(params)``
-    and ``scheduler(optimizer, total_steps=…)``.  ``build_config`` is the checked plain recipe of
-    the model and loss (:mod:`mean_geo.files.recipes`), stored in checkpoints: without ``model``/``loss``
+    and ``scheduler(optimizer, total_steps=…)``.  ``build_config`` is the checked plain spec of
+    the model and loss (:mod:`mean_geo.files.specs`), stored in checkpoints: without ``model``/``loss``
     they are rebuilt from it (no pretrained download: the weights come from the checkpoint), which
     is what ``mean_geo.eval`` and ``MEANLitModule.load_from_checkpoint(path)`` do.
     """
@@ -53,11 +54,11 @@ class MEANLitModule(L.LightningModule):
         super().__init__()
         if model is None or loss is None:
             if not build_config:
-                raise CheckpointError("MEANLitModule: give model and loss, or a build_config recipe to rebuild them")
-            build_config = checkpoint_recipe(build_config, "build_config")
-            model = (
-                model if model is not None else build_model(build_config["model"], pretrained=False, weights_file=None)
-            )
+                raise CheckpointError("MEANLitModule: give model and loss, or a build_config spec to rebuild them")
+            build_config = checkpoint_spec(build_config, "build_config")
+            if model is None:  # the weights come from the checkpoint: nothing to download
+                offline = {**build_config["model"], "pretrained": False, "weights_file": None}
+                model = build_architecture(model_spec(offline))
             loss = loss if loss is not None else build_loss(build_config.get("loss") or {})
         self.model = model
         self.loss = loss
@@ -100,7 +101,7 @@ class MEANLitModule(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
-        """Lightning's loader, after the file was read without unpickling and its recipe checked, so
+        """Lightning's loader, after the file was read without unpickling and its spec checked, so
         a foreign or crafted checkpoint ends in one :class:`CheckpointError` line."""
         if isinstance(checkpoint_path, (str, Path)):
             read_checkpoint(checkpoint_path, "checkpoint_path")

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from mean_geo.errors import ConfigError, RecipeError
+from mean_geo.errors import ConfigError, SpecError
 
 T = TypeVar("T")
 
@@ -54,13 +54,13 @@ class Registry(Mapping[str, T], Generic[T]):
         """The class registered as ``name``.
 
         Raises:
-            RecipeError: unknown name; the message lists the closest registered names.
+            SpecError: unknown name; the message lists the closest registered names.
         """
         if isinstance(name, str) and name in self._entries:
             return self._entries[name]
         close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise RecipeError(f"{self.key}={name!r}: unknown {self.kind} (registered: {', '.join(self.names())}){hint}")
+        raise SpecError(f"{self.key}={name!r}: unknown {self.kind} (registered: {', '.join(self.names())}){hint}")
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -1,21 +1,28 @@
-"""Recipes: how a checkpoint, an export or an index says what to rebuild — as data, never as code.
+"""Build specs: how a checkpoint, an export or an index says what to rebuild — as data, never as code.
+
+A *spec* is the checked, plain-data description of a model, a loss or a dataset (``{"architecture":
+"mean", ...}``, ``{"name": "mean", ...}``, ``{"name": "sues200", ...}``), as a config composes it
+and a checkpoint stores it (the LightningModule's ``build_config`` hyper-parameter).  It is not a
+*recipe*: in mean_geo that word only means the paper's training numbers (``conf/recipe/``).  This
+module checks specs; each layer builds its own thing from a checked one
+(:func:`mean_geo.models.registry.build_architecture`, :func:`mean_geo.losses.build.build_loss`,
+:func:`mean_geo.training.composition.build_datamodule`).
 
 A file we did not write may be crafted.  So a saved model names an *architecture* from a closed
 registry (``"mean"``) and plain keyword arguments (numbers, strings, booleans, None, short lists,
 small dicts of those), each checked against the constructor's signature and type hints before
 anything is built.  Nothing here calls ``hydra.utils.instantiate``, imports a module named by a
-file, or unpickles.  Files written before recipes existed stored Hydra ``_target_`` paths: the
-few that mean_geo itself wrote are translated through :data:`LEGACY_TARGETS`; anything else is
-refused with one line naming the key.
+file, or unpickles.  Files written before specs existed stored Hydra ``_target_`` paths: the few
+that mean_geo itself wrote are translated through :data:`LEGACY_TARGETS`; anything else is refused
+with one line naming the key.
 
-Extending: ``@register_architecture("my_net")`` on a class whose constructor takes plain keyword
-arguments makes ``model: {architecture: my_net, ...}`` loadable; the registry is code, so only
-code you import can add to it.
+Extending: ``@register_architecture("my_net")`` (or ``@register_loss("my_loss")``) on a class whose
+constructor takes plain keyword arguments makes ``model: {architecture: my_net, ...}`` loadable;
+the registries are code, so only code you import can add to them.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import types
@@ -24,13 +31,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mean_geo.errors import MeanGeoError, RecipeError
-from mean_geo.models.registry import ARCHITECTURES, register_architecture  # noqa: F401  (re-exported)
+from mean_geo.errors import SpecError
+from mean_geo.models.registry import ARCHITECTURES
 from mean_geo.utils.registry import Registry
 
-#: recipe format written into checkpoints and exports by this version
-RECIPE_FORMAT = "mean_geo-recipe/2"
-MAX_LIST = 64  # "short lists": a recipe never needs more (ks, directions, altitudes)
+#: the spec format written into checkpoints and exports by this version (the tag keeps its old
+#: word: every checkpoint written since round 2 carries it)
+SPEC_FORMAT = "mean_geo-recipe/2"
+MAX_LIST = 64  # "short lists": a spec never needs more (ks, directions, altitudes)
 MAX_STRING = 4096
 PLAIN_SCALARS = (bool, int, float, str, type(None))
 
@@ -41,7 +49,7 @@ def _registered_architectures() -> Registry[Callable[..., Any]]:
     return ARCHITECTURES
 
 
-#: the Hydra targets that mean_geo wrote into checkpoints and exports before recipes existed
+#: the Hydra targets that mean_geo wrote into checkpoints and exports before specs existed
 LEGACY_TARGETS = {
     "mean_geo.models.mean.MEAN": "mean",
     "mean_geo.losses.MEANLoss": "loss",
@@ -56,27 +64,27 @@ LEGACY_TARGETS = {
 def check_plain(value: Any, where: str, depth: int = 0) -> Any:
     """``value`` if it is plain data (scalars, short lists, small str-keyed dicts), else refuse."""
     if isinstance(value, str) and len(value) > MAX_STRING:
-        raise RecipeError(f"{where}: a string of {len(value)} characters (at most {MAX_STRING})")
+        raise SpecError(f"{where}: a string of {len(value)} characters (at most {MAX_STRING})")
     if isinstance(value, PLAIN_SCALARS):
         return value
     if depth >= 3:
-        raise RecipeError(f"{where}: nested too deeply for a recipe")
+        raise SpecError(f"{where}: nested too deeply for a spec")
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_LIST:
-            raise RecipeError(f"{where}: a list of {len(value)} items (at most {MAX_LIST})")
+            raise SpecError(f"{where}: a list of {len(value)} items (at most {MAX_LIST})")
         return [check_plain(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         if len(value) > MAX_LIST:
-            raise RecipeError(f"{where}: a mapping of {len(value)} keys (at most {MAX_LIST})")
+            raise SpecError(f"{where}: a mapping of {len(value)} keys (at most {MAX_LIST})")
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise RecipeError(f"{where}: key {k!r} is not a string")
+                raise SpecError(f"{where}: key {k!r} is not a string")
             if k == "_target_":
-                raise RecipeError(f"{where}._target_: code references are not loaded from files")
+                raise SpecError(f"{where}._target_: code references are not loaded from files")
             out[k] = check_plain(v, f"{where}.{k}", depth + 1)
         return out
-    raise RecipeError(f"{where}: {type(value).__name__} is not plain data")
+    raise SpecError(f"{where}: {type(value).__name__} is not plain data")
 
 
 def _accepts(hint: Any, value: Any) -> bool:
@@ -135,13 +143,13 @@ def check_kwargs(cls: Callable[..., Any], kwargs: Mapping[str, Any], where: str)
     params = _parameters(cls)
     for key, value in kwargs.items():
         if key not in params:
-            raise RecipeError(f"{where}.{key}: not an argument of {where} (expected one of {sorted(params)})")
+            raise SpecError(f"{where}.{key}: not an argument of {where} (expected one of {sorted(params)})")
         hint = params[key][1]
         if not _accepts(hint, value):
-            raise RecipeError(f"{where}.{key}={value!r}: expected {_hint_name(hint)}")
+            raise SpecError(f"{where}.{key}={value!r}: expected {_hint_name(hint)}")
     missing = [n for n, (p, _) in params.items() if p.default is p.empty and n not in kwargs]
     if missing:
-        raise RecipeError(f"{where}: missing required argument(s) {missing}")
+        raise SpecError(f"{where}: missing required argument(s) {missing}")
     return kwargs
 
 
@@ -153,7 +161,7 @@ def _hint_name(hint: Any) -> str:
 MAX_PLUGINS = 16
 
 
-def plugin_names(value: Any, where: str = "plugins", error: type[Exception] = RecipeError) -> list[str]:
+def plugin_names(value: Any, where: str = "plugins", error: type[Exception] = SpecError) -> list[str]:
     """``value`` as a list of dotted module names (what ``plugins=[...]`` takes and files record)."""
     if value is None:
         return []
@@ -170,78 +178,76 @@ def _plugin_hint(plugins: Sequence[str]) -> str:
     return "; if a module of yours registers it, pass plugins=[your.module]"
 
 
-# --- the three recipes ----------------------------------------------------------------------------
+# --- the three specs ------------------------------------------------------------------------------
 def _legacy_name(section: Mapping[str, Any], where: str, expected: tuple[str, ...]) -> str | None:
     target = section.get("_target_")
     if target is None:
         return None
     name = LEGACY_TARGETS.get(target) if isinstance(target, str) else None
     if name not in expected:
-        raise RecipeError(f"{where}._target_={target!r}: not a mean_geo {where} (refused: files may not name code)")
+        raise SpecError(f"{where}._target_={target!r}: not a mean_geo {where} (refused: files may not name code)")
     return name
 
 
-def model_recipe(section: Mapping[str, Any], where: str = "model", plugins: Sequence[str] = ()) -> dict[str, Any]:
+def model_spec(section: Mapping[str, Any], where: str = "model", plugins: Sequence[str] = ()) -> dict[str, Any]:
     """``{"architecture": name, **kwargs}`` checked; accepts the legacy ``_target_`` form.
 
     ``plugins``: what the file records it was built with; an unregistered architecture's error
     names them (they are never imported here)."""
     if not isinstance(section, Mapping):
-        raise RecipeError(f"{where}: expected a mapping, got {type(section).__name__}")
+        raise SpecError(f"{where}: expected a mapping, got {type(section).__name__}")
     section = dict(section)
     legacy = _legacy_name(section, where, ("mean",))
     section.pop("_target_", None)
     name = section.pop("architecture", legacy)
     try:
         cls = _registered_architectures().get(name)
-    except RecipeError as exc:
+    except SpecError as exc:
         message = str(exc).replace("model.architecture=", f"{where}.architecture=", 1)
-        raise RecipeError(message + _plugin_hint(plugins)) from None
+        raise SpecError(message + _plugin_hint(plugins)) from None
     kwargs = check_kwargs(cls, section, where)
     backbone = kwargs.get("backbone")
     if backbone is not None:
         import timm
 
         if not timm.is_model(backbone):
-            raise RecipeError(f"{where}.backbone={backbone!r}: not a timm model name")
+            raise SpecError(f"{where}.backbone={backbone!r}: not a timm model name")
     return {"architecture": name, **kwargs}
 
 
-def build_model(recipe: Mapping[str, Any], where: str = "model", **overrides: Any):
-    """The model a (checked) recipe describes; ``overrides`` are ours (e.g. ``pretrained=False``)."""
-    checked = model_recipe({**recipe, **overrides}, where)
-    kwargs = {k: v for k, v in checked.items() if k != "architecture"}
-    return _registered_architectures()[checked["architecture"]](**kwargs)
+def loss_spec(section: Mapping[str, Any], where: str = "loss", plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"name": <registered loss>, **weights, "infonce": {...}, "cda": {...}}`` checked.
 
-
-def loss_recipe(section: Mapping[str, Any], where: str = "loss") -> dict[str, Any]:
-    """The MEAN loss: its three weights and the plain arguments of its InfoNCE and CDA terms."""
-    from mean_geo.losses import CDALoss, InfoNCELoss, MEANLoss
+    ``name`` defaults to ``"mean"`` (what every checkpoint from before the loss registry holds); the
+    nested sections are the plain arguments of the loss's parts (:data:`mean_geo.losses.LOSS_PARTS`).
+    """
+    from mean_geo.losses import LOSS_PARTS, LOSSES
 
     if not isinstance(section, Mapping):
-        raise RecipeError(f"{where}: expected a mapping, got {type(section).__name__}")
+        raise SpecError(f"{where}: expected a mapping, got {type(section).__name__}")
     section = dict(section)
     _legacy_name(section, where, ("loss",))
     section.pop("_target_", None)
+    name = section.pop("name", "mean")
+    try:
+        cls = LOSSES.get(name)
+    except SpecError as exc:
+        message = str(exc).replace("loss.name=", f"{where}.name=", 1)
+        raise SpecError(message + _plugin_hint(plugins)) from None
+    accepted = _parameters(cls)
     parts = {}
-    for key, cls in (("infonce", InfoNCELoss), ("cda", CDALoss)):
+    for key, part_cls in LOSS_PARTS.items():
+        if key not in accepted:
+            continue
         part = section.pop(key, None) or {}
         if not isinstance(part, Mapping):
-            raise RecipeError(f"{where}.{key}: expected a mapping, got {type(part).__name__}")
+            raise SpecError(f"{where}.{key}: expected a mapping, got {type(part).__name__}")
         part = dict(part)
         _legacy_name(part, f"{where}.{key}", (key,))
         part.pop("_target_", None)
-        parts[key] = check_kwargs(cls, part, f"{where}.{key}")
-    weights = check_kwargs(MEANLoss, section, where)
-    return {**weights, **parts}
-
-
-def build_loss(recipe: Mapping[str, Any], where: str = "loss"):
-    from mean_geo.losses import CDALoss, InfoNCELoss, MEANLoss
-
-    checked = loss_recipe(recipe, where)
-    infonce, cda = checked.pop("infonce"), checked.pop("cda")
-    return MEANLoss(**checked, infonce=InfoNCELoss(**infonce), cda=CDALoss(**cda))
+        parts[key] = check_kwargs(part_cls, part, f"{where}.{key}")
+    weights = check_kwargs(cls, section, where)
+    return {"name": name, **weights, **parts}
 
 
 def _datamodules() -> Registry[type]:
@@ -250,20 +256,20 @@ def _datamodules() -> Registry[type]:
     return DATAMODULES
 
 
-def dataset_recipe(section: Mapping[str, Any], where: str = "dataset", check_arguments: bool = True) -> dict[str, Any]:
+def dataset_spec(section: Mapping[str, Any], where: str = "dataset", check_arguments: bool = True) -> dict[str, Any]:
     """``{"name": <registered layout>, **kwargs}`` checked (legacy ``_target_`` accepted).
 
     ``check_arguments=False`` checks the arguments as plain data only, not against the datamodule
     (for inference, which never builds one and must not import Lightning)."""
     if not isinstance(section, Mapping):
-        raise RecipeError(f"{where}: expected a mapping, got {type(section).__name__}")
+        raise SpecError(f"{where}: expected a mapping, got {type(section).__name__}")
     section = dict(section)
     legacy = _legacy_name(section, where, ("sues200", "university1652"))
     section.pop("_target_", None)
     name = section.pop("name", legacy)
     if not check_arguments:  # inference never builds it: a name, and plain data
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-            raise RecipeError(f"{where}.name={name!r}: not a dataset name")
+            raise SpecError(f"{where}.name={name!r}: not a dataset name")
         return {"name": name, **check_plain(section, where)}
     kwargs = check_kwargs(_datamodules().get(name), section, where)
     if kwargs.get("synthesize") is not None:  # a synthetic world's spec: its fields, nothing else
@@ -273,48 +279,50 @@ def dataset_recipe(section: Mapping[str, Any], where: str = "dataset", check_arg
     return {"name": name, **kwargs}
 
 
-def build_datamodule_from_recipe(recipe: Mapping[str, Any], where: str = "dataset"):
-    """The datamodule of a checked dataset recipe; a synthetic one gets its world writer."""
-    checked = dataset_recipe(recipe, where)
-    name = checked.pop("name")
-    dm = _datamodules()[name](**checked)
-    if dm.synthesize is not None:
-        from mean_geo.synthetic.writer import WorldSpec, write_world
-
-        try:
-            spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
-        except MeanGeoError as exc:  # the spec names its own field; the user wrote dataset.synthesize.<field>
-            raise type(exc)(f"{where}.synthesize.{exc}") from None
-        dm.write_world = functools.partial(write_world, spec)
-    return dm
-
-
-def image_size_of(recipe: Mapping[str, Any], default: int = 384) -> int:
-    """The training image size a recipe records (only this is read for inference)."""
-    value = (recipe.get("dataset") or {}).get("image_size", default) if isinstance(recipe, Mapping) else default
+def image_size_of(spec: Mapping[str, Any], default: int = 384) -> int:
+    """The training image size a spec records (only this is read for inference)."""
+    value = (spec.get("dataset") or {}).get("image_size", default) if isinstance(spec, Mapping) else default
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 4096:
-        raise RecipeError(f"dataset.image_size={value!r}: expected a whole number of pixels (8..4096)")
+        raise SpecError(f"dataset.image_size={value!r}: expected a whole number of pixels (8..4096)")
     return value
 
 
-def checkpoint_recipe(recipe: Any, where: str, build_dataset: bool = True) -> dict[str, Any]:
-    """The whole recipe stored in a training checkpoint, checked: model, loss and (if any) dataset.
+def _loss_as_data(section: Any, where: str = "loss") -> dict[str, Any]:
+    """A loss section checked as plain data only (its legacy ``_target_`` tags dropped): inference
+    never builds the loss, so its name need not be registered."""
+    if not isinstance(section, Mapping):
+        raise SpecError(f"{where}: expected a mapping, got {type(section).__name__}")
+    section = dict(section)
+    _legacy_name(section, where, ("loss",))
+    section.pop("_target_", None)
+    for key, part in section.items():
+        if isinstance(part, Mapping) and "_target_" in part:
+            part = dict(part)
+            _legacy_name(part, f"{where}.{key}", (key,))
+            part.pop("_target_")
+            section[key] = part
+    return check_plain(section, where)
 
-    ``build_dataset=False`` (inference: nothing will build a datamodule) checks the dataset section
-    as plain data only, which keeps Lightning out of the import path."""
-    if not isinstance(recipe, Mapping) or "model" not in recipe:
-        raise RecipeError(f"{where}: not a mean_geo training checkpoint (no model recipe inside)")
-    unknown = set(recipe) - {"format", "model", "loss", "dataset", "plugins"}
+
+def checkpoint_spec(spec: Any, where: str, for_training: bool = True) -> dict[str, Any]:
+    """The whole spec stored in a training checkpoint, checked: model, loss and (if any) dataset.
+
+    ``for_training=False`` (inference: no loss and no datamodule will be built) checks the loss and
+    dataset sections as plain data only, which keeps Lightning out of the import path and lets a
+    model trained with a plugin's loss load without that plugin."""
+    if not isinstance(spec, Mapping) or "model" not in spec:
+        raise SpecError(f"{where}: not a mean_geo training checkpoint (no model spec inside)")
+    unknown = set(spec) - {"format", "model", "loss", "dataset", "plugins"}
     if unknown:
-        raise RecipeError(f"{where}: unexpected recipe key(s) {sorted(unknown)}")
-    plugins = plugin_names(recipe.get("plugins"), f"{where}.plugins")
-    out: dict[str, Any] = {"format": RECIPE_FORMAT, "model": model_recipe(recipe["model"], plugins=plugins)}
+        raise SpecError(f"{where}: unexpected spec key(s) {sorted(unknown)}")
+    plugins = plugin_names(spec.get("plugins"), f"{where}.plugins")
+    out: dict[str, Any] = {"format": SPEC_FORMAT, "model": model_spec(spec["model"], plugins=plugins)}
     if plugins:
         out["plugins"] = plugins
-    if recipe.get("loss") is not None:
-        out["loss"] = loss_recipe(recipe["loss"])
-    if recipe.get("dataset"):
-        out["dataset"] = dataset_recipe(recipe["dataset"], check_arguments=build_dataset)
+    if spec.get("loss") is not None:
+        out["loss"] = loss_spec(spec["loss"], plugins=plugins) if for_training else _loss_as_data(spec["loss"])
+    if spec.get("dataset"):
+        out["dataset"] = dataset_spec(spec["dataset"], check_arguments=for_training)
     return out
