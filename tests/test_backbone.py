@@ -4,11 +4,11 @@ import torch
 from safetensors.torch import save_file
 
 from mean_geo.errors import ConfigError
-from mean_geo.models.backbone import ConvNeXtBackbone
+from mean_geo.models.backbone import TimmBackbone
 
 
 def test_random_init_returns_last_map_and_pooled_vector():
-    net = ConvNeXtBackbone("test_convnext")
+    net = TimmBackbone("test_convnext")
     fmap, pooled, stages = net(torch.randn(2, 3, 64, 64), return_stages=True)
     assert fmap.shape == (2, 64, 2, 2) and pooled.shape == (2, 64)
     assert [s.shape[1] for s in stages] == net.stage_channels == [24, 32, 48, 64]
@@ -24,7 +24,7 @@ def test_local_weights_file_is_loaded_and_the_imagenet_head_dropped(tmp_path):
     source = timm.create_model("test_convnext", num_classes=1000)
     path = tmp_path / "convnext.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    net = ConvNeXtBackbone("test_convnext", weights_file=str(path))
+    net = TimmBackbone("test_convnext", weights_file=str(path))
     ours = net.net.state_dict()
     assert not any(k.startswith("head.fc") for k in ours)
     for key, value in ours.items():
@@ -33,14 +33,14 @@ def test_local_weights_file_is_loaded_and_the_imagenet_head_dropped(tmp_path):
 
 def test_bad_backbone_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
-        ConvNeXtBackbone("test_convnext", weights_file=str(tmp_path / "missing.pth"))
+        TimmBackbone("test_convnext", weights_file=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigError, match="not a timm model"):
-        ConvNeXtBackbone("convnext_gigantic_nonexistent")
+        TimmBackbone("convnext_gigantic_nonexistent")
     # transformers (ViT, Swin, DINOv2) used to be refused here; they are supported now (below)
 
 
 def test_other_timm_cnns_give_the_same_outputs():
-    net = ConvNeXtBackbone("test_resnet")
+    net = TimmBackbone("test_resnet")
     fmap, pooled, stages = net(torch.randn(2, 3, 64, 64), return_stages=True)
     assert fmap.shape[:2] == (2, net.num_features) and pooled.shape == (2, net.num_features)
     assert [s.shape[1] for s in stages] == net.stage_channels
@@ -66,9 +66,9 @@ def test_transformer_backbones_work_at_the_datasets_image_size(name):
 
 
 def test_cnn_map_is_the_last_stage_as_before():
-    from mean_geo.models.backbone import ConvNeXtBackbone
+    from mean_geo.models.backbone import TimmBackbone
 
-    backbone = ConvNeXtBackbone("resnet18").eval()
+    backbone = TimmBackbone("resnet18").eval()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         fmap, pooled = backbone(x)

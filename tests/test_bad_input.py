@@ -83,7 +83,7 @@ def test_a_root_that_is_a_file_is_called_a_file(dataset, tmp_path, monkeypatch, 
 @pytest.mark.parametrize(
     "main, args, key",
     [
-        (eval_entry.main, [], "ckpt_path"),
+        (eval_entry.main, [], "ckpt"),
         (index_entry.main, ["ckpt=x", "out=y"], "gallery_dir"),
     ],
 )
@@ -229,16 +229,16 @@ def _mismatched_checkpoint(tmp_path: Path) -> Path:
 
 def test_eval_of_weights_that_do_not_fit_their_spec_is_one_line(tmp_path, monkeypatch, capsys, sues_world):
     path = _mismatched_checkpoint(tmp_path)
-    args = [f"ckpt_path={path}", f"dataset.root={sues_world}"]
+    args = [f"ckpt={path}", f"dataset.root={sues_world}"]
     line = run_hydra_entry(eval_entry.main, args, tmp_path, monkeypatch, capsys)
-    assert f"ckpt_path={path}: weights do not fit the model" in line and "of another shape" in line
+    assert f"ckpt={path}: weights do not fit the model" in line and "of another shape" in line
 
 
 def test_resume_from_another_experiments_checkpoint_is_one_line(tmp_path, monkeypatch, capsys, data_dir):
     monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
     other = LEGACY / "last.ckpt"  # 4 training places, CEA 16/16: not this smoke model
-    line = run_hydra_entry(train_entry.main, ["experiment=smoke", f"ckpt_path={other}"], tmp_path, monkeypatch, capsys)
-    assert f"ckpt_path={other}: weights do not fit the model" in line and "another experiment" in line
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", f"resume={other}"], tmp_path, monkeypatch, capsys)
+    assert f"resume={other}: weights do not fit the model" in line and "another experiment" in line
     assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 

@@ -113,9 +113,9 @@ def test_every_rule_refuses_a_value_of_the_wrong_kind_and_names_its_key():
 @pytest.mark.parametrize(
     "entry, args, expected",
     [
-        (eval_entry.main, [f"ckpt_path={LEGACY / 'last.ckpt'}", "eval.ks=[0]"], "eval.ks=[0]"),
-        (eval_entry.main, [f"ckpt_path={LEGACY / 'last.ckpt'}", "seed=abc"], "seed='abc'"),
-        (eval_entry.main, [f"ckpt_path={LEGACY / 'last.ckpt'}", "dataset.eval_batch_size=0"], "eval_batch_size=0"),
+        (eval_entry.main, [f"ckpt={LEGACY / 'last.ckpt'}", "eval.ks=[0]"], "eval.ks=[0]"),
+        (eval_entry.main, [f"ckpt={LEGACY / 'last.ckpt'}", "seed=abc"], "seed='abc'"),
+        (eval_entry.main, [f"ckpt={LEGACY / 'last.ckpt'}", "dataset.eval_batch_size=0"], "eval_batch_size=0"),
         (index_entry.main, ["gallery_dir=x", "ckpt=y", "out=z", "part_size=0"], "part_size=0"),
         (index_entry.main, ["gallery_dir=x", "ckpt=y", "out=z", "batch_size=abc"], "batch_size='abc'"),
     ],
@@ -159,8 +159,18 @@ def test_config_choices_and_overrides_hydra_refuses_are_one_line(argv, expected,
 
 
 def test_eval_names_the_missing_choice_too(tmp_path, monkeypatch, capsys):
-    line = _hydra_error(eval_entry.main, ["ckpt_path=x", "dataset=sues2000"], tmp_path, monkeypatch, capsys)
+    line = _hydra_error(eval_entry.main, ["ckpt=x", "dataset=sues2000"], tmp_path, monkeypatch, capsys)
     assert line.startswith("error: dataset=sues2000: no such option")
+
+
+@pytest.mark.parametrize(
+    "main, new",
+    [(train_entry.main, "python -m mean_geo.train resume="), (eval_entry.main, "python -m mean_geo.eval ckpt=")],
+)
+def test_the_old_checkpoint_key_names_the_new_one(main, new, tmp_path, monkeypatch, capsys):
+    """``ckpt_path=`` (0.2's name in train and eval) says which key replaced it, in one line."""
+    line = _hydra_error(main, ["ckpt_path=x.ckpt"], tmp_path, monkeypatch, capsys)
+    assert line.startswith("error: ckpt_path= was renamed:") and new in line
 
 
 @pytest.mark.parametrize("below", ["", "/sub"])
@@ -234,7 +244,7 @@ def test_eval_of_a_checkpoint_with_nan_weights_is_one_line(tmp_path, monkeypatch
     broken = tmp_path / "broken.ckpt"
     torch.save(ckpt, broken)
     monkeypatch.setenv("MEAN_GEO_DATA", str(data_dir))
-    line = run_hydra_entry(eval_entry.main, [f"ckpt_path={broken}", "eval.plots=false"], tmp_path, monkeypatch, capsys)
+    line = run_hydra_entry(eval_entry.main, [f"ckpt={broken}", "eval.plots=false"], tmp_path, monkeypatch, capsys)
     assert "query embeddings:" in line and "are not finite (NaN or inf)" in line and "nothing was ranked" in line
 
 
@@ -249,7 +259,7 @@ def test_an_index_with_non_finite_embeddings_is_refused_when_read_and_never_writ
         emb[2, 0] = bad
         path = tmp_path / "bad.index"
         save_file({"embeddings": emb}, str(path), metadata=meta)
-        with pytest.raises(Exception, match=rf"index={path}: 1 of 7 tile embeddings are not finite"):
+        with pytest.raises(Exception, match=rf"index={path}: tile embeddings: 1 of 7 are not finite"):
             read_index(path)
     with pytest.raises(NonFiniteError, match="tile embeddings: 1 of 2 are not finite"):
         write_index(
@@ -290,7 +300,7 @@ def test_an_index_over_a_partly_located_gallery_says_how_many_tiles_have_no_coor
     csv = tmp_path / "some.csv"
     csv.write_text("place,lat,lon\n" + "".join(f"{p},47.{i},8.5\n" for i, p in enumerate(places[:2])))
     from mean_geo.training.composition import build_trainer
-    from mean_geo.training.embedding import PartWriter
+    from mean_geo.training.index_pipeline import PartWriter
 
     trainer = build_trainer(
         {

@@ -113,8 +113,8 @@ def test_hparams_search(search, tmp_path, data_dir):
 
 
 def test_eval_config_composes(tmp_path, data_dir):
-    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "dataset.root=/elsewhere", *quiet_overrides(tmp_path, data_dir)])
-    assert cfg.ckpt_path == "x.ckpt" and cfg.dataset.root == "/elsewhere"
+    cfg = compose_config("eval", ["ckpt=x.ckpt", "dataset.root=/elsewhere", *quiet_overrides(tmp_path, data_dir)])
+    assert cfg.ckpt == "x.ckpt" and cfg.dataset.root == "/elsewhere"
 
 
 def test_config_groups_stay_in_their_lane():
@@ -142,7 +142,7 @@ def test_config_groups_stay_in_their_lane():
 
 def test_train_and_eval_compose_the_same_evaluation_conventions(tmp_path):
     train = compose_config("train", [*quiet_overrides(tmp_path, tmp_path)])
-    evaluate = compose_config("eval", ["ckpt_path=x", *quiet_overrides(tmp_path, tmp_path)])
+    evaluate = compose_config("eval", ["ckpt=x", *quiet_overrides(tmp_path, tmp_path)])
     submission = {k: v for k, v in evaluate.eval.items() if k.startswith("submission")}
     assert set(submission) == {"submission", "submission_queries", "submission_gallery", "submission_order"}
     assert {k: v for k, v in evaluate.eval.items() if k not in submission} == dict(train.eval)

@@ -76,7 +76,7 @@ def test_worlds_are_written_with_their_coordinates_file(sues_world):
 def test_eval_reports_metres_when_the_world_knows_where_places_are(smoke_run, tmp_path, data_dir):
     out, _, _ = smoke_run
     ckpt = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    overrides = [f"ckpt_path={ckpt}", "eval.plots=false"]
+    overrides = [f"ckpt={ckpt}", "eval.plots=false"]
     eval_entry.run(compose_config("eval", [*overrides, *quiet_overrides(tmp_path, data_dir)]))
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
     assert {"test/d2s/Dis@1", "test/d2s/Dis@5", "test/d2s/SDM@5", "test/d2s/Acc@50m"} <= set(metrics)

@@ -16,7 +16,7 @@ from mean_geo.index import build_index
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import localize
 from mean_geo.retrieval.index_store import read_index
-from mean_geo.training.embedding import PartWriter
+from mean_geo.training.index_pipeline import PartWriter
 from tests.helpers.cli import exit_code
 
 
@@ -88,6 +88,31 @@ def test_localize_finds_held_out_places_and_agrees_with_the_evaluator(index, smo
     pytest.importorskip("faiss")
     with_faiss = localize(photos, read_index(out), best, k=5, backend="faiss")
     assert [[m.id for m in r] for r in with_faiss] == [[m.id for m in r] for r in results]
+
+
+def test_a_flip_tta_index_embeds_tiles_and_photos_with_their_mirror_images(smoke, tmp_path):
+    """``flip_tta=true``: each tile is of it and its mirror (checked against a hand-made sum), the
+    index records it, and localize's photo embeddings follow it."""
+    best, world, _ = smoke
+    gallery = world / "Testing" / "150" / "query_satellite"
+    out = build_index(
+        gallery, best, tmp_path / "flip.safetensors", trainer(), batch_size=4, num_workers=0, flip_tta=True
+    )
+    idx = read_index(out)
+    assert (
+        idx.flip_tta
+        and not read_index(build_index(gallery, best, tmp_path / "plain", trainer(), num_workers=0)).flip_tta
+    )
+    model = load_model(best)
+    tile = sorted(gallery.rglob("*.png"))[3]
+    x = torch.stack([eval_transform(model.image_size, model.mean, model.std)(load_rgb(tile))])
+    with torch.no_grad():
+        summed = model.model.features(x)[2] + model.model.features(x.flip(-1))[2]
+    assert torch.allclose(torch.nn.functional.normalize(summed, dim=-1)[0], idx.embeddings[3], atol=1e-5)
+    assert not torch.allclose(model.model(x)[0], idx.embeddings[3], atol=1e-3)  # the flip changed it
+    # a gallery tile given as a photo finds itself with its flip-TTA embedding: score 1
+    (match,) = localize([tile], idx, model, k=1)
+    assert match[0].path == str(tile) and match[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_interrupted_indexing_resumes_to_the_same_index(smoke, index, tmp_path, monkeypatch):

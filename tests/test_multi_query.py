@@ -94,7 +94,7 @@ def test_eval_reports_every_convention_and_records_it(smoke_run, tmp_path, data_
     out, metrics, _ = smoke_run
     ckpt = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
     overrides = [
-        f"ckpt_path={ckpt}",
+        f"ckpt={ckpt}",
         "eval.multi_query=vote",
         "eval.flip_tta=true",
         "eval.rerank=true",

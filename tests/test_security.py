@@ -29,7 +29,7 @@ from mean_geo.errors import MeanGeoError
 from mean_geo.index import build_index
 from mean_geo.inference.loading import load_model
 from mean_geo.retrieval.index_store import read_index
-from mean_geo.training.embedding import PartWriter
+from mean_geo.training.index_pipeline import PartWriter
 from mean_geo.training.lit_module import MEANLitModule
 from tests.helpers.cli import exit_code, run_hydra_entry
 from tests.helpers.config import compose_config, quiet_overrides
@@ -178,14 +178,14 @@ def via_localize(path: Path, tmp: Path, capsys, data_dir) -> str:
 
 
 def via_eval(path: Path, tmp: Path, capsys, data_dir) -> str:
-    cfg = compose_config("eval", [f"ckpt_path={path}", *quiet_overrides(tmp, data_dir)])
+    cfg = compose_config("eval", [f"ckpt={path}", *quiet_overrides(tmp, data_dir)])
     with pytest.raises(MeanGeoError) as exc:
         eval_entry.run(cfg)
     return str(exc.value)
 
 
 def via_train_resume(path: Path, tmp: Path, capsys, data_dir) -> str:
-    cfg = compose_config("train", ["experiment=smoke", f"ckpt_path={path}", *quiet_overrides(tmp, data_dir)])
+    cfg = compose_config("train", ["experiment=smoke", f"resume={path}", *quiet_overrides(tmp, data_dir)])
     with pytest.raises(MeanGeoError) as exc:
         train_entry.run(cfg)
     assert not (tmp / "out" / "checkpoints").exists()
@@ -338,8 +338,8 @@ def test_command_line_prints_one_error_line_and_exits_2(entry, legacy_ckpt, tmp_
         (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     else:
         main, args = {
-            "eval": (eval_entry.main, [f"ckpt_path={path}"]),
-            "train": (train_entry.main, ["experiment=smoke", f"ckpt_path={path}"]),
+            "eval": (eval_entry.main, [f"ckpt={path}"]),
+            "train": (train_entry.main, ["experiment=smoke", f"resume={path}"]),
         }[entry]
         line = run_hydra_entry(main, args, tmp_path, monkeypatch, capsys)
     assert "model._target_='torch.load'" in line

@@ -29,7 +29,7 @@ def test_hand_made_three_query_case(tmp_path):
 
 
 def test_eval_writes_the_challenge_file_in_the_given_query_order(tmp_path, data_dir):
-    """`python -m mean_geo.eval ckpt_path=… eval.submission=answer.txt` on name-masked folders."""
+    """`python -m mean_geo.eval ckpt=… eval.submission=answer.txt` on name-masked folders."""
     g = torch.Generator().manual_seed(0)
     for folder, n in (("query_drone_160k", 3), ("gallery_satellite_160k", 12)):
         (tmp_path / folder).mkdir()
@@ -40,7 +40,7 @@ def test_eval_writes_the_challenge_file_in_the_given_query_order(tmp_path, data_
     (tmp_path / "query_drone_name.txt").write_text("\n".join(order) + "\n")
     answer = tmp_path / "answer.txt"
     overrides = [
-        f"ckpt_path={EXPORT}",
+        f"ckpt={EXPORT}",
         f"eval.submission={answer}",
         f"eval.submission_queries={tmp_path / 'query_drone_160k'}",
         f"eval.submission_gallery={tmp_path / 'gallery_satellite_160k'}",

@@ -41,7 +41,7 @@ def test_smoke_run_writes_metrics_plots_and_checkpoints(smoke_run):
 def test_eval_from_checkpoint_reproduces_the_training_test_metrics(smoke_run, tmp_path, data_dir):
     out, metrics, _ = smoke_run
     best = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    cfg = compose_config("eval", [f"ckpt_path={best}", *quiet_overrides(tmp_path, data_dir)])
+    cfg = compose_config("eval", [f"ckpt={best}", *quiet_overrides(tmp_path, data_dir)])
     again = eval_entry.run(cfg)
     expected = {k: v for k, v in metrics.items() if k.startswith("test/")}
     assert again == pytest.approx(expected, abs=1e-9)
@@ -56,7 +56,7 @@ def test_resume_from_last_checkpoint_continues(smoke_run, tmp_path, data_dir):
         "train",
         [
             "experiment=smoke",
-            f"ckpt_path={last}",
+            f"resume={last}",
             "trainer.max_epochs=2",
             "test=false",
             *quiet_overrides(tmp_path, data_dir),
@@ -75,7 +75,7 @@ def test_ddp_on_cpu_gives_the_single_process_metrics(smoke_run, tmp_path, data_d
     cfg = compose_config(
         "eval",
         [
-            f"ckpt_path={best}",
+            f"ckpt={best}",
             "hardware=ddp_cpu",
             "eval.plots=false",
             "dataset.eval_batch_size=7",  # odd sizes: DDP pads with repeats
@@ -101,7 +101,7 @@ def run_cli(args: list[str], tmp: Path, data_dir: Path, timeout: int = 300) -> s
         (["dataset=sues200", "dataset.root=/no/such/place"], "/no/such/place: dataset root does not exist"),
         (["experiment=smoke", "dataset.altitude=175"], "dataset.altitude=175: expected some of"),
         (["experiment=smoke", "loss.cda.variant=mse"], "loss.cda.variant='mse'"),
-        (["experiment=smoke", "ckpt_path=/no/last.ckpt"], "ckpt_path=/no/last.ckpt: no such checkpoint"),
+        (["experiment=smoke", "resume=/no/last.ckpt"], "resume=/no/last.ckpt: no such checkpoint"),
     ],
 )
 def test_user_errors_are_one_line(args, expected, tmp_path, data_dir, monkeypatch, capsys):
@@ -112,7 +112,7 @@ def test_user_errors_are_one_line(args, expected, tmp_path, data_dir, monkeypatc
 def test_eval_refuses_a_foreign_checkpoint(tmp_path, monkeypatch, capsys):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    line = run_hydra_entry(eval_entry.main, [f"ckpt_path={foreign}"], tmp_path, monkeypatch, capsys)
+    line = run_hydra_entry(eval_entry.main, [f"ckpt={foreign}"], tmp_path, monkeypatch, capsys)
     assert "not a mean_geo training checkpoint" in line
 
 

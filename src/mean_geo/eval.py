@@ -1,4 +1,4 @@
-"""``python -m mean_geo.eval ckpt_path=…``: evaluate a training checkpoint in both directions.
+"""``python -m mean_geo.eval ckpt=…``: evaluate a training checkpoint in both directions.
 
 The checkpoint carries the spec of its model and dataset (checked data, never code: see
 :mod:`mean_geo.files.specs`), so nothing else is needed; override
@@ -34,7 +34,7 @@ def write_challenge_submission(cfg: DictConfig) -> Path:
         if not settings.get(key):
             raise ConfigError(f"eval.{key} is required with eval.submission; pass eval.{key}=FOLDER")
     refuse_existing(settings["submission"])  # before any work
-    loaded = load_model(cfg.ckpt_path, "ckpt_path")
+    loaded = load_model(cfg.ckpt, "ckpt")
     queries = ordered_queries(settings["submission_queries"], settings.get("submission_order"))
     gallery = list_images([settings["submission_gallery"]], "eval.submission_gallery")
     flip = bool(settings.get("flip_tta", False))
@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict:
         out = write_challenge_submission(cfg)
         print(f"wrote {out}")
         return {}
-    ckpt = read_checkpoint(cfg.ckpt_path, "ckpt_path")
+    ckpt = read_checkpoint(cfg.ckpt, "ckpt")
     dataset = dict(ckpt.spec.get("dataset") or {})
     override = {k: v for k, v in to_plain(cfg.get("dataset")).items() if v is not None}
     if "name" in override or "_target_" in override:  # another dataset entirely
@@ -65,10 +65,10 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()
     lit = MEANLitModule(build_config=ckpt.spec, **options, channels_last=cfg.channels_last)
-    check_weights_fit(lit, ckpt.state_dict, f"ckpt_path={ckpt.path}")
+    check_weights_fit(lit, ckpt.state_dict, f"ckpt={ckpt.path}")
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)
-    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt_path)})
+    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt)})
     identity = run_identity(cfg, "eval")
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:

@@ -24,7 +24,7 @@ from mean_geo.inference.geo import locate_tiles
 from mean_geo.inference.loading import load_model
 from mean_geo.retrieval.index_store import write_index
 from mean_geo.training.composition import build_trainer
-from mean_geo.training.embedding import PartWriter, embed_in_parts
+from mean_geo.training.index_pipeline import PartWriter, embed_in_parts
 
 log = logging.getLogger(__name__)
 PARTS_VERSION = 2  # positions in part files are gallery positions (version 1: positions within the part)
@@ -39,8 +39,12 @@ def build_index(
     num_workers: int = 2,
     part_size: int = 4096,
     coords_csv: str | Path | None = None,
+    flip_tta: bool = False,
 ) -> Path | None:
-    """Embed every tile; returns the index path (on global rank 0; None on other ranks)."""
+    """Embed every tile; returns the index path (on global rank 0; None on other ranks).
+
+    ``flip_tta``: each tile's embedding is of it and its mirror image (``eval.flip_tta``); the index
+    records it and :func:`~mean_geo.inference.localization.localize` embeds the photos alike."""
     for key, value, least in (
         ("batch_size", batch_size, 1),
         ("num_workers", num_workers, 0),
@@ -69,8 +73,14 @@ def build_index(
         tiles,
         loaded.model,
         loaded.model.embedding_dim,
+        flip_tta=flip_tta,
         parts_dir=Path(f"{out}.parts"),
-        manifest={"fingerprint": loaded.fingerprint, "version": PARTS_VERSION},
+        # flip_tta only when set: parts an interrupted run of 0.2 left are still reused
+        manifest={
+            "fingerprint": loaded.fingerprint,
+            "version": PARTS_VERSION,
+            **({"flip_tta": True} if flip_tta else {}),
+        },
         trainer=trainer,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -78,14 +88,22 @@ def build_index(
     )
     if embeddings is None:
         return None
-    return write_index(out, embeddings, paths, root, coords, loaded.fingerprint, loaded.image_size)
+    return write_index(out, embeddings, paths, root, coords, loaded.fingerprint, loaded.image_size, flip_tta)
 
 
 @hydra_app("index")
 def main(cfg: DictConfig) -> None:
     trainer = build_trainer(cfg.trainer, callbacks=[PartWriter()], logger=False)
     out = build_index(
-        cfg.gallery_dir, cfg.ckpt, cfg.out, trainer, cfg.batch_size, cfg.num_workers, cfg.part_size, cfg.coords_csv
+        cfg.gallery_dir,
+        cfg.ckpt,
+        cfg.out,
+        trainer,
+        cfg.batch_size,
+        cfg.num_workers,
+        cfg.part_size,
+        cfg.coords_csv,
+        cfg.flip_tta,
     )
     if out is not None:
         print(f"wrote {out}")

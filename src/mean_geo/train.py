@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
     """Train (and test) as configured; returns the metrics written to metrics.json."""
     L.seed_everything(cfg.seed, workers=True)
     # resume: refuse a foreign, broken or crafted file before anything is built or written
-    resume = read_checkpoint(cfg.ckpt_path, "ckpt_path") if cfg.ckpt_path else None
+    resume = read_checkpoint(cfg.resume, "resume") if cfg.resume else None
     out_dir = Path(cfg.paths.output_dir)
     eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
     dm = build_datamodule(dataset_settings(cfg), cfg.eval)
@@ -69,8 +69,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         trainer = build_trainer(trainer_cfg, callbacks=[*callbacks, ProgressLog(), writer], logger=loggers or False)
         if resume is not None:  # another experiment's weights: one line, before Lightning reads the file
-            check_weights_fit(lit, resume.state_dict, f"ckpt_path={cfg.ckpt_path}")
-        trainer.fit(lit, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+            check_weights_fit(lit, resume.state_dict, f"resume={cfg.resume}")
+        trainer.fit(lit, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
         # callback_metrics come back to this process whatever the strategy (ddp_spawn included)
         val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if not cfg.get("test", True) or trainer.fast_dev_run:

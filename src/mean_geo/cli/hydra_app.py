@@ -30,6 +30,11 @@ T = TypeVar("T")
 #: set while Hydra raises because we asked it to (not because the user wants tracebacks)
 RAISING_FOR_US = "MEAN_GEO_HYDRA_RAISES"
 _ABSENT = object()
+#: keys an earlier release read, per entry point: the one line names the key that replaced them
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "train": {"ckpt_path": "resume"},
+    "eval": {"ckpt_path": "ckpt"},
+}
 
 
 def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[..., T | None]]:
@@ -58,7 +63,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callabl
             except Exception as exc:  # noqa: BLE001
                 if getattr(exc, "raised_by_task", False):
                     raise  # not a user mistake: the task's own traceback
-                line = hydra_error_line(exc)
+                line = hydra_error_line(exc, config_name)
                 if line is None:
                     raise
                 print(f"error: {line}", file=sys.stderr)
@@ -98,8 +103,11 @@ def checked_values(cfg: DictConfig, task: str) -> dict:
     return plain
 
 
-def hydra_error_line(exc: BaseException) -> str | None:
+def hydra_error_line(exc: BaseException, task: str = "") -> str | None:
     """The user's line for what Hydra refused before the task ran (None: not a user mistake)."""
+    renamed = _renamed_key(exc, task)
+    if renamed is not None:
+        return renamed
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, choice = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(exc.options or _options_of(group)) or "none"
@@ -112,6 +120,15 @@ def hydra_error_line(exc: BaseException) -> str | None:
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         text = " ".join(str(exc).split("\n\n")[0].split()) or type(exc).__name__
         return f"the command line: {text}" if isinstance(exc, OverrideParseException) else text
+    return None
+
+
+def _renamed_key(exc: BaseException, task: str) -> str | None:
+    """``ckpt_path=…`` given to a task that now calls it ``ckpt``: say so instead of "cannot override"."""
+    text = str(exc)
+    for old, new in RENAMED_KEYS.get(task, {}).items():
+        if f"Could not override '{old}'" in text or f"Key '{old}' is not in struct" in text:
+            return f"{old}= was renamed: python -m mean_geo.{task} {new}=..."
     return None
 
 

@@ -192,6 +192,7 @@ RULES: dict[str, Rule] = {
     "batch_size": Rule(whole(1), tasks=frozenset({"index"})),
     "num_workers": Rule(whole(0), tasks=frozenset({"index"})),
     "part_size": Rule(whole(1), tasks=frozenset({"index"})),
+    "flip_tta": Rule(boolean, tasks=frozenset({"index"})),
 }
 
 

@@ -28,7 +28,7 @@ class TrainingCheckpoint:
         return self.raw["state_dict"]
 
 
-def read_checkpoint(path: str | Path, arg: str = "ckpt_path", for_training: bool = True) -> TrainingCheckpoint:
+def read_checkpoint(path: str | Path, arg: str = "ckpt", for_training: bool = True) -> TrainingCheckpoint:
     """``for_training=False``: inference only reads the model spec and the image size, so the
     dataset section is checked as plain data and not against the datamodule (no Lightning import)."""
     path = Path(path).expanduser()

@@ -14,18 +14,18 @@ from mean_geo.inference.loading import load_model
 from mean_geo.utils.atomic import atomic_path
 
 
-def export(ckpt_path: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
+def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write the export of a checkpoint (or of another export) into a new folder ``out_dir``."""
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
-    loaded = load_model(ckpt_path, "ckpt")
+    loaded = load_model(ckpt, "ckpt")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()  # empty (checked above); the finished folder takes its place
     with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
         folder.mkdir()
-        write_export(folder, loaded, source=Path(ckpt_path).name, metrics=metrics)
+        write_export(folder, loaded, source=Path(ckpt).name, metrics=metrics)
     return out
 
 

@@ -54,14 +54,17 @@ def localize(
     backend: str = "torch",
 ) -> list[list[Match]]:
     """Top-k matches of every photo: ``[[Match, …], …]``.  ``ckpt`` is the model that built the
-    index (a checkpoint, an export folder or a loaded model); another model is refused."""
+    index (a checkpoint, an export folder or a loaded model); another model is refused.  Photos are
+    embedded as the index's tiles were (with their mirror images when it was built with flip_tta)."""
     loaded = ckpt if isinstance(ckpt, InferenceModel) else load_model(ckpt, "ckpt")
     if loaded.fingerprint != index.fingerprint:
         raise MeanGeoError(
             f"ckpt={ckpt}: this model (fingerprint {loaded.fingerprint}) did not build the index "
             f"(fingerprint {index.fingerprint}); use the same checkpoint or rebuild the index"
         )
-    scores, idx = topk_search(embed_images(loaded, photos, batch_size), index.embeddings.float(), k=k, backend=backend)
+    scores, idx = topk_search(
+        embed_images(loaded, photos, batch_size, index.flip_tta), index.embeddings.float(), k=k, backend=backend
+    )
     results = []
     for row_s, row_i in zip(scores.tolist(), idx.tolist(), strict=True):
         matches = []

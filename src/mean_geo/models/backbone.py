@@ -117,10 +117,12 @@ def _not_weights(path: str, name: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"model.weights_file={path}: not loadable as {name} weights ({type(exc).__name__}: {detail})")
 
 
-class ConvNeXtBackbone(nn.Module):
+class TimmBackbone(nn.Module):
     """``(B, 3, H, W) -> (map (B, C, H/32, W/32), pooled (B, C))``; optionally every stage's map.
 
-    Named for the paper's backbone; other timm CNNs go through the generic feature API."""
+    Any timm CNN: ConvNeXt (the paper's, its final norm applied to the pooled vector) or another
+    through timm's generic feature API (the demo's ResNet-18).  Was ``ConvNeXtBackbone``; the
+    module names of its weights are unchanged, so checkpoints load as before."""
 
     def __init__(self, name: str = DEFAULT_BACKBONE, pretrained: bool = False, weights_file: str | None = None):
         super().__init__()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mean_geo.errors import ConfigError
-from mean_geo.models.backbone import DEFAULT_BACKBONE, ConvNeXtBackbone
+from mean_geo.models.backbone import DEFAULT_BACKBONE, TimmBackbone
 from mean_geo.models.cea import CrossDomainEnhancedAlignment
 from mean_geo.models.depthwise import use_fast_depthwise
 from mean_geo.models.gee import GlobalExtensionEmbedding
@@ -68,7 +68,7 @@ class MEAN(nn.Module):
         if use_gee and num_classes < 2:
             raise ConfigError(f"num_classes={num_classes}: the GEE heads need at least 2 training locations")
         self.num_classes = num_classes
-        self.backbone = ConvNeXtBackbone(backbone, pretrained, weights_file)
+        self.backbone = TimmBackbone(backbone, pretrained, weights_file)
         if fast_depthwise:  # ConvNeXt's 7x7 depthwise convs: same maths, 1.5x faster bf16 CPU training step
             use_fast_depthwise(self.backbone)
         dim = self.backbone.num_features

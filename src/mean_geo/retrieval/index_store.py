@@ -30,6 +30,7 @@ class GalleryIndex:
     tiles: list[dict]  # {"path": str, "id": str, "latlon": [lat, lon] | None}
     fingerprint: str
     image_size: int
+    flip_tta: bool = False  # tiles embedded with their mirror images; localize embeds photos alike
 
 
 def tile_id(path: Path, root: Path) -> str:
@@ -46,12 +47,14 @@ def write_index(
     coords: list[Coords | None],
     fingerprint: str,
     image_size: int,
+    flip_tta: bool = False,
 ) -> Path:
     """Write the index atomically (a partial name, then a rename): complete or absent."""
     metadata = {
         "format": INDEX_FORMAT,
         "fingerprint": fingerprint,
         "image_size": str(image_size),
+        "flip_tta": "true" if flip_tta else "false",
         "root": str(root),
         "tiles": json.dumps(
             [{"path": str(p), "id": tile_id(p, root), "latlon": c} for p, c in zip(paths, coords, strict=True)]
@@ -99,9 +102,9 @@ def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -
 
     if embeddings.ndim != 2 or not embeddings.is_floating_point():
         raise bad(f"embeddings of shape {tuple(embeddings.shape)} ({embeddings.dtype}), expected (tiles, dim) floats")
-    if not bool(torch.isfinite(embeddings).all()):
-        rows = int((~torch.isfinite(embeddings)).any(dim=1).sum())
-        raise bad(f"{rows} of {embeddings.shape[0]} tile embeddings are not finite (NaN or inf)")
+    require_finite(embeddings, f"index={path}: tile embeddings", "rebuild it with python -m mean_geo.index")
+    if meta.get("flip_tta", "false") not in ("true", "false"):  # absent before 0.3: no flip
+        raise bad("metadata 'flip_tta' is neither 'true' nor 'false'")
     if not re.fullmatch(r"[0-9a-f]{16}", meta.get("fingerprint", "")):
         raise bad("metadata 'fingerprint' is not a model fingerprint")
     if not re.fullmatch(r"[0-9]{1,4}", meta.get("image_size", "")) or not 8 <= int(meta["image_size"]) <= 4096:
@@ -117,4 +120,4 @@ def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -
         ok = ok and isinstance(tile.get("path"), str) and isinstance(tile.get("id"), str)
         if not (ok and _is_latlon(tile.get("latlon"))):
             raise bad(f"tile {i} in metadata 'tiles' is not {{path, id, latlon}}")
-    return GalleryIndex(embeddings, tiles, meta["fingerprint"], int(meta["image_size"]))
+    return GalleryIndex(embeddings, tiles, meta["fingerprint"], int(meta["image_size"]), meta.get("flip_tta") == "true")

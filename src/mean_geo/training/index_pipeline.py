@@ -1,4 +1,4 @@
-"""Embedding many images through Lightning's predict loop, so ``hardware=ddp`` spreads the work over
+"""The index's embedding of many images through Lightning's predict loop, so ``hardware=ddp`` spreads the work over
 GPUs and nodes, in parts written atomically: an interrupted run continues where it stopped."""
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from mean_geo.errors import MeanGeoError
+from mean_geo.models.mean import retrieval_embedding
 from mean_geo.utils.atomic import atomic_path, write_text
 
 
 class Embedder(L.LightningModule):
-    """Just the forward pass, for ``trainer.predict`` (any strategy, any number of devices)."""
+    """The retrieval embedding alone, for ``trainer.predict`` (any strategy, any number of devices)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, flip_tta: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
+        self.flip_tta = flip_tta
 
     def predict_step(self, batch, batch_idx: int):
         images, positions = batch
-        return self.model(images).float(), positions
+        return retrieval_embedding(self.model, images, self.flip_tta).float(), positions
 
 
 class PartWriter(BasePredictionWriter):
@@ -54,6 +56,7 @@ def embed_in_parts(
     batch_size: int,
     num_workers: int,
     part_size: int,
+    flip_tta: bool = False,
 ) -> torch.Tensor | None:
     """Embeddings of every item of ``dataset`` (``(image, position)`` pairs), on global rank 0
     (None elsewhere).  Parts already in ``parts_dir`` from an interrupted run with the same
@@ -67,7 +70,7 @@ def embed_in_parts(
     writer = next((c for c in trainer.callbacks if isinstance(c, PartWriter)), None)
     if writer is None:
         raise ValueError("the trainer needs a PartWriter callback")
-    embedder = Embedder(model)
+    embedder = Embedder(model, flip_tta)
     n = len(dataset)
     n_parts = (n + part_size - 1) // part_size
     world = trainer.world_size
