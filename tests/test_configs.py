@@ -123,8 +123,14 @@ def test_config_groups_stay_in_their_lane():
     import yaml
 
     conf = Path(CONF_DIR)
+    shared = yaml.safe_load((conf / "shared" / "dataset.yaml").read_text())["dataset"]
     for path in (conf / "dataset").glob("*.yaml"):
-        assert set(yaml.safe_load(path.read_text())) == {"dataset"}, path
+        text = yaml.safe_load(path.read_text())
+        assert set(text) == {"defaults", "dataset"} and text["defaults"] == ["/shared/dataset", "_self_"], path
+        # what every dataset shares is written once: a dataset file restates none of it unchanged
+        assert not {k for k, v in text["dataset"].items() if shared.get(k, object()) == v}, path
+    for path in (conf / "hardware").glob("*.yaml"):  # the device lane: the Trainer (and a launcher) only
+        assert set(yaml.safe_load(path.read_text())) - {"defaults"} <= {"trainer", "hydra"}, path
     texts = {p.relative_to(conf).as_posix(): p.read_text() for p in conf.rglob("*.yaml")}
     defines = lambda needle: sorted(n for n, t in texts.items() if needle in t)  # noqa: E731
     assert defines("_target_: lightning.pytorch.Trainer") == ["trainer/default.yaml"]
@@ -146,3 +152,40 @@ def test_train_and_eval_compose_the_same_evaluation_conventions(tmp_path):
     submission = {k: v for k, v in evaluate.eval.items() if k.startswith("submission")}
     assert set(submission) == {"submission", "submission_queries", "submission_gallery", "submission_order"}
     assert {k: v for k, v in evaluate.eval.items() if k not in submission} == dict(train.eval)
+
+
+@pytest.mark.parametrize("dataset", ["university1652", "sues200"])
+def test_a_papers_recipe_holds_every_number_of_its_training(dataset):
+    """recipe/<dataset>.yaml is the one file to read for the paper's numbers."""
+    import yaml
+
+    recipe = yaml.safe_load((Path(CONF_DIR) / "recipe" / f"{dataset}.yaml").read_text())
+    assert {"image_size", "batch_size"} <= set(recipe["dataset"])
+    assert {"lr", "weight_decay"} <= set(recipe["optim"]["optimizer"]) and "warmup_fraction" in recipe["optim"][
+        "scheduler"
+    ]
+    assert {"max_epochs", "gradient_clip_val", "gradient_clip_algorithm"} <= set(recipe["trainer"])
+    assert {"weight_cda", "weight_infonce", "weight_ce"} <= set(recipe["loss"])
+
+
+def test_a_dataset_of_your_own_without_a_recipe_composes(tmp_path, data_dir):
+    """A dataset file in the user's config folder (hydra.searchpath) needs no recipe file: it gets
+    the shared dataset keys and the generic defaults of optim/, loss/ and trainer/."""
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /shared/dataset\n  - _self_\n"
+        "dataset:\n  name: sues200\n  root: /data/mine\n  altitude: 150\n  image_size: 96\n  batch_size: 8\n"
+    )
+    cfg = compose_config(
+        "train",
+        [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "dataset=mine", *quiet_overrides(tmp_path, data_dir)],
+    )
+    default = compose_config("train", quiet_overrides(tmp_path, data_dir))
+    assert (
+        cfg.dataset.root == "/data/mine"
+        and cfg.dataset.eval_batch_size == 64
+        and cfg.dataset.directions == ["d2s", "s2d"]
+    )
+    assert cfg.optim.optimizer.lr == default.optim.optimizer.lr and cfg.trainer.gradient_clip_val == 100
+    dm = build_datamodule(cfg.dataset)
+    assert isinstance(dm, L.LightningDataModule) and dm.image_size == 96
