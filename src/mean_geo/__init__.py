@@ -37,7 +37,16 @@ __all__ = [*_API, "from_pretrained", "__version__"]
 
 
 def from_pretrained(name_or_folder: str, **hub_kwargs: Any):
-    """An exported model from the Hugging Face Hub (``"owner/name"``) or a local export folder."""
+    """An exported model from the Hugging Face Hub or a local export folder.
+
+    Args:
+        name_or_folder: ``"owner/name"`` on the Hub, or a folder written by ``mean_geo.export``.
+        **hub_kwargs: passed to ``huggingface_hub`` (``revision``, ``cache_dir``, ``token``, ...).
+
+    Returns:
+        The eval-mode model (:class:`~mean_geo.inference.loading.InferenceModel`), checked as
+        :func:`~mean_geo.inference.loading.load_model` checks: nothing in the files runs code.
+    """
     from mean_geo.inference.loading import InferenceModel
 
     return InferenceModel.from_pretrained(name_or_folder, **hub_kwargs)

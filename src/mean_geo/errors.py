@@ -18,9 +18,11 @@ class CheckpointError(MeanGeoError):
 
 
 class SpecError(MeanGeoError):
-    """A build spec (what a config, checkpoint, export or index says to build) names something
-    unknown or holds a value of the wrong kind.  Not a :class:`CheckpointError`: a typo on the
-    command line (``model.architecture=maen``) is one too."""
+    """A build spec names something unknown or holds a value of the wrong kind.
+
+    A spec is what a config, checkpoint, export or index says to build.  Not a
+    :class:`CheckpointError`: a typo on the command line (``model.architecture=maen``) is one too.
+    """
 
 
 def whole_number(key: str, value: object, least: int) -> int:
@@ -35,8 +37,18 @@ class NonFiniteError(MeanGeoError):
 
 
 def require_finite(values, what: str, hint: str) -> None:
-    """Refuse ``values`` (a tensor) holding NaN or inf, with one line: how many of ``what`` rows,
-    and ``hint`` (what to do).  One guard for embeddings wherever they are ranked or stored."""
+    """Refuse ``values`` (a tensor) holding NaN or inf, with one line.
+
+    One guard for embeddings wherever they are ranked or stored.
+
+    Args:
+        values: the tensor; its first dimension counts the rows.
+        what: what the rows are, for the message.
+        hint: what to do about it, for the message.
+
+    Raises:
+        NonFiniteError: how many of ``what`` rows are not finite, and ``hint``.
+    """
     import torch  # errors.py stays importable without torch for the plain-data checks
 
     bad = ~torch.isfinite(values)

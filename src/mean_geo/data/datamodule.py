@@ -42,7 +42,35 @@ def _warn_once(message: str) -> None:
 
 
 class CrossViewDataModule(L.LightningDataModule):
-    """Shared logic; subclasses say how to read their layout."""
+    """Training pairs and evaluation sets of a cross-view dataset; subclasses read their layout.
+
+    A subclass implements :meth:`read_train` and :meth:`read_eval` and registers itself with
+    :func:`register_datamodule`; everything else (sampling, transforms, loaders, the synthetic
+    world, coordinates) is shared.
+
+    Args:
+        root: the dataset's folder, as it unpacks.
+        image_size: the side of the square training and evaluation images.
+        batch_size: pairs per training step on each rank (the global batch is this times the
+            ranks, each place at most once in it).
+        eval_batch_size: images per evaluation forward pass.
+        num_workers: DataLoader worker processes.
+        seed: seeds sampling and augmentation.
+        directions: the evaluation directions, ``d2s`` and/or ``s2d``.
+        augment: ``True`` (the authors' augmentation), ``"geometric"`` (flips and turns only) or
+            ``False``.
+        joint_flip_p: the chance that both views of a pair are mirrored together.
+        pin_memory: pin loader memory; None: when a GPU is present.
+        synthesize: the synthetic world to write at ``root`` first (:mod:`mean_geo.synthetic`).
+        val_locations: share of the training places held out for validation.
+        synthetic: the data is a synthetic world (no official sizes to check against).
+        mean: input statistics; None: ImageNet's.
+        std: input statistics; None: ImageNet's.
+        coordinates_csv: where places are, for metres on the ground; None: ``<root>/coordinates.csv``.
+
+    Raises:
+        ConfigError: a direction or a size that cannot be.
+    """
 
     layout: str = ""
 
@@ -116,9 +144,22 @@ class CrossViewDataModule(L.LightningDataModule):
 
     # --- layout hooks -------------------------------------------------------------------------
     def read_train(self) -> TrainSplit:
+        """The training places of the layout (drone and satellite images per place).
+
+        Returns:
+            The split, its records in a deterministic order.
+        """
         raise NotImplementedError
 
     def read_eval(self, folder: str) -> list[ImageRecord]:
+        """The records of one evaluation folder of the layout.
+
+        Args:
+            folder: the layout's name of the set (e.g. ``query_drone``, ``gallery_satellite``).
+
+        Returns:
+            Its image records, in a deterministic order.
+        """
         raise NotImplementedError
 
     def world_spec_kwargs(self) -> dict:
@@ -127,6 +168,7 @@ class CrossViewDataModule(L.LightningDataModule):
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def prepare_data(self) -> None:
+        """Write the synthetic world on first use (once per node); a real dataset is only read."""
         if self.synthesize is not None:
             if self.write_world is None:
                 raise ConfigError(
@@ -156,11 +198,15 @@ class CrossViewDataModule(L.LightningDataModule):
 
     @property
     def has_validation(self) -> bool:
+        """Whether training places were held out for validation (``val_locations`` > 0)."""
         return self.val_split is not None
 
     def warn_if_not_official(self) -> list[str]:
-        """One warning line when a real dataset's copy differs from the release (partial copies are
-        a common cause of "cannot reproduce"); ``python -m mean_geo.check`` lists every difference."""
+        """One warning line when a real dataset's copy differs from the release.
+
+        Partial copies are a common cause of "cannot reproduce"; ``python -m mean_geo.check`` lists
+        every difference.
+        """
         if self.synthetic or self._full_train is None or not self.eval_datasets:
             return []
         folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
@@ -204,9 +250,11 @@ class CrossViewDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """The number of training places: the identity classifier's classes."""
         return len(self.train_split.locations)
 
     def setup(self, stage: str | None = None) -> None:
+        """Read the splits and build the datasets of ``stage`` (Lightning's hook; once per stage)."""
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = PairedViewsDataset(
                 make_pairs(self.train_split),
@@ -247,15 +295,19 @@ class CrossViewDataModule(L.LightningDataModule):
         return self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
 
     def eval_altitudes(self, stage: str, direction: str, role: str) -> list[int | None]:
-        """The altitude of every image of one evaluation set (None where the layout has none):
-        multi-query evaluation groups a place's drone images per altitude."""
+        """The altitude of every image of one evaluation set (None where the layout has none).
+
+        Multi-query evaluation groups a place's drone images per altitude.
+        """
         dataset = self._eval_dataset(stage, direction, role)
         return [record.altitude for record in dataset.records]
 
     def eval_coordinates(self, stage: str, direction: str, role: str) -> torch.Tensor | None:
-        """``(N, 2)`` latitude/longitude of every image of one evaluation set (its place's, or its
-        own in a ``path,lat,lon`` file); NaN rows where the table does not know an image, None
-        when it knows none of them."""
+        """``(N, 2)`` latitude/longitude of every image of one evaluation set.
+
+        Each image has its place's position, or its own in a ``path,lat,lon`` file; NaN rows where
+        the table does not know an image, None when it knows none of them.
+        """
         if self._coordinates is None:  # read once, not at every evaluation
             source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
             self._coordinates = read_coordinates_csv(source) if self.coordinates_csv or source.is_file() else ("", {})
@@ -276,8 +328,10 @@ class CrossViewDataModule(L.LightningDataModule):
         return torch.tensor(found, dtype=torch.float64)
 
     def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:
-        """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset
-        order: what figures and prediction tables show next to the embeddings."""
+        """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset order.
+
+        Figures and prediction tables show them next to the embeddings.
+        """
         dataset = self._eval_dataset(stage, direction, role)
         return [record.path for record in dataset.records]
 
@@ -286,6 +340,7 @@ class CrossViewDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def train_dataloader(self) -> DataLoader:
+        """Batches of place-unique pairs, this rank's share of each global batch."""
         assert self.train_set is not None, "call setup('fit') first"
         world_size, rank = self._world()
         sampler = LocationUniqueBatchSampler(self.train_set.labels, self.batch_size, self.seed, world_size, rank)
@@ -316,11 +371,14 @@ class CrossViewDataModule(L.LightningDataModule):
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
+        """The query and gallery loaders of the held-out validation places (none: no validation)."""
         return self._eval_loaders(self.val_datasets)  # empty without validation places: no validation
 
     def test_dataloader(self) -> list[DataLoader]:
-        """The query and gallery loaders of :attr:`eval_sets`, then one loader of corrupted D→S
-        queries per :attr:`query_conditions` entry."""
+        """The query and gallery loaders of :attr:`eval_sets`, then the corrupted queries.
+
+        One loader of corrupted D→S queries follows per :attr:`query_conditions` entry.
+        """
         return self._eval_loaders(self.eval_datasets + self._corrupted_queries())
 
     def _corrupted_queries(self) -> list[CorruptedImageList]:
@@ -341,8 +399,16 @@ DATAMODULES: Registry[type[CrossViewDataModule]] = Registry("dataset", "dataset.
 
 
 def register_datamodule(name: str) -> Callable[[type[CrossViewDataModule]], type[CrossViewDataModule]]:
-    """Class decorator: make a layout selectable as ``dataset.name=<name>`` (and loadable from
-    checkpoints, which store this name and plain arguments); refuses a name another class has."""
+    """Class decorator: make a layout selectable as ``dataset.name=<name>``.
+
+    Checkpoints store this name and plain arguments, so the layout also loads from them.
+
+    Args:
+        name: what ``dataset.name`` (and a checkpoint's spec) calls it.
+
+    Returns:
+        The decorator; it refuses a name another class has.
+    """
     return DATAMODULES.register(name)
 
 
@@ -353,16 +419,26 @@ class University1652DataModule(CrossViewDataModule):
     layout = "university1652"
 
     def read_train(self) -> TrainSplit:
+        """``<root>/train/{drone,satellite}/<place>/``."""
         return layouts.u1652_train(self.root)
 
     def read_eval(self, folder: str) -> list[ImageRecord]:
+        """``<root>/test/<folder>/<place>/``."""
         return layouts.u1652_test(self.root, folder)
 
 
 @register_datamodule("sues200")
 class SUES200DataModule(CrossViewDataModule):
-    """SUES-200 as downloaded or after the official split (``root`` may be either, or the folder
-    above the download), one altitude (the paper's protocol) or several."""
+    """SUES-200 as downloaded or after the official split, one altitude or several.
+
+    ``root`` may be either layout, or the folder above the download; one altitude per model is the
+    paper's protocol.
+
+    Args:
+        root: the dataset's folder.
+        altitude: 150, 200, 250 or 300 (metres), several of them, or ``"all"``.
+        **kwargs: as :class:`CrossViewDataModule`.
+    """
 
     layout = "sues200"
 
@@ -371,12 +447,15 @@ class SUES200DataModule(CrossViewDataModule):
         self.altitudes = layouts.parse_altitudes(altitude)
 
     def world_spec_kwargs(self) -> dict:
+        """A synthetic world in this layout has SUES-200's four altitudes."""
         return {"altitudes": layouts.SUES200_ALTITUDES}
 
     def read_train(self) -> TrainSplit:
+        """The 120 training places (the official split), at the chosen altitudes."""
         folder, read_train, _ = sues200_readers(self.root)
         return read_train(folder, self.altitudes)
 
     def read_eval(self, folder: str) -> list[ImageRecord]:
+        """One folder of the 80 test places, at the chosen altitudes."""
         root, _, read_test = sues200_readers(self.root)
         return read_test(root, folder, self.altitudes)

@@ -150,7 +150,7 @@ def check_kwargs(cls: Callable[..., Any], kwargs: Mapping[str, Any], where: str)
     missing = [n for n, (p, _) in params.items() if p.default is p.empty and n not in kwargs]
     if missing:
         raise SpecError(f"{where}: missing required argument(s) {missing}")
-    return kwargs
+    return dict(kwargs)
 
 
 def _hint_name(hint: Any) -> str:

@@ -30,7 +30,9 @@ READABLE_FORMATS = ("mean_geo/1", "mean_geo/2")
 class Exportable(Protocol):
     """What an export is written from (an :class:`~mean_geo.inference.loading.InferenceModel`)."""
 
-    model: torch.nn.Module
+    @property
+    def model(self) -> torch.nn.Module: ...  # read-only: a MEAN (or subclass) fits
+
     image_size: int
     fingerprint: str
     spec: dict
@@ -40,7 +42,8 @@ class Exportable(Protocol):
 
 def retrieval_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights the retrieval embedding depends on (the model's ``retrieval_parts``)."""
-    prefixes = tuple(f"{part}." for part in model.retrieval_parts)
+    parts: tuple[str, ...] = tuple(getattr(model, "retrieval_parts"))  # noqa: B009 (an architecture's own list)
+    prefixes = tuple(f"{part}." for part in parts)
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from huggingface_hub import ModelHubMixin, snapshot_download
@@ -48,6 +49,14 @@ class InferenceModel(
     ``save_pretrained(folder)`` writes an export, ``push_to_hub(repo_id)`` uploads one, and
     ``InferenceModel.from_pretrained("owner/name" or folder)`` reads one back (the same checks as
     :func:`load_model`: nothing in the files runs code).
+
+    Args:
+        model: the MEAN, in eval mode, with the retrieval branches only.
+        image_size: the side of the square input it was trained on.
+        fingerprint: identifies the weights and their input (indexes record it).
+        spec: the checked model and dataset spec it was built from.
+        mean: input statistics it was trained with.
+        std: input statistics it was trained with.
     """
 
     model: MEAN
@@ -107,8 +116,11 @@ class InferenceModel(
 
 
 def fingerprint(model: MEAN, image_size: int, stats: tuple[list[float], list[float]] | None = None) -> str:
-    """Identifies the retrieval weights and the input they expect (size; statistics unless ImageNet,
-    which keeps the fingerprints of files written before statistics were recorded)."""
+    """Identifies the retrieval weights and the input they expect.
+
+    The input is the image size, and the statistics unless ImageNet's (which keeps the fingerprints
+    of files written before statistics were recorded).
+    """
     h = hashlib.sha256(f"image_size={image_size};".encode())
     if stats is not None and [list(s) for s in stats] != [list(s) for s in IMAGENET_STATS]:
         h.update(f"mean={list(stats[0])};std={list(stats[1])};".encode())
@@ -126,7 +138,7 @@ def _build(spec: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
     own = {k: state[k] for k in model.state_dict() if k in state}  # training-only branches are not built
     check_weights_fit(model, own, source)
     model.load_state_dict(own)
-    return model.eval()
+    return cast(MEAN, model.eval())  # a registered architecture is MEAN or a subclass (register_architecture)
 
 
 def _stats(section: dict, where: str) -> tuple[list[float], list[float]]:
@@ -134,11 +146,14 @@ def _stats(section: dict, where: str) -> tuple[list[float], list[float]]:
     mean, std = section.get("mean"), section.get("std")
     if mean is None and std is None:
         return list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])
-    for key, value in (("mean", mean), ("std", std)):
-        ok = isinstance(value, list) and len(value) == 3
-        if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise CheckpointError(f"{where}.{key}={value!r}: expected three numbers")
-    return [float(v) for v in mean], [float(v) for v in std]
+    return _three_numbers(mean, f"{where}.mean"), _three_numbers(std, f"{where}.std")
+
+
+def _three_numbers(value: Any, where: str) -> list[float]:
+    ok = isinstance(value, list) and len(value) == 3
+    if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise CheckpointError(f"{where}={value!r}: expected three numbers")
+    return [float(v) for v in value]
 
 
 def _read_export(path: Path, arg: str) -> InferenceModel:
@@ -155,9 +170,21 @@ def _read_export(path: Path, arg: str) -> InferenceModel:
 
 
 def load_model(path: str | Path, arg: str = "ckpt") -> InferenceModel:
-    """From a training checkpoint (``.ckpt``) or an export folder (or its ``model.safetensors``).
+    """The model of a training checkpoint or an export, ready to embed images.
 
-    ``arg`` names the argument the path came from, for error messages."""
+    Nothing in the file runs code or imports a module: it names a registered architecture, and when
+    the name is not registered the error says which plugin to import.
+
+    Args:
+        path: a training checkpoint (``.ckpt``), an export folder or its ``model.safetensors``.
+        arg: the argument the path came from, for error messages (``ckpt``, ``--ckpt``).
+
+    Returns:
+        The eval-mode model with its input size, statistics and fingerprint.
+
+    Raises:
+        CheckpointError: not a checkpoint or export, of an unknown format, or weights that do not fit.
+    """
     path = Path(path).expanduser()
     if path.is_file() and path.name == WEIGHTS:
         path = path.parent

@@ -1,5 +1,8 @@
-"""Localizing drone photos: embed them with the model that built a gallery index and return each
-photo's best-matching tiles with their scores and coordinates (plain torch: no Lightning)."""
+"""Localizing drone photos against a gallery index (plain torch: no Lightning).
+
+The photos are embedded with the model that built the index; each photo's best-matching tiles come
+back with their scores and coordinates.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from mean_geo.retrieval.search import topk_search
 
 @dataclass
 class Match:
+    """One tile matched to a photo: its rank, place id, score, file and position."""
+
     rank: int
     id: str
     score: float
@@ -35,8 +40,17 @@ class Match:
 def embed_images(
     loaded: InferenceModel, paths: list[Path], batch_size: int = 32, flip_tta: bool = False
 ) -> torch.Tensor:
-    """L2-normalised embeddings of image files, in order, as the model was trained to see them;
-    ``flip_tta``: of the image's and its mirror image's embeddings summed (``eval.flip_tta``)."""
+    """L2-normalised embeddings of image files, in order, as the model was trained to see them.
+
+    Args:
+        loaded: the model, with its input size and statistics.
+        paths: the image files.
+        batch_size: images per forward pass.
+        flip_tta: embed each image with its mirror image, summed (``eval.flip_tta``).
+
+    Returns:
+        ``(len(paths), D)`` float32 unit vectors.
+    """
     tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
     embs = []
     for i in range(0, len(paths), batch_size):
@@ -53,9 +67,25 @@ def localize(
     batch_size: int = 32,
     backend: str = "torch",
 ) -> list[list[Match]]:
-    """Top-k matches of every photo: ``[[Match, …], …]``.  ``ckpt`` is the model that built the
-    index (a checkpoint, an export folder or a loaded model); another model is refused.  Photos are
-    embedded as the index's tiles were (with their mirror images when it was built with flip_tta)."""
+    """Top-k matches of every photo.
+
+    Photos are embedded as the index's tiles were (with their mirror images when it was built with
+    ``flip_tta``).
+
+    Args:
+        photos: the drone photos.
+        index: a gallery index (:func:`~mean_geo.retrieval.index_store.read_index`).
+        ckpt: the model that built the index: a checkpoint, an export folder or a loaded model.
+        k: matches per photo.
+        batch_size: photos per forward pass.
+        backend: the top-k search (:data:`~mean_geo.retrieval.search.BACKENDS`).
+
+    Returns:
+        ``[[Match, …], …]``, best first, one list per photo.
+
+    Raises:
+        MeanGeoError: another model built the index.
+    """
     loaded = ckpt if isinstance(ckpt, InferenceModel) else load_model(ckpt, "ckpt")
     if loaded.fingerprint != index.fingerprint:
         raise MeanGeoError(
@@ -77,8 +107,11 @@ def localize(
 
 
 def photo_positions(photos: list[Path], coords_csv: str | Path) -> list[Coords | None]:
-    """Where each photo was taken, from a ``path,lat,lon`` CSV (the path as given, absolute, or the
-    file name) or a ``place,lat,lon`` CSV (the photo's folder is its place, as in the datasets)."""
+    """Where each photo was taken, from a coordinates CSV.
+
+    A ``path,lat,lon`` CSV names the photo as given, absolutely, or by file name; in a
+    ``place,lat,lon`` CSV the photo's folder is its place, as in the datasets.
+    """
     key, table = read_coordinates_csv(coords_csv)
     if key == "place":
         return [table.get(p.parent.name) for p in photos]

@@ -21,8 +21,10 @@ CDA_VARIANTS = ("released", "paper")
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision (autocast) activations are upcast for the loss; float64 stays float64 (the
-    exactness tests of gradient caching run in float64)."""
+    """Half-precision (autocast) activations upcast for the loss.
+
+    float64 stays float64: the exactness tests of gradient caching run in float64.
+    """
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -63,6 +65,7 @@ class InfoNCELoss(nn.Module):
 
     @property
     def temperature(self) -> float:
+        """The current softmax temperature (1 / the learnt logit scale)."""
         return float(torch.exp(-self.logit_scale.detach()))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,6 +84,7 @@ class IdentityLoss(nn.Module):
     """Cross-entropy over locations, averaged over the GEE heads of one view (no label smoothing)."""
 
     def forward(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy of the heads' ``logits`` against the place ``labels``."""
         return sum(F.cross_entropy(at_least_fp32(lg), labels) for lg in logits) / len(logits)
 
 
@@ -123,6 +127,16 @@ class MEANLoss(nn.Module):
     Adding a term (README, "Extending"): subclass, take its weight as a keyword argument, and
     extend :meth:`terms` (compute ``loss_<name>``) and :meth:`term_weights` (its weight); register
     the subclass with ``@mean_geo.register_loss("my_loss")`` and select it with ``loss.name``.
+
+    Args:
+        weight_cda: λ1, the CDA (CEA alignment) term's weight.
+        weight_infonce: λ2, the symmetric InfoNCE (PEE) term's weight.
+        weight_ce: λ3, the identity cross-entropy (GEE) term's weight.
+        infonce: the InfoNCE part (its temperature and label smoothing); default as released.
+        cda: the CDA part; default as released.
+
+    Raises:
+        ConfigError: a negative weight, or every weight 0.
     """
 
     def __init__(
@@ -145,6 +159,16 @@ class MEANLoss(nn.Module):
         self.cda = cda if cda is not None else CDALoss()
 
     def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term (``loss_<term>``) and their weighted sum (``loss``) for one batch of pairs.
+
+        Args:
+            drone: the model's training outputs for the drone views.
+            satellite: the same for the satellite views.
+            labels: the place of each pair.
+
+        Returns:
+            ``{"loss": total, "loss_<term>": value, ...}``, all logged.
+        """
         terms = self.terms(drone, satellite, labels)
         terms["loss"] = self.total(terms)
         return terms
@@ -160,8 +184,11 @@ class MEANLoss(nn.Module):
     def per_sample_terms(
         self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The terms that are means over the pairs (CE, CDA): a chunk's value times its share of
-        the batch adds up to the batch's value (gradient caching computes them chunk by chunk)."""
+        """The terms that are means over the pairs (CE, CDA).
+
+        A chunk's value times its share of the batch adds up to the batch's value, so gradient
+        caching computes them chunk by chunk.
+        """
         terms: dict[str, torch.Tensor] = {}
         if self.weight_ce > 0:
             if not drone.logits or not satellite.logits:

@@ -39,7 +39,30 @@ class MEANOutput:
 
 @register_architecture("mean")
 class MEAN(nn.Module):
-    """Multi-Level Embedding and Alignment Network."""
+    """Multi-Level Embedding and Alignment Network (Chen, Yang & Rong, TGRS 2025), as released.
+
+    A timm backbone with three branches: PEE (the retrieval embedding), GEE (identity classifiers,
+    training only) and CEA (cross-view alignment, training only).
+
+    Args:
+        num_classes: training places, the GEE classifiers' classes.
+        backbone: a timm model name (the paper's ``convnext_tiny.fb_in22k_ft_in1k``).
+        pretrained: load the backbone's weights through timm (hub cache).
+        weights_file: load them from this local file instead.
+        use_gee: build the GEE branch (its loss weight is above 0).
+        use_cea: build the CEA branch (its loss weight is above 0).
+        pee: ``released`` (InfoNCE on the backbone embedding) or ``multiscale`` (the paper's text).
+        double_softmax: CEA's released calibration (a second softmax); false: one softmax.
+        channel_axis_heads: GEE's released classifier bottleneck; false: a linear bottleneck.
+        num_local: GEE's local heads (plus one global).
+        cea_proj_dim: CEA's projection width.
+        cea_out_dim: CEA's output width.
+        fast_depthwise: a faster CPU backward of the depthwise convolutions (same maths).
+        fast_small_maps: convolutions on at most 2×2 maps as unfold + matmul on CPU (same maths).
+
+    Raises:
+        ConfigError: an unknown ``pee``, or GEE with fewer than 2 places.
+    """
 
     #: the sub-modules the retrieval embedding depends on: what exports keep and fingerprints hash
     #: (the GEE/CEA branches only train); a subclass that adds to the embedding path extends this
@@ -81,19 +104,27 @@ class MEAN(nn.Module):
 
     @property
     def per_sample_backbone(self) -> bool:
-        """True when the backbone has no batch statistics (ConvNeXt: LayerNorm only), so running
-        both views through it as one batch is exactly the same as two separate passes."""
+        """True when the backbone has no batch statistics (ConvNeXt: LayerNorm only).
+
+        Then running both views through it as one batch is exactly two separate passes.
+        """
         return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
 
     def forward_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[MEANOutput, MEANOutput]:
-        """Training outputs of both views: backbone features (:meth:`features_pair`), then the
-        branches per view, whose BatchNorms keep per-view statistics as in the reference's two calls."""
+        """Training outputs of both views.
+
+        Backbone features (:meth:`features_pair`), then the branches per view, whose BatchNorms keep
+        per-view statistics as in the reference's two calls.
+        """
         d, s = self.features_pair(drone, satellite)
         return self.branches(*d), self.branches(*s)
 
     def features_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[Features, Features]:
-        """``(fmap, pooled, embedding)`` of both views.  One backbone pass over the 2B images when
-        that is exact (no batch statistics in the backbone): better GEMM efficiency."""
+        """``(fmap, pooled, embedding)`` of both views.
+
+        One backbone pass over the 2B images when that is exact (no batch statistics in the
+        backbone): better GEMM efficiency.
+        """
         if not self.per_sample_backbone or drone.shape[1:] != satellite.shape[1:]:
             return self.features(drone), self.features(satellite)
         fmap, pooled, embedding = self.features(torch.cat([drone, satellite]))
@@ -109,8 +140,10 @@ class MEAN(nn.Module):
         )
 
     def features(self, x: torch.Tensor) -> Features:
-        """Backbone feature map, pooled vector and retrieval embedding (before L2 normalisation):
-        the test-time path; a subclass that changes the embedding overrides this."""
+        """Backbone feature map, pooled vector and retrieval embedding (before L2 normalisation).
+
+        The test-time path; a subclass that changes the embedding overrides this.
+        """
         if self.pee is None:
             fmap, pooled = self.backbone(x)
             return fmap, pooled, pooled
@@ -136,9 +169,19 @@ class MEAN(nn.Module):
 
 
 def retrieval_embedding(model: MEAN, images: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
-    """The L2-normalised retrieval embedding of an eval-mode model; with ``flip_tta`` (the
-    University-1652 lineage), of the image's and its mirror image's embeddings summed before the
-    normalisation.  Evaluation, indexing and challenge submissions all embed through this."""
+    """The L2-normalised retrieval embedding of an eval-mode model.
+
+    Evaluation, indexing, localizing and challenge submissions all embed through this.
+
+    Args:
+        model: a MEAN (or subclass) in eval mode.
+        images: ``(B, 3, H, W)``, normalised as the model expects.
+        flip_tta: sum the image's and its mirror image's embeddings before the normalisation (the
+            University-1652 lineage's test-time augmentation).
+
+    Returns:
+        ``(B, D)`` unit vectors.
+    """
     if not flip_tta:
         return model(images)
     summed = model.features(images)[2].float() + model.features(images.flip(-1))[2].float()

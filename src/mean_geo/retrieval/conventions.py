@@ -82,6 +82,8 @@ def evaluate_conventions(
 
     def reranked(queries: torch.Tensor) -> torch.Tensor:
         """Scores (negated re-ranked distances, in [-1, 0]); unmatched gallery columns at -inf."""
+        if rerank is None:
+            raise ValueError("re-ranked scores without re-ranking settings")
         scores = torch.full((queries.shape[0], g.shape[0]), -torch.inf, device=g.device)
         scores[:, keep] = -k_reciprocal_distances(queries, g[keep], rerank)
         return scores

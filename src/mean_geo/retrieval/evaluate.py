@@ -41,8 +41,10 @@ def _as_ids(ids) -> torch.Tensor:
 
 
 def matched_gallery(query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> torch.Tensor:
-    """Mask of the gallery items whose place some query shows: the MEAN/Sample4Geo protocol ignores
-    the others (``drop_unmatched_gallery=true``)."""
+    """Mask of the gallery items whose place some query shows.
+
+    The MEAN/Sample4Geo protocol ignores the others (``drop_unmatched_gallery=true``).
+    """
     return torch.isin(gallery_ids, torch.unique(query_ids))
 
 
@@ -66,9 +68,23 @@ def evaluate(
     drop_unmatched_gallery: bool = True,
     max_chunk_elements: int = 1 << 21,
 ) -> dict[str, float]:
-    """Metrics in percent: ``{"R@1", "R@5", "R@10", "R@1%", "AP"}`` (one ``R@k`` per k in ``ks``).
+    """Recall@K, Recall@1 % and AP of ranking a gallery for each query (the papers' protocol).
 
-    ``query_emb (Q, D)`` and ``gallery_emb (G, D)`` should be L2-normalised; ids are location ids.
+    Args:
+        query_emb: ``(Q, D)`` L2-normalised query embeddings.
+        query_ids: the place of each query.
+        gallery_emb: ``(G, D)`` L2-normalised gallery embeddings.
+        gallery_ids: the place of each gallery item.
+        ks: the K of each recall.
+        drop_unmatched_gallery: ignore gallery places no query shows (MEAN/Sample4Geo's protocol).
+        max_chunk_elements: score-matrix elements per chunk (bounds memory).
+
+    Returns:
+        Percentages: ``{"R@1", "R@5", "R@10", "R@1%", "AP"}`` (one ``R@k`` per k in ``ks``).
+
+    Raises:
+        ValueError: embeddings and ids of different lengths.
+        NonFiniteError: NaN or inf embeddings (nothing is ranked).
     """
     device = query_emb.device
     q = query_emb.float()
@@ -93,8 +109,10 @@ def evaluate_scores(
     drop_unmatched_gallery: bool = True,
     max_chunk_elements: int = 1 << 21,
 ) -> dict[str, float]:
-    """The same metrics from a ``(Q, G)`` score matrix (higher = more similar), for rankings that
-    are not one dot product: multi-query pooling and voting, re-ranking."""
+    """The same metrics from a ``(Q, G)`` score matrix (higher = more similar).
+
+    For rankings that are not one dot product: multi-query pooling and voting, re-ranking.
+    """
     qid = _as_ids(query_ids).to(scores.device)
     gid = _as_ids(gallery_ids).to(scores.device)
     if scores.shape != (qid.shape[0], gid.shape[0]):
@@ -114,9 +132,11 @@ def _ranked_metrics(
     ks: Sequence[int],
     max_chunk_elements: int,
 ) -> dict[str, float]:
-    """R@K, R@1 % and AP from the scores of query rows ``[start, end)`` against the gallery ids
-    ``gid`` (the unmatched places already dropped when asked; ``full_gallery`` items before that,
-    which is what R@1 % is read against)."""
+    """R@K, R@1 % and AP from the scores of query rows ``[start, end)`` against gallery ids ``gid``.
+
+    The unmatched places are already dropped when asked; ``full_gallery`` is the number of items
+    before that, which is what R@1 % is read against.
+    """
     device = qid.device
     if qid.shape[0] == 0 or full_gallery == 0:
         raise ValueError("empty query or gallery")
@@ -162,8 +182,10 @@ def _ranked_metrics(
 
 
 def _single_positive_columns(qid: torch.Tensor, gid: torch.Tensor) -> torch.Tensor | None:
-    """Gallery column of each query's only positive (-1: none), or None if some location has
-    several gallery items (or none at all)."""
+    """Gallery column of each query's only positive (-1: none).
+
+    None if some location has several gallery items (or none at all).
+    """
     if gid.numel() == 0:
         return None
     sorted_gid, order = torch.sort(gid)
@@ -174,8 +196,11 @@ def _single_positive_columns(qid: torch.Tensor, gid: torch.Tensor) -> torch.Tens
 
 
 def single_positive_ranks(scores: torch.Tensor, cols: torch.Tensor, max_elements: int = 1 << 21) -> torch.Tensor:
-    """0-based stable rank of each row's one positive at column ``cols[row]`` (D→S): items scoring
-    higher, plus tied items earlier in the gallery — counted in place, ties fixed only where any."""
+    """0-based stable rank of each row's one positive at column ``cols[row]`` (D→S).
+
+    Items scoring higher, plus tied items earlier in the gallery — counted in place, ties fixed only
+    where there are any.
+    """
     rows = torch.arange(scores.shape[0], device=scores.device)
     pos_scores = scores[rows, cols]
     ranks = (scores > pos_scores[:, None]).sum(dim=1)
@@ -190,15 +215,19 @@ def single_positive_ranks(scores: torch.Tensor, cols: torch.Tensor, max_elements
 def _earlier_ties(
     scores: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pos_scores: torch.Tensor
 ) -> torch.Tensor:
-    """For positives at ``(rows, cols)`` scoring ``pos_scores``: the items with exactly that score
-    that come before them in the gallery (a stable sort ranks those first)."""
+    """The items tied with each positive that come before it in the gallery.
+
+    The positives are at ``(rows, cols)``, scoring ``pos_scores``; a stable sort ranks those first.
+    """
     columns = torch.arange(scores.shape[1], device=scores.device)
     return ((scores[rows] == pos_scores[:, None]) & (columns[None, :] < cols[:, None])).sum(dim=1)
 
 
 def _stable_rank(values: torch.Tensor, row_of: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """Rank of each entry within its row by descending value, ties in the given order (entries are
-    row-major: ``row_of`` ascending) — a stable sort per row, as one sort of integer keys."""
+    """Rank of each entry within its row by descending value, ties in the given order.
+
+    Entries are row-major (``row_of`` ascending): a stable sort per row, as one sort of integer keys.
+    """
     bits = (values.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
     ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # integer order == float order
     key = row_of * (1 << 33) + ((1 << 31) - ordered)  # row ascending, value descending
@@ -279,9 +308,11 @@ def positive_ranks(
 def _ranks_among_candidates(
     scores: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pos_scores: torch.Tensor, max_fraction: float
 ) -> torch.Tensor | None:
-    """Ranks of the positives ``(rows, cols)`` (row-major) by a stable sort of each row's candidates
-    only: an item scoring below every positive of its row cannot change any positive's rank.  Returns
-    None when the candidates exceed ``max_fraction`` of the chunk (the binary search is cheaper then)."""
+    """Ranks of the positives ``(rows, cols)`` (row-major) by a stable sort of each row's candidates.
+
+    An item scoring below every positive of its row cannot change any positive's rank.  Returns None
+    when the candidates exceed ``max_fraction`` of the chunk (the binary search is cheaper then).
+    """
     if scores.dtype == torch.float64:  # the integer sort keys encode float32 values
         return None
     c = scores.shape[0]

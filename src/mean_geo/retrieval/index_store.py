@@ -1,5 +1,7 @@
-"""The gallery index file: L2-normalised tile embeddings (safetensors) with, in its metadata, the
-tile paths, ids, coordinates where known and the fingerprint of the model that embedded them.
+"""The gallery index file: L2-normalised tile embeddings (safetensors) and what they are.
+
+Its metadata holds the tile paths, ids, coordinates where known and the fingerprint of the model
+that embedded them.
 
 An index is data from a file that may come from someone else: every metadata field is checked
 for kind and size when read, and nothing in it is executed or imported.
@@ -26,6 +28,8 @@ INDEX_FORMAT = "mean_geo-index/1"
 
 @dataclass
 class GalleryIndex:
+    """A gallery index as read: its embeddings, tiles and the model it is for."""
+
     embeddings: torch.Tensor
     tiles: list[dict]  # {"path": str, "id": str, "latlon": [lat, lon] | None}
     fingerprint: str
@@ -69,6 +73,17 @@ def write_index(
 
 
 def read_index(path: str | Path) -> GalleryIndex:
+    """Read and check an index written by ``python -m mean_geo.index``.
+
+    Args:
+        path: the index file.
+
+    Returns:
+        The index, every metadata field checked for kind and size.
+
+    Raises:
+        MeanGeoError: no such file, not an index, or a field that does not hold what it should.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise MeanGeoError(f"index={path}: no such index file (build one with python -m mean_geo.index)")

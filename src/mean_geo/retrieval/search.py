@@ -25,8 +25,19 @@ def topk_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and gallery indices of the ``k`` most similar gallery items per query, best first.
 
-    ``query (Q, D)``, ``gallery (G, D)`` -> ``(scores (Q, k), indices (Q, k))``.  Ties keep the lower
-    gallery index first.  Computes in the query's dtype and device (bf16 halves memory traffic).
+    Ties keep the lower gallery index first.  Computes in the query's dtype and device (bf16 halves
+    memory traffic).
+
+    Args:
+        query: ``(Q, D)`` embeddings.
+        gallery: ``(G, D)`` embeddings.
+        k: matches per query (at most G).
+        gallery_chunk: gallery rows per matrix product (bounds memory).
+        query_chunk: query rows per matrix product.
+        backend: ``torch`` or ``faiss`` (exact inner product; the same ranking).
+
+    Returns:
+        ``(scores (Q, k), indices (Q, k))``.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"search backend {backend!r}: expected one of {list(BACKENDS)}")
@@ -52,9 +63,11 @@ def topk_search(
 
 
 def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``topk`` with ties in index order (``torch.topk`` breaks them arbitrarily): rows where the
-    k-th score is shared with items left out are sorted stably; the k kept are ordered by
-    (score descending, index ascending).  Costs one comparison pass beyond ``topk``."""
+    """``topk`` with ties in index order (``torch.topk`` breaks them arbitrarily).
+
+    Rows where the k-th score is shared with items left out are sorted stably; the k kept are
+    ordered by (score descending, index ascending).  Costs one comparison pass beyond ``topk``.
+    """
     s, i = scores.topk(k, dim=1)
     boundary = s[:, -1:]
     cut = (scores == boundary).sum(1) > (s == boundary).sum(1)

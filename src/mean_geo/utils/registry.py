@@ -1,5 +1,6 @@
-"""One small registry for everything a config or a saved file may name by a string: model
-architectures, dataset layouts (timm's ``register_model`` / ``list_models`` habit).
+"""One small registry for everything a config or a saved file may name by a string.
+
+Model architectures, losses and dataset layouts (timm's ``register_model`` / ``list_models`` habit).
 
 A name is registered by code the user imports (ours, or a plugin they pass on the command line),
 never by a file, so a checkpoint that names an unknown thing cannot make us import anything; the
@@ -18,9 +19,11 @@ T = TypeVar("T")
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    """Names → classes of one kind.  A read-only mapping (``name in r``, ``r[name]``, ``sorted(r)``)
-    with :meth:`register` (a class decorator that refuses a name taken by another class),
-    :meth:`get` (a miss names the closest names) and :meth:`names`.
+    """Names → classes of one kind.
+
+    A read-only mapping (``name in r``, ``r[name]``, ``sorted(r)``) with :meth:`register` (a class
+    decorator that refuses a name taken by another class), :meth:`get` (a miss names the closest
+    names) and :meth:`names`.
 
     Args:
         kind: what is registered, for messages ("architecture", "dataset").
@@ -63,6 +66,7 @@ class Registry(Mapping[str, T], Generic[T]):
         raise SpecError(f"{self.key}={name!r}: unknown {self.kind} (registered: {', '.join(self.names())}){hint}")
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
     def __getitem__(self, name: str) -> T:
