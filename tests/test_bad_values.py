@@ -169,8 +169,9 @@ def test_eval_names_the_missing_choice_too(tmp_path, monkeypatch, capsys):
 )
 def test_the_old_checkpoint_key_names_the_new_one(main, new, tmp_path, monkeypatch, capsys):
     """``ckpt_path=`` (0.2's name in train and eval) says which key replaced it, in one line."""
-    line = _hydra_error(main, ["ckpt_path=x.ckpt"], tmp_path, monkeypatch, capsys)
-    assert line.startswith("error: ckpt_path= was renamed:") and new in line
+    for given in ("ckpt_path=x.ckpt", "+ckpt_path=x.ckpt"):  # appended, it would be silently ignored
+        line = _hydra_error(main, [given], tmp_path, monkeypatch, capsys)
+        assert line.startswith("error: ckpt_path= was renamed:") and new in line, given
 
 
 @pytest.mark.parametrize("below", ["", "/sub"])

@@ -44,6 +44,9 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callabl
         @report_user_errors
         @functools.wraps(fn)  # Hydra names the job (<task>.log) after the function it unwraps to
         def task(cfg: DictConfig) -> T:
+            for old, new in RENAMED_KEYS.get(config_name, {}).items():  # `+ckpt_path=...` would be ignored
+                if old in cfg:
+                    raise ConfigError(f"{old}= was renamed: python -m mean_geo.{config_name} {new}=...")
             import_plugins(cfg.get("plugins"))  # before anything is built: they register what the config names
             check_settings(checked_values(cfg, config_name), config_name)
             return fn(cfg)
