@@ -19,6 +19,9 @@ ARCHITECTURES: Registry[Callable[..., Any]] = Registry("architecture", "model.ar
 def register_architecture(name: str) -> Callable[[type], type]:
     """Class decorator: make ``name`` a loadable architecture (``@register_architecture("my_net")``).
 
+    The class is :class:`~mean_geo.models.mean.MEAN` or a subclass: training, loading, exporting
+    and indexing use its ``features``, ``embedding_dim`` and ``retrieval_parts``.
+
     Args:
         name: what ``model.architecture`` (and a checkpoint's spec) calls it.
 
