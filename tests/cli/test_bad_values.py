@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,8 +27,9 @@ from mean_geo.retrieval.evaluate import evaluate
 from mean_geo.retrieval.index_store import read_index, write_index
 from mean_geo.training.progress import LineProgressBar, progress_bar
 from tests.helpers.cli import run_hydra_entry, run_module
+from tests.helpers.paths import FIXTURES
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_v2"
+LEGACY = FIXTURES / "legacy_v2"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from mean_geo import train as train_entry
 from tests.helpers.config import compose_config, quiet_overrides
 from tests.helpers.wandb_records import records, summarize
-from tests.test_train import run_cli
+from tests.training.test_train import run_cli
 
 FIGURES = ("recall_at_k", "d2s_top5", "s2d_top5", "embeddings_2d")
 

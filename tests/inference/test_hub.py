@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 import mean_geo
 from mean_geo.errors import CheckpointError
 from tests.helpers.numerics import assert_same_tensors, assert_within_float32_rounding
+from tests.helpers.paths import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "legacy_v2"
+FIXTURE = FIXTURES / "legacy_v2"
 EXPECTED = load_file(str(FIXTURE / "expected_embeddings.safetensors"))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
@@ -14,8 +12,9 @@ from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import embed_images
 from mean_geo.inference.submission import write_submission
 from tests.helpers.config import compose_config, quiet_overrides
+from tests.helpers.paths import FIXTURES
 
-EXPORT = Path(__file__).parent / "fixtures" / "legacy_v2" / "export"
+EXPORT = FIXTURES / "legacy_v2" / "export"
 
 
 def test_hand_made_three_query_case(tmp_path):

@@ -23,8 +23,9 @@ from mean_geo.data.datamodule import University1652DataModule
 from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import DatasetLayoutError
 from tests.helpers.cli import exit_code, run_hydra_entry
+from tests.helpers.paths import FIXTURES
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_v1"
+LEGACY = FIXTURES / "legacy_v1"
 
 
 def snapshot(folder: Path) -> dict[str, int]:
