@@ -178,6 +178,15 @@ def _plugin_hint(plugins: Sequence[str]) -> str:
     return "; if a module of yours registers it, pass plugins=[your.module]"
 
 
+def _registered(registry: Registry[Any], name: Any, key: str, plugins: Sequence[str]) -> Any:
+    """``registry``'s class for ``name``; a miss names the file's ``key`` and the plugins to pass."""
+    try:
+        return registry.get(name)
+    except SpecError as exc:
+        message = str(exc).replace(f"{registry.key}=", f"{key}=", 1)
+        raise SpecError(message + _plugin_hint(plugins)) from None
+
+
 # --- the three specs ------------------------------------------------------------------------------
 def _legacy_name(section: Mapping[str, Any], where: str, expected: tuple[str, ...]) -> str | None:
     target = section.get("_target_")
@@ -200,11 +209,7 @@ def model_spec(section: Mapping[str, Any], where: str = "model", plugins: Sequen
     legacy = _legacy_name(section, where, ("mean",))
     section.pop("_target_", None)
     name = section.pop("architecture", legacy)
-    try:
-        cls = _registered_architectures().get(name)
-    except SpecError as exc:
-        message = str(exc).replace("model.architecture=", f"{where}.architecture=", 1)
-        raise SpecError(message + _plugin_hint(plugins)) from None
+    cls = _registered(_registered_architectures(), name, f"{where}.architecture", plugins)
     kwargs = check_kwargs(cls, section, where)
     backbone = kwargs.get("backbone")
     if backbone is not None:
@@ -229,11 +234,7 @@ def loss_spec(section: Mapping[str, Any], where: str = "loss", plugins: Sequence
     _legacy_name(section, where, ("loss",))
     section.pop("_target_", None)
     name = section.pop("name", "mean")
-    try:
-        cls = LOSSES.get(name)
-    except SpecError as exc:
-        message = str(exc).replace("loss.name=", f"{where}.name=", 1)
-        raise SpecError(message + _plugin_hint(plugins)) from None
+    cls = _registered(LOSSES, name, f"{where}.name", plugins)
     accepted = _parameters(cls)
     parts = {}
     for key, part_cls in LOSS_PARTS.items():
