@@ -1,4 +1,4 @@
-"""mean_geo: MEAN for cross-view (drone <-> satellite) geo-localization.
+"""mean_geo: MEAN and its paper's baselines for cross-view (drone <-> satellite) geo-localization.
 
 The public API, importable without Lightning or Hydra::
 
@@ -28,6 +28,9 @@ _API = {
     "topk_search": "mean_geo.retrieval.search",
     "evaluate": "mean_geo.retrieval.evaluate",
     "MEAN": "mean_geo.models.mean",
+    "Sample4Geo": "mean_geo.models.peers",
+    "DAC": "mean_geo.models.peers",
+    "CAMP": "mean_geo.models.peers",
     "register_architecture": "mean_geo.models.registry",
     "MEANLoss": "mean_geo.losses",
     "register_loss": "mean_geo.losses.registry",

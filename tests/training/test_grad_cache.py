@@ -43,9 +43,11 @@ class LayerNormPairs(nn.Module):
     def branches(self, fmap, pooled, embedding) -> MEANOutput:
         return MEANOutput(embedding=embedding, logits=[self.head(embedding)], aligned=self.align(fmap))
 
+    def branches_pair(self, drone, satellite):
+        return self.branches(*drone), self.branches(*satellite)
+
     def forward_pair(self, drone, satellite):
-        d, s = self.features_pair(drone, satellite)
-        return self.branches(*d), self.branches(*s)
+        return self.branches_pair(*self.features_pair(drone, satellite))
 
 
 def batch(seed: int = 0, dtype=torch.float64):

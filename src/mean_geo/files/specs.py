@@ -45,6 +45,7 @@ PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 def _registered_architectures() -> Registry[Callable[..., Any]]:
     from mean_geo.models.mean import MEAN  # noqa: F401  (registers "mean")
+    from mean_geo.models.peers import CAMP  # noqa: F401  (registers "sample4geo", "dac", "camp")
 
     return ARCHITECTURES
 

@@ -5,7 +5,7 @@ a whole ConvNeXt-Tiny training step (measured: 126 ms for one 96-channel 64x64 l
 against 12 ms for its forward).  The same gradient in fp32 channels-last runs 3x faster, and the
 input gradient is just a depthwise convolution of the output gradient with the flipped kernel (as
 fast as the forward).  So the backward computes the input gradient that way in the working dtype
-and the weight gradient in fp32 channels-last, cast back (fp32 accumulation: at least as accurate).
+and the weight gradient in fp32 (float64 stays float64) channels-last, cast back (at least as accurate).
 Forward, parameters and state-dict keys are those of ``nn.Conv2d``; the custom backward is used only
 for CPU training (inference, tracing/export and other devices take ``nn.Conv2d``'s own path).
 """
@@ -38,12 +38,14 @@ class _DepthwiseConvFunction(torch.autograd.Function):
             # correlation's adjoint = correlation with the kernel rotated by 180 degrees (stride 1,
             # symmetric padding (k - 1) / 2: the output keeps the input's size)
             grad_x = F.conv2d(grad, weight.flip(2, 3), padding=padding, groups=channels)
+        # at least fp32 (float64 stays float64: the exactness checks against the authors' code run in it)
+        work = torch.promote_types(weight.dtype, torch.float32)
         if ctx.needs_input_grad[1]:
             channels_last = torch.channels_last
             grad_w = torch.ops.aten.convolution_backward(
-                grad.float().contiguous(memory_format=channels_last),
-                x.float().contiguous(memory_format=channels_last),
-                weight.float(),
+                grad.to(work).contiguous(memory_format=channels_last),
+                x.to(work).contiguous(memory_format=channels_last),
+                weight.to(work),
                 None,
                 [1, 1],
                 padding,
@@ -54,7 +56,7 @@ class _DepthwiseConvFunction(torch.autograd.Function):
                 [False, True, False],
             )[1].to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.float().sum(dim=(0, 2, 3)).to(weight.dtype)
+            grad_b = grad.to(work).sum(dim=(0, 2, 3)).to(weight.dtype)
         return grad_x, grad_w, grad_b, None
 
 

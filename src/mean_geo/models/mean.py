@@ -34,7 +34,8 @@ class MEANOutput:
 
     embedding: torch.Tensor  # (B, D) retrieval embedding before L2-normalisation (InfoNCE input)
     logits: list[torch.Tensor] = field(default_factory=list)  # GEE heads: [local_1, local_2, global], (B, K)
-    aligned: torch.Tensor | None = None  # CEA output (B, 512, H·W), CDA input
+    aligned: torch.Tensor | None = None  # CEA output (B, 512, H·W), CDA input (DAC: DSA, (B, C + 256, H·W))
+    parts: torch.Tensor | None = None  # CAMP: heat-sorted part blocks (B, blocks·C), its block losses' input
 
 
 @register_architecture("mean")
@@ -67,6 +68,12 @@ class MEAN(nn.Module):
     #: the sub-modules the retrieval embedding depends on: what exports keep and fingerprints hash
     #: (the GEE/CEA branches only train); a subclass that adds to the embedding path extends this
     retrieval_parts: tuple[str, ...] = ("backbone", "pee")
+    #: the layout of the authors' released checkpoints this class loads (mean_geo.models.official)
+    official_layout: str = "mean"
+    #: run the satellite view's branches first, as the authors' ``model(query=satellite, reference=drone)``
+    #: does: their BatchNorm running statistics then update in the same order (Sample4Geo, DAC, CAMP).
+    #: MEAN keeps drone first: its dropout draws would change order, and today's numbers with them.
+    satellite_branches_first: bool = False
 
     def __init__(
         self,
@@ -117,7 +124,14 @@ class MEAN(nn.Module):
         per-view statistics as in the reference's two calls.
         """
         d, s = self.features_pair(drone, satellite)
-        return self.branches(*d), self.branches(*s)
+        return self.branches_pair(d, s)
+
+    def branches_pair(self, drone: Features, satellite: Features) -> tuple[MEANOutput, MEANOutput]:
+        """Both views' training outputs from their backbone features, in the class's view order."""
+        if self.satellite_branches_first:
+            s = self.branches(*satellite)
+            return self.branches(*drone), s
+        return self.branches(*drone), self.branches(*satellite)
 
     def features_pair(self, drone: torch.Tensor, satellite: torch.Tensor) -> tuple[Features, Features]:
         """``(fmap, pooled, embedding)`` of both views.

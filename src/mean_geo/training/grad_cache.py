@@ -87,9 +87,10 @@ def grad_cached_backward(
     by chunk.
 
     ``model`` gives ``features_pair(drone, satellite)`` (each view's ``(fmap, pooled, embedding)``)
-    and ``branches(fmap, pooled, embedding)`` (a ``MEANOutput``), as :class:`~mean_geo.models.mean.MEAN`
-    does.  ``backward`` back-propagates the loss (Lightning's ``manual_backward``, which applies
-    AMP's loss scale; the cached feature gradients then carry that scale into the backbone).
+    and ``branches_pair(drone_features, satellite_features)`` (two ``MEANOutput``), as
+    :class:`~mean_geo.models.mean.MEAN` does.  ``backward`` back-propagates the loss (Lightning's
+    ``manual_backward``, which applies AMP's loss scale; the cached feature gradients then carry
+    that scale into the backbone).
     Returns the batch's loss terms (detached), as ``MEANLoss`` would.
     """
     parts = chunks(labels.shape[0], chunk_size)
@@ -102,7 +103,7 @@ def grad_cached_backward(
     # whole-batch features as leaves: (drone fmap, pooled, embedding), then the satellite's
     leaves = [torch.cat([p[view][i] for p in pieces]).requires_grad_() for view in (0, 1) for i in range(3)]
     with torch.enable_grad():
-        terms = loss(model.branches(*leaves[:3]), model.branches(*leaves[3:]), labels)
+        terms = loss(*model.branches_pair(tuple(leaves[:3]), tuple(leaves[3:])), labels)
         backward(terms["loss"])
     grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
     for k, part in enumerate(parts):
