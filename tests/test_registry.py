@@ -12,6 +12,7 @@ from mean_geo.errors import ConfigError, SpecError
 from mean_geo.files.specs import loss_spec, model_spec
 from mean_geo.losses import LOSSES, MEANLoss, build_loss
 from mean_geo.models.mean import MEAN  # noqa: F401  (registers "mean" before the parametrisation reads the names)
+from mean_geo.models.peers import CAMP  # noqa: F401  (and the baselines)
 from mean_geo.models.registry import ARCHITECTURES, build_architecture
 from mean_geo.utils.registry import Registry
 
@@ -55,7 +56,7 @@ def test_a_name_taken_by_another_class_is_refused_and_the_same_class_again_is_fi
 def test_the_shipped_registries_name_their_config_keys():
     with pytest.raises(SpecError, match=r"model.architecture='maen': unknown architecture .*did you mean mean"):
         model_spec({"architecture": "maen"})
-    with pytest.raises(SpecError, match=r"loss.name='maen': unknown loss \(registered: mean.*did you mean mean"):
+    with pytest.raises(SpecError, match=r"loss.name='maen': unknown loss \(registered: .*mean.*did you mean mean"):
         loss_spec({"name": "maen"})
     assert loss_spec({})["name"] == "mean"  # what checkpoints from before the loss registry mean
     assert {"sues200", "university1652"} <= set(DATAMODULES.names())
@@ -63,8 +64,19 @@ def test_the_shipped_registries_name_their_config_keys():
         DATAMODULES.get("sues20")
 
 
-def test_the_parametrisation_below_sees_the_shipped_architecture():
-    assert "mean" in ARCHITECTURES.names()
+def test_the_parametrisation_below_sees_the_shipped_architectures_and_losses():
+    assert {"mean", "sample4geo", "dac", "camp"} <= set(ARCHITECTURES.names()) & set(LOSSES.names())
+
+
+def _paired(architecture: str | None = None, loss: str | None = None, num_classes: int = 3):
+    """An architecture and a loss as ``method=`` pairs them (the same name; ``mean`` otherwise),
+    the model with the branches the loss uses."""
+    loss_name = loss or (architecture if architecture in LOSSES else "mean")
+    checked = loss_spec({"name": loss_name})
+    arch = architecture or (loss if loss in ARCHITECTURES else "mean")
+    branches = LOSSES.get(loss_name).model_branches(checked)
+    spec = {"architecture": arch, "backbone": "test_convnext", "pretrained": False, "num_classes": num_classes}
+    return build_architecture(model_spec({**spec, **branches})), build_loss(checked)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES.names())
@@ -72,9 +84,7 @@ def test_every_registered_architecture_trains_one_step(name):
     """timm's habit: whatever is registered builds, runs forward and backward (finite, non-zero
     gradients) and embeds in eval mode."""
     torch.manual_seed(0)
-    spec = model_spec({"architecture": name, "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
-    model = build_architecture(spec)
-    loss = build_loss(loss_spec({}))
+    model, loss = _paired(architecture=name)
     drone, satellite, labels = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
     model.train()
     terms = loss(*model.forward_pair(drone, satellite), labels)
@@ -92,15 +102,13 @@ def test_every_registered_architecture_trains_one_step(name):
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_registered_loss_is_the_weighted_sum_of_the_terms_it_logs(name):
     torch.manual_seed(0)
-    spec = model_spec({"architecture": "mean", "backbone": "test_convnext", "pretrained": False, "num_classes": 3})
-    model = build_architecture(spec)
-    loss = build_loss(loss_spec({"name": name}))
+    model, loss = _paired(loss=name)
     labels = torch.tensor([0, 1, 2, 0])
     terms = loss(*model.forward_pair(torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)), labels)
     weights = loss.term_weights()
     parts = {k: v for k, v in terms.items() if k != "loss"}
     assert parts and set(parts) <= set(weights) and all(torch.isfinite(v) for v in parts.values())
-    expected = sum(weights[k] * float(v) for k, v in parts.items())
+    expected = sum(float(torch.as_tensor(weights[k]).detach()) * float(v) for k, v in parts.items())
     assert float(terms["loss"]) == pytest.approx(expected, rel=1e-6)
 
 

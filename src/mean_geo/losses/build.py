@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
-
-from mean_geo.losses.objectives import LOSS_PARTS
+from mean_geo.errors import ConfigError
+from mean_geo.losses.objectives import LOSS_PARTS, MEANLoss
 from mean_geo.losses.registry import LOSSES
 
 
-def build_loss(spec: Mapping[str, Any]) -> nn.Module:
+def build_loss(spec: Mapping[str, Any]) -> MEANLoss:
     """The loss a checked spec describes (:func:`mean_geo.files.specs.loss_spec` checks it).
 
     Args:
@@ -20,9 +19,15 @@ def build_loss(spec: Mapping[str, Any]) -> nn.Module:
 
     Returns:
         The loss, its parts built from their sections.
+
+    Raises:
+        ConfigError: every term's weight is 0 (before any step: nothing would be trained).
     """
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     for key, part_cls in LOSS_PARTS.items():
         if key in kwargs:
             kwargs[key] = part_cls(**kwargs[key])
-    return LOSSES.get(spec.get("name", "mean"))(**kwargs)
+    loss = LOSSES.get(spec.get("name", "mean"))(**kwargs)
+    if not any(float(w) > 0 for w in loss.term_weights().values()):
+        raise ConfigError("loss: every weight is 0; nothing would be trained")
+    return loss

@@ -6,7 +6,10 @@ Paper: L = λ1·L_CDA + λ2·L_InfoNCE + λ3·L_CE with λ = (1.3, 1.0, 0.1) on 
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -114,7 +117,23 @@ class CDALoss(nn.Module):
 
 
 #: the configurable parts of a registered loss: ``loss.<key>`` holds the plain arguments of each
-LOSS_PARTS: dict[str, type[nn.Module]] = {"infonce": InfoNCELoss, "cda": CDALoss}
+#: (``block_infonce``: CAMP's InfoNCE over part blocks, with its own temperature)
+LOSS_PARTS: dict[str, type[nn.Module]] = {"infonce": InfoNCELoss, "cda": CDALoss, "block_infonce": InfoNCELoss}
+
+
+def check_weights(**weights: float) -> None:
+    """Refuse a negative term weight, naming its key (``loss.weight_cda=-1: must be >= 0``)."""
+    for name, w in weights.items():
+        if w < 0:
+            raise ConfigError(f"loss.{name}={w}: must be >= 0")
+
+
+def _weight(cls: type, spec: Mapping[str, Any], key: str) -> float:
+    """A weight from a loss spec, or the class's default for it."""
+    if key in spec:
+        return float(spec[key])
+    parameter = inspect.signature(cls).parameters.get(key)
+    return 0.0 if parameter is None or parameter.default is parameter.empty else float(parameter.default)
 
 
 @register_loss("mean")
@@ -136,7 +155,7 @@ class MEANLoss(nn.Module):
         cda: the CDA part; default as released.
 
     Raises:
-        ConfigError: a negative weight, or every weight 0.
+        ConfigError: a negative weight.
     """
 
     def __init__(
@@ -148,15 +167,32 @@ class MEANLoss(nn.Module):
         cda: CDALoss | None = None,
     ) -> None:
         super().__init__()
-        for name, w in (("weight_cda", weight_cda), ("weight_infonce", weight_infonce), ("weight_ce", weight_ce)):
-            if w < 0:
-                raise ConfigError(f"loss.{name}={w}: must be >= 0")
-        if weight_cda == weight_infonce == weight_ce == 0:
-            raise ConfigError("loss: every weight is 0; nothing would be trained")
+        check_weights(weight_cda=weight_cda, weight_infonce=weight_infonce, weight_ce=weight_ce)
         self.weight_cda, self.weight_infonce, self.weight_ce = weight_cda, weight_infonce, weight_ce
         self.infonce = infonce if infonce is not None else InfoNCELoss()
         self.identity = IdentityLoss()
         self.cda = cda if cda is not None else CDALoss()
+
+    @classmethod
+    def model_branches(cls, spec: Mapping[str, Any]) -> dict[str, bool]:
+        """Which training branches the model must build for this loss (``use_gee``, ``use_cea``).
+
+        Only what a loss uses is built, so DDP needs no ``find_unused_parameters``.
+
+        Args:
+            spec: the loss's checked spec (its weights; absent ones take the defaults).
+
+        Returns:
+            The model arguments to add to its spec.
+        """
+        return {
+            "use_gee": _weight(cls, spec, "weight_ce") > 0,
+            "use_cea": _weight(cls, spec, "weight_cda") > 0,
+        }
+
+    def monitored(self) -> dict[str, float]:
+        """The learnt scalars worth a curve beside the loss (``train/<name>``)."""
+        return {"temperature": self.infonce.temperature}
 
     def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every term (``loss_<term>``) and their weighted sum (``loss``) for one batch of pairs.
@@ -201,8 +237,8 @@ class MEANLoss(nn.Module):
             terms["loss_cda"] = self.cda(satellite.aligned, drone.aligned)
         return terms
 
-    def term_weights(self) -> dict[str, float]:
-        """Each term's weight in the total, by the name :meth:`terms` gives it."""
+    def term_weights(self) -> dict[str, float | torch.Tensor]:
+        """Each term's weight in the total, by the name :meth:`terms` gives it (a learnt weight is a tensor)."""
         return {"loss_infonce": self.weight_infonce, "loss_ce": self.weight_ce, "loss_cda": self.weight_cda}
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -211,6 +247,8 @@ class MEANLoss(nn.Module):
         unweighted = sorted(set(terms) - set(weights) - {"loss"})
         if unweighted:
             raise ConfigError(f"loss: term(s) {unweighted} have no weight in term_weights()")
+        if not set(terms) - {"loss"}:
+            raise ConfigError("loss: every weight is 0; nothing would be trained")
         return torch.stack(
             [weights[name] * at_least_fp32(value) for name, value in terms.items() if name != "loss"]
         ).sum()

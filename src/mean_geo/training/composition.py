@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from mean_geo.data.corruptions import SEVERITIES, query_conditions
 from mean_geo.data.datamodule import DATAMODULES, CrossViewDataModule
 from mean_geo.errors import ConfigError, MeanGeoError
-from mean_geo.files.specs import checkpoint_spec, dataset_spec
-from mean_geo.losses import build_loss
+from mean_geo.files.specs import checkpoint_spec, dataset_spec, loss_spec
+from mean_geo.losses import LOSSES, build_loss
 from mean_geo.models.backbone import normalization
 from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.multi_query import check_mode
@@ -77,12 +77,10 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
     """The checked build spec of model + loss (+ dataset) that checkpoints store (no code paths)."""
     loss = to_plain(cfg.loss)
     model = to_plain(cfg.model)
-    model.update(
-        num_classes=num_classes,
-        use_gee=float(loss.get("weight_ce", 0)) > 0,  # build only what a loss uses (DDP-safe)
-        use_cea=float(loss.get("weight_cda", 0)) > 0,
-    )
     plugins = list(cfg.get("plugins") or [])  # recorded as names: loading a checkpoint never imports them
+    checked_loss = loss_spec(loss, plugins=plugins)
+    # build only the branches the loss uses (DDP-safe): the loss class says which
+    model.update(num_classes=num_classes, **LOSSES.get(checked_loss["name"]).model_branches(checked_loss))
     return checkpoint_spec(
         {"model": model, "loss": loss, "dataset": dataset_settings(cfg), "plugins": plugins}, "config"
     )

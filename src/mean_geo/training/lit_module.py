@@ -124,7 +124,8 @@ class MEANLitModule(L.LightningModule):
         bs = labels.shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
-        self.log("train/temperature", self.loss.infonce.temperature, batch_size=bs)
+        for name, value in self.loss.monitored().items():  # the learnt temperature(s) and weights
+            self.log(f"train/{name}", value, batch_size=bs)
         return terms["loss"]
 
     def _grad_cached_step(self, drone, satellite, labels) -> dict[str, torch.Tensor]:
