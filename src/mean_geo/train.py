@@ -49,9 +49,9 @@ def run(cfg: DictConfig) -> dict:
         build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last, chunk, gradient_clip=clip
     )
     if cfg.get("init_from_official"):  # fine-tune from the authors' released weights
-        infonce = lit.loss.infonce if cfg.get("official_temperature", True) else None
-        report = load_official_checkpoint(cfg.init_from_official, lit.model, infonce)
-        temperature = f", temperature {lit.loss.infonce.temperature:.4f}" if infonce is not None else ""
+        loss = lit.loss if cfg.get("official_temperature", True) else None
+        report = load_official_checkpoint(cfg.init_from_official, lit.model, loss)
+        temperature = f", temperature {lit.loss.infonce.temperature:.4f}" if loss is not None else ""
         log.info(
             "initialised from the authors' checkpoint %s: %s%s", cfg.init_from_official, report.summary(), temperature
         )

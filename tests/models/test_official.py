@@ -9,15 +9,11 @@ import torch
 from mean_geo.errors import CheckpointError
 from mean_geo.models.mean import MEAN
 from mean_geo.models.official import load_official_checkpoint
+from tests.helpers.official import FAIR_BACKBONE
 
 # ours -> theirs, written independently of the loader's table (regexes on our key names)
 OURS_TO_THEIRS = [
-    (r"^backbone\.net\.stem\.(\d)\.", r"model_1.convnext.downsample_layers.0.\1."),
-    (r"^backbone\.net\.stages\.(\d)\.downsample\.(\d)\.", r"model_1.convnext.downsample_layers.\1.\2."),
-    (r"^backbone\.net\.stages\.(\d)\.blocks\.(\d+)\.conv_dw\.", r"model_1.convnext.stages.\1.\2.dwconv."),
-    (r"^backbone\.net\.stages\.(\d)\.blocks\.(\d+)\.mlp\.fc(\d)\.", r"model_1.convnext.stages.\1.\2.pwconv\3."),
-    (r"^backbone\.net\.stages\.(\d)\.blocks\.(\d+)\.", r"model_1.convnext.stages.\1.\2."),
-    (r"^backbone\.net\.head\.norm\.", r"model_1.convnext.norm."),
+    *FAIR_BACKBONE,
     (r"^gee\.deg\.branches\.(\d)\.", lambda m: f"model_1.DEG.FC1{int(m.group(1)) + 1}."),
     (r"^gee\.deg\.expand\.", r"model_1.DEG.FC1."),
     (r"^gee\.global_head\.", r"model_1.classifier1."),
@@ -117,16 +113,16 @@ def test_fine_tuning_starts_from_their_weights_and_their_temperature(tmp_path, d
     import logging
 
     from mean_geo import train as train_entry
-    from mean_geo.losses import InfoNCELoss
+    from mean_geo.losses import MEANLoss
     from tests.helpers.config import compose_config, quiet_overrides
 
     torch.manual_seed(0)
     theirs = to_theirs(MEAN(5, backbone="test_convnext", cea_proj_dim=256, cea_out_dim=512))
     path = tmp_path / "authors.pth"
     torch.save(theirs, path)  # logit_scale 3.2 inside: T = exp(-3.2) = 0.0408
-    loss = InfoNCELoss()
-    load_official_checkpoint(path, MEAN(5, backbone="test_convnext"), infonce=loss)
-    assert loss.temperature == pytest.approx(math.exp(-3.2))
+    loss = MEANLoss()
+    load_official_checkpoint(path, MEAN(5, backbone="test_convnext"), loss=loss)
+    assert loss.infonce.temperature == pytest.approx(math.exp(-3.2))
     cfg = compose_config(
         "train",
         [

@@ -8,6 +8,7 @@ spec that names code (see :mod:`mean_geo.files.specs`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,17 @@ def read_checkpoint(path: str | Path, arg: str = "ckpt", for_training: bool = Tr
     return TrainingCheckpoint(path, raw, checked)
 
 
-def check_weights_fit(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse weights that do not fit ``module`` (names and shapes), before anything loads them."""
-    own = module.state_dict()
+def check_weights_fit(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, only: Collection[str] | None = None
+) -> None:
+    """Refuse weights that do not fit ``module`` (names and shapes), before anything loads them.
+
+    ``only``: the keys that must be there (an inference model needs its retrieval network; a
+    training-only part such as CAMP's position embedding may be absent from an export)."""
+    own = {k: v for k, v in module.state_dict().items() if only is None or k in only}
+    unexpected_in = module.state_dict() if only is not None else own
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [k for k in state if k not in unexpected_in]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or wrong:
         example = (wrong or missing or unexpected)[0]

@@ -1,31 +1,109 @@
 """``export(ckpt, out)``: the shareable export folder of a checkpoint (the format is
-:mod:`mean_geo.inference.export_format`'s), optionally with ``model.onnx``."""
+:mod:`mean_geo.inference.export_format`'s), optionally with ``model.onnx``;
+``export_official(pth, method, out)``: the same folder from the authors' released weights."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from mean_geo.errors import CheckpointError, MeanGeoError
-from mean_geo.inference.export_format import write_export
+from mean_geo.inference.export_format import retrieval_state, write_export
 from mean_geo.inference.loading import load_model
+from mean_geo.models.mean import MEAN
+from mean_geo.models.official import LoadReport
 from mean_geo.utils.atomic import atomic_path
 
 
 def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write the export of a checkpoint (or of another export) into a new folder ``out_dir``."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
-    loaded = load_model(ckpt, "ckpt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()  # empty (checked above); the finished folder takes its place
+    target = Path(out_dir).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CheckpointError(f"out={target}: exists and is not an empty folder; choose a new folder")
+    loaded = load_model(ckpt, "ckpt")  # a bad checkpoint is refused before the folder is touched
+    out = _new_folder(target)
     with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
         folder.mkdir()
         write_export(folder, loaded, source=Path(ckpt).name, metrics=metrics)
+    return out
+
+
+def export_official(
+    weights: str | Path, method: str, out_dir: str | Path, backbone: str | None = None, image_size: int = 384
+) -> tuple[Path, LoadReport]:
+    """Write the export of the authors' released checkpoint of ``method`` into a new folder.
+
+    Their whole model is rebuilt (the heads too, when the file has them) so that every key is
+    accounted for; the export keeps the retrieval network, whose every tensor must come from the file.
+
+    Args:
+        weights: their ``.pth`` (with or without DataParallel's ``module.`` prefix).
+        method: ``mean``, ``sample4geo``, ``dac`` or ``camp`` (the layout, and our architecture).
+        out_dir: the folder to create (must not exist, or be empty).
+        backbone: a timm name other than the method's (their code only ships its own).
+        image_size: the input side the export records (their recipes: 384).
+
+    Returns:
+        The folder, and the report of every key.
+
+    Raises:
+        CheckpointError: an unreadable file, another method's layout, or a retrieval tensor that is
+            missing from it or has another shape.
+    """
+    from mean_geo.files.specs import model_spec
+    from mean_geo.inference.loading import InferenceModel, fingerprint
+    from mean_geo.models.backbone import normalization
+    from mean_geo.models.official import OFFICIAL_LAYOUTS, load_official_checkpoint, official_num_classes
+    from mean_geo.models.official import read_checkpoint as read_official
+    from mean_geo.models.registry import build_architecture
+
+    if method not in OFFICIAL_LAYOUTS:
+        raise CheckpointError(f"--method {method}: expected one of {', '.join(OFFICIAL_LAYOUTS)}")
+    out = _new_folder(out_dir)
+    state = read_official(weights)
+    num_classes = official_num_classes(state)
+    spec: dict = {"architecture": method, "pretrained": False, "weights_file": None}
+    if backbone:
+        spec["backbone"] = backbone
+    if method != "sample4geo":  # the heads are rebuilt when the file has them, so their keys load
+        has_heads, has_alignment = num_classes is not None, any(".proj." in k for k in state)
+        spec.update(num_classes=num_classes or 2, use_gee=has_heads, use_cea=has_alignment and method != "camp")
+    spec = model_spec(spec)
+    model = cast(MEAN, build_architecture(spec))  # a registered architecture is MEAN or a subclass
+    report = load_official_checkpoint(weights, model, method=method)
+    wrong = [k for k in report.missing + [m.split(" ")[0] for m in report.mismatched] if k in retrieval_state(model)]
+    if wrong:
+        raise CheckpointError(
+            f"{weights}: {len(wrong)} tensor(s) of {method}'s retrieval network do not fit ({', '.join(wrong[:3])}"
+            f"{', …' if len(wrong) > 3 else ''}): another backbone (--backbone) or another method (--method)?"
+        )
+    model.eval()
+    spec["backbone"] = model.backbone.name  # recorded even where the method's default was taken
+    stats = normalization(model.backbone.name)
+    loaded = InferenceModel(
+        model,
+        image_size,
+        fingerprint(model, image_size, stats),
+        {"model": spec, "trained_on": {"name": f"the authors' {method} release", "source": Path(weights).name}},
+        *stats,
+    )
+    with atomic_path(out) as folder:
+        folder.mkdir()
+        write_export(folder, loaded, source=Path(weights).name)
+    return out, report
+
+
+def _new_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` checked to be new (or an empty folder, removed so the export takes its place)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
     return out
 
 
