@@ -135,7 +135,8 @@ def test_config_groups_stay_in_their_lane():
     defines = lambda needle: sorted(n for n, t in texts.items() if needle in t)  # noqa: E731
     assert defines("_target_: lightning.pytorch.Trainer") == ["trainer/default.yaml"]
     assert defines("optimized_metric:") == ["train.yaml"]
-    assert defines("infonce:\n") == ["loss/mean.yaml"]
+    # the InfoNCE every method shares is written once; each loss file composes it
+    assert defines("temperature: 0.07") == ["shared/infonce.yaml"]
     for root in ("train.yaml", "eval.yaml", "index.yaml"):
         assert "- trainer: default" in texts[root], root
     # the evaluation conventions and their defaults are written once, for train and eval alike
@@ -154,18 +155,28 @@ def test_train_and_eval_compose_the_same_evaluation_conventions(tmp_path):
     assert {k: v for k, v in evaluate.eval.items() if k not in submission} == dict(train.eval)
 
 
+#: the loss weights each method's recipe states
+RECIPE_WEIGHTS = {
+    "mean": {"weight_cda", "weight_infonce", "weight_ce"},
+    "sample4geo": {"weight_infonce"},
+    "dac": {"weight_infonce", "weight_ce", "weight_dsa"},
+    "camp": {"weight_infonce", "weight_part_mse", "ece_weight"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(RECIPE_WEIGHTS))
 @pytest.mark.parametrize("dataset", ["university1652", "sues200"])
-def test_a_papers_recipe_holds_every_number_of_its_training(dataset):
-    """recipe/<dataset>.yaml is the one file to read for the paper's numbers."""
+def test_a_papers_recipe_holds_every_number_of_its_training(method, dataset):
+    """recipe/<method>/<dataset>.yaml is the one file to read for the authors' numbers."""
     import yaml
 
-    recipe = yaml.safe_load((Path(CONF_DIR) / "recipe" / f"{dataset}.yaml").read_text())
+    recipe = yaml.safe_load((Path(CONF_DIR) / "recipe" / method / f"{dataset}.yaml").read_text())
     assert {"image_size", "batch_size"} <= set(recipe["dataset"])
     assert {"lr", "weight_decay"} <= set(recipe["optim"]["optimizer"]) and "warmup_fraction" in recipe["optim"][
         "scheduler"
     ]
     assert {"max_epochs", "gradient_clip_val", "gradient_clip_algorithm"} <= set(recipe["trainer"])
-    assert {"weight_cda", "weight_infonce", "weight_ce"} <= set(recipe["loss"])
+    assert RECIPE_WEIGHTS[method] <= set(recipe["loss"]) and recipe["model"]["pretrained"] is True
 
 
 def test_a_dataset_of_your_own_without_a_recipe_composes(tmp_path, data_dir):

@@ -36,6 +36,23 @@ from mean_geo.utils.registry import Registry
 log = logging.getLogger(__name__)
 
 
+def _checked_jitter(value: dict[str, list[float]] | None) -> dict[str, tuple[float, ...]]:
+    """``dataset.color_jitter``: per view, four numbers (brightness, contrast, saturation >= 0; hue in [0, 0.5])."""
+    out: dict[str, tuple[float, ...]] = {}
+    for view, numbers in (value or {}).items():
+        where = f"dataset.color_jitter.{view}"
+        if view not in ("satellite", "drone"):
+            raise ConfigError(f"{where}: expected the views satellite and/or drone")
+        ok = isinstance(numbers, (list, tuple)) and len(numbers) == 4
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in numbers)
+        if not ok or numbers[3] > 0.5:
+            raise ConfigError(
+                f"{where}={numbers!r}: expected [brightness, contrast, saturation, hue], each >= 0, hue <= 0.5"
+            )
+        out[view] = tuple(float(v) for v in numbers)
+    return out
+
+
 @rank_zero_only
 def _warn_once(message: str) -> None:
     log.warning(message)
@@ -67,6 +84,8 @@ class CrossViewDataModule(L.LightningDataModule):
         mean: input statistics; None: ImageNet's.
         std: input statistics; None: ImageNet's.
         coordinates_csv: where places are, for metres on the ground; None: ``<root>/coordinates.csv``.
+        color_jitter: per view (``satellite``, ``drone``), the colour jitter's (brightness, contrast,
+            saturation, hue); a view left out keeps MEAN's and DAC's values (a method's recipe sets its own).
 
     Raises:
         ConfigError: a direction or a size that cannot be.
@@ -92,6 +111,7 @@ class CrossViewDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         coordinates_csv: str | None = None,
+        color_jitter: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         bad = [d for d in directions if d not in DIRECTIONS]
@@ -114,6 +134,7 @@ class CrossViewDataModule(L.LightningDataModule):
         if not (isinstance(augment, bool) or augment == "geometric"):
             raise ConfigError(f"dataset.augment={augment!r}: expected true, false or geometric")
         self.augment = augment
+        self.color_jitter = _checked_jitter(color_jitter)
         self.joint_flip_p = joint_flip_p
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         # only a synthetic dataset is ever written: a real dataset's root is read, never created or
@@ -258,8 +279,12 @@ class CrossViewDataModule(L.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = PairedViewsDataset(
                 make_pairs(self.train_split),
-                train_transform(self.image_size, "drone", self.augment, self.mean, self.std),
-                train_transform(self.image_size, "satellite", self.augment, self.mean, self.std),
+                train_transform(
+                    self.image_size, "drone", self.augment, self.mean, self.std, self.color_jitter.get("drone")
+                ),
+                train_transform(
+                    self.image_size, "satellite", self.augment, self.mean, self.std, self.color_jitter.get("satellite")
+                ),
                 self.joint_flip_p if self.augment else 0.0,
             )
         if not self.eval_datasets:

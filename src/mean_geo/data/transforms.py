@@ -47,6 +47,10 @@ class RandomJPEG(torch.nn.Module):
 
 Stats = Sequence[float] | None
 
+#: colour jitter (brightness, contrast, saturation, hue) per view: MEAN's, DAC's and CAMP's values
+#: (Sample4Geo's are 0.15 for all four, both views: ``dataset.color_jitter`` in its method file)
+COLOR_JITTER = {"satellite": (0.15, 0.3, 0.3, 0.3), "drone": (0.15, 0.7, 0.3, 0.3)}
+
 
 def _finish(mean: Stats = None, std: Stats = None) -> list:
     """To float, then the backbone's own normalisation (timm's data config; ImageNet by default)."""
@@ -71,20 +75,26 @@ def eval_normalize(mean: Stats = None, std: Stats = None) -> v2.Normalize:
 
 
 def train_transform(
-    image_size: int, view: str, augment: bool | str = True, mean: Stats = None, std: Stats = None
+    image_size: int,
+    view: str,
+    augment: bool | str = True,
+    mean: Stats = None,
+    std: Stats = None,
+    jitter: Sequence[float] | None = None,
 ) -> v2.Compose:
     """Training pipeline of one view ("drone" or "satellite").  ``augment="geometric"`` keeps only
     what changes no pixel's value: the satellite's random 90° turns (and, in the paired dataset,
-    the joint mirror of both views) — for short runs from scratch, which the photometric part slows."""
+    the joint mirror of both views) — for short runs from scratch, which the photometric part slows.
+    ``jitter``: (brightness, contrast, saturation, hue); default :data:`COLOR_JITTER` of the view."""
     if view not in ("drone", "satellite"):
         raise ValueError(f"view must be 'drone' or 'satellite', got {view!r}")
     photometric = augment is True
     steps: list = [v2.RandomApply([RandomJPEG((90, 100))], p=0.5)] if photometric else []
     steps += [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
     if photometric:
-        contrast = 0.3 if view == "satellite" else 0.7
+        brightness, contrast, saturation, hue = jitter if jitter is not None else COLOR_JITTER[view]
         steps += [
-            v2.RandomApply([v2.ColorJitter(0.15, contrast, 0.3, 0.3)], p=0.5),
+            v2.RandomApply([v2.ColorJitter(brightness, contrast, saturation, hue)], p=0.5),
             v2.RandomApply(
                 [v2.RandomChoice([v2.GaussianBlur(5, sigma=(0.1, 1.5)), v2.RandomAdjustSharpness(2.0, p=1.0)])],
                 p=0.3,
