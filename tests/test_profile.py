@@ -28,3 +28,28 @@ def test_training_forward_counts_the_branches(full):
 def test_cli_prints_the_table(capsys):
     assert main(["--backbone", "test_convnext", "--num-classes", "10", "--image-size", "64"]) == 0
     assert "total as the paper counts it" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "method,classes,expected",
+    # every parameter of the authors' model objects (built with their own code: 87.566465 M,
+    # 96.499052 M, 91.395442 M at 701 classes), and CAMP at SUES-200's 200
+    [("sample4geo", 701, 87.57), ("dac", 701, 96.50), ("camp", 701, 91.40), ("camp", 200, 90.62)],
+)
+def test_the_baselines_count_as_their_authors_models(method, classes, expected):
+    from mean_geo.models.profiling import build_for_profile
+
+    model = build_for_profile(method, classes)
+    ours = sum(n for _, n in parameter_rows(model))
+    assert round((ours + reference_extras(model)) / 1e6, 2) == expected
+
+
+def test_cli_takes_method_and_dataset_as_train_does(capsys):
+    args = ["method=camp", "dataset=sues200", "--backbone", "test_convnext", "--image-size", "64"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "CAMP (test_convnext, 200 classes, 64 px)" in out and "position embedding" in out
+    from tests.helpers.cli import exit_code
+
+    assert exit_code(main, ["method=maen"]) == 2
+    assert "method=maen: expected one of mean, sample4geo, dac, camp" in capsys.readouterr().err
