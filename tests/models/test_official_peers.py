@@ -141,3 +141,21 @@ def test_another_methods_checkpoint_or_a_missing_method_is_one_line(tmp_path, ca
     assert "no tensor matches DAC's layout" in err and "Traceback" not in err and not out.exists()
     assert exit_code(export_entry.main, ["--official", str(path), "--out", str(out)]) == 2
     assert "--official needs --method" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_baseline_starts_from_its_authors_weights(tmp_path, data_dir, caplog):
+    """`train method=camp init_from_official=<their .pth>`: CAMP's layout, its weights and scalars."""
+    import logging
+
+    from mean_geo import train as train_entry
+    from tests.helpers.config import compose_config, quiet_overrides
+
+    torch.manual_seed(0)
+    path = tmp_path / "camp.pth"
+    torch.save(to_theirs(CAMP(5, backbone="test_convnext", use_gee=True)), path)  # logit_scale 3.1 inside
+    overrides = ["experiment=smoke", "method=camp", f"init_from_official={path}", "trainer.fast_dev_run=true"]
+    cfg = compose_config("train", [*overrides, *quiet_overrides(tmp_path, data_dir)])
+    with caplog.at_level(logging.INFO, logger="mean_geo.train"):
+        train_entry.run(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if "authors' checkpoint" in r.getMessage()]
+    assert "loaded" in line and "temperature 0.0450" in line and "missing" not in line

@@ -17,8 +17,8 @@ from mean_geo.index import build_index
 from mean_geo.inference.export import export
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import localize
-from mean_geo.losses import CAMPLoss, DACLoss, InfoNCELoss
-from mean_geo.models.peers import CAMP, DAC
+from mean_geo.losses import CAMPLoss, DACLoss, InfoNCELoss, Sample4GeoLoss
+from mean_geo.models.peers import CAMP, DAC, Sample4Geo
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.training.grad_cache import grad_cached_backward
 from mean_geo.training.index_pipeline import PartWriter
@@ -102,13 +102,15 @@ def _float64_batch(b: int = 4, size: int = 64):
     return drone, drone + 0.3 * torch.randn(b, 3, size, size, generator=g, dtype=torch.float64), torch.arange(b)
 
 
-@pytest.mark.parametrize("method", ["dac", "camp"])
+@pytest.mark.parametrize("method", ["sample4geo", "dac", "camp"])
 def test_gradient_caching_is_exact_for_the_baselines(method):
     """ConvNeXt (no batch statistics) + DAC's heads and DSA with their BatchNorms / CAMP's parts and
     learnt weights: chunked gradients equal the whole batch's."""
     torch.manual_seed(0)
     infonce = {"infonce": InfoNCELoss(gather_distributed=False)}
-    if method == "dac":
+    if method == "sample4geo":
+        model, loss = Sample4Geo(backbone="test_convnext"), Sample4GeoLoss(**infonce)
+    elif method == "dac":
         model, loss = DAC(4, backbone="test_convnext", head_dropout=0.0), DACLoss(**infonce)
     else:
         model, loss = (
