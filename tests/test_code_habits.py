@@ -22,6 +22,8 @@ PUBLIC_API_MODULES = [
     "src/mean_geo/retrieval/search.py",
     "src/mean_geo/retrieval/evaluate.py",
     "src/mean_geo/models/mean.py",
+    "src/mean_geo/models/peers.py",
+    "src/mean_geo/losses/peers.py",
     "src/mean_geo/models/registry.py",
     "src/mean_geo/losses/registry.py",
     "src/mean_geo/losses/objectives.py",

@@ -24,8 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
+from mean_geo.models.peers import DAC
 from tests.helpers.cli import run_module
+from tests.models.test_official_peers import to_theirs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -33,6 +36,14 @@ NEEDS_MORE_THAN_THIS_MACHINE = re.compile(r"dataset=(sues200|university1652)\b|h
 SMOKE_SIZED = {
     "mean_geo.synth": ["--locations", "6", "--size", "32", "--drone-per-location", "2"],
     "hparams_search=optuna": ["hydra.sweeper.n_trials=2"],
+    # the four-method demo sweep (docs/methods.md): each method on a smoke-sized world, two steps
+    "experiment=demo method=": [
+        "dataset.synthesize.locations=12",
+        "dataset.synthesize.test_locations=4",
+        "dataset.batch_size=4",
+        "trainer.max_steps=2",
+        "eval.plots=false",
+    ],
 }
 
 
@@ -97,7 +108,10 @@ def _placeholders(work: Path) -> dict[str, str]:
     shutil.copy(drone[0], work / "photo.jpg")
     for p in drone[1:3]:
         shutil.copy(p, photos / p.name)
+    their_dac = work / "their_dac.pth"  # the authors' DAC layout, real-shaped (random weights)
+    torch.save(to_theirs(DAC(701)), their_dac)
     return {
+        "THEIR_DAC.pth": str(their_dac),
         "logs/.../checkpoints/last.ckpt": str(run / "checkpoints" / "last.ckpt"),
         "logs/.../checkpoints/epoch_000.ckpt": str(run / "checkpoints" / "epoch_000.ckpt"),
         "logs/.../epoch_000.ckpt": str(run / "checkpoints" / "epoch_000.ckpt"),
@@ -153,4 +167,6 @@ def test_every_readme_command_runs_as_documented(tmp_path):
     assert (tmp_path / "tiles.index").is_file()
     assert (tmp_path / "exports" / "mean_sues200_150m" / "model.onnx").is_file()
     assert len(list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))) >= 3 + 1 + 2
+    assert len(list((tmp_path / "logs" / "demo" / "multiruns").glob("*/*/metrics.json"))) == 4  # the methods
+    assert (tmp_path / "dac_export" / "model.safetensors").is_file()
     assert list((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json"))

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from mean_geo.cli import ToolParser, report_user_errors
 from mean_geo.errors import ConfigError
+from mean_geo.losses import LOSSES
 from mean_geo.models.profiling import AUTHORS_CLASSES, METHODS, profile_table
 
 
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     chosen = _choices(args.choices)
     classes = args.num_classes or AUTHORS_CLASSES[chosen.get("dataset", "university1652")]
-    Console().print(profile_table(classes, args.image_size, args.backbone, chosen.get("method", "mean")))
+    method = chosen.get("method", "mean")
+    loss = LOSSES.get(method)()  # its learnt scalars (temperatures, CAMP's w) are the authors' parameters
+    Console().print(profile_table(classes, args.image_size, args.backbone, method, loss))
     return 0
 
 
