@@ -13,10 +13,12 @@ import torch
 from mean_geo import export as export_entry
 from mean_geo.inference.loading import load_model
 from mean_geo.losses import CAMPLoss, DACLoss
+from mean_geo.models.mean import MEAN
 from mean_geo.models.official import load_official_checkpoint
 from mean_geo.models.peers import CAMP, DAC, Sample4Geo
 from tests.helpers.cli import exit_code
 from tests.helpers.official import FAIR_BACKBONE
+from tests.models.test_official import to_theirs as mean_layout
 
 MCCG_HEADS = [  # ours -> the MCCG heads and DAC's DSA / CAMP's position embedding under model_1.
     (r"^gee\.attention\.gates\.0\.conv\.", r"model_1.tri_layer.cw.conv.conv."),
@@ -112,12 +114,12 @@ def test_sample4geo_checkpoint_is_timms_keys(tmp_path):
     assert report.logit_scale == pytest.approx(3.1)
 
 
-@pytest.mark.parametrize("cls,method", [(Sample4Geo, "sample4geo"), (DAC, "dac"), (CAMP, "camp")])
+@pytest.mark.parametrize("cls,method", [(Sample4Geo, "sample4geo"), (DAC, "dac"), (CAMP, "camp"), (MEAN, "mean")])
 def test_export_official_gives_the_eval_embedding_of_the_model_it_came_from(cls, method, tmp_path, capsys):
     torch.manual_seed(0)
     source = cls(num_classes=9, backbone="test_convnext").eval()
     path = tmp_path / f"{method}.pth"
-    torch.save(to_theirs(source), path)
+    torch.save(mean_layout(source) if cls is MEAN else to_theirs(source), path)
     out = tmp_path / "export"
     args = ["--official", str(path), "--method", method, "--backbone", "test_convnext", "--out", str(out)]
     assert exit_code(export_entry.main, args) == 0
@@ -135,10 +137,12 @@ def test_another_methods_checkpoint_or_a_missing_method_is_one_line(tmp_path, ca
     path = tmp_path / "s4g.pth"
     torch.save(to_theirs(Sample4Geo(backbone="test_convnext")), path)
     out = tmp_path / "export"
+    out.mkdir()  # the user's empty folder: kept as it was when the file does not fit
     args = ["--official", str(path), "--method", "dac", "--backbone", "test_convnext", "--out", str(out)]
     assert exit_code(export_entry.main, args) == 2
     err = capsys.readouterr().err
-    assert "no tensor matches DAC's layout" in err and "Traceback" not in err and not out.exists()
+    assert "no tensor matches DAC's layout" in err and "Traceback" not in err
+    assert out.is_dir() and not any(out.iterdir())
     assert exit_code(export_entry.main, ["--official", str(path), "--out", str(out)]) == 2
     assert "--official needs --method" in capsys.readouterr().err
 

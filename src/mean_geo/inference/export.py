@@ -20,9 +20,7 @@ from mean_geo.utils.atomic import atomic_path
 
 def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
     """Write the export of a checkpoint (or of another export) into a new folder ``out_dir``."""
-    target = Path(out_dir).expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CheckpointError(f"out={target}: exists and is not an empty folder; choose a new folder")
+    target = _unused_folder(out_dir)
     loaded = load_model(ckpt, "ckpt")  # a bad checkpoint is refused before the folder is touched
     out = _new_folder(target)
     with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
@@ -62,7 +60,7 @@ def export_official(
 
     if method not in OFFICIAL_LAYOUTS:
         raise CheckpointError(f"--method {method}: expected one of {', '.join(OFFICIAL_LAYOUTS)}")
-    out = _new_folder(out_dir)
+    target = _unused_folder(out_dir)
     state = read_official(weights)
     num_classes = official_num_classes(state)
     spec: dict = {"architecture": method, "pretrained": False, "weights_file": None}
@@ -90,17 +88,24 @@ def export_official(
         {"model": spec, "trained_on": {"name": f"the authors' {method} release", "source": Path(weights).name}},
         *stats,
     )
+    out = _new_folder(target)  # only now: a file that does not fit leaves the folder as it was
     with atomic_path(out) as folder:
         folder.mkdir()
         write_export(folder, loaded, source=Path(weights).name)
     return out, report
 
 
-def _new_folder(out_dir: str | Path) -> Path:
-    """``out_dir`` checked to be new (or an empty folder, removed so the export takes its place)."""
+def _unused_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, refused if it exists and is not an empty folder (nothing of the user's is replaced)."""
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
+    return out
+
+
+def _new_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` made ready for the export to take its place (an empty folder there is removed)."""
+    out = _unused_folder(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()
