@@ -57,7 +57,7 @@ class Sample4Geo(MEAN):
 
 @register_architecture("dac")
 class DAC(MEAN):
-    """DAC (Xia et al., TCSVT 2024): ConvNeXt-Base, triplet-attention heads and DSA, as released.
+    """DAC (IEEE TCSVT 2024; SummerpanKing/DAC): ConvNeXt-Base, triplet-attention heads and DSA, as released.
 
     ``gee`` holds the three classifier heads (:class:`TripletAttentionHeads`) and ``cea`` the
     domain space alignment (:class:`DomainSpaceAlignment`): the attribute names MEAN's losses and
@@ -118,7 +118,7 @@ class DAC(MEAN):
 
 @register_architecture("camp")
 class CAMP(DAC):
-    """CAMP (Wu et al., TGRS 2024): DAC's model without DSA, with CAMP's position-aware partition.
+    """CAMP (IEEE TGRS 2024; Mabel0403/CAMP): DAC's model without DSA, with CAMP's position-aware partition.
 
     The position embedding is added to the last map in training (the pooled retrieval embedding is
     taken before it, as released, so it changes the embedding only through training), and the
