@@ -16,6 +16,7 @@ from mean_geo.cli import ToolParser, report_user_errors
 from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.export import export, export_official, export_onnx, run_metrics_near
+from mean_geo.models.official import OFFICIAL_LAYOUTS
 
 
 def parser() -> ToolParser:
@@ -23,7 +24,7 @@ def parser() -> ToolParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a training checkpoint (.ckpt) or an export folder")
     source.add_argument("--official", metavar="PTH", help="the authors' released weights (.pth) of --method")
-    p.add_argument("--method", choices=["mean", "sample4geo", "dac", "camp"], help="with --official: whose weights")
+    p.add_argument("--method", choices=list(OFFICIAL_LAYOUTS), help="with --official: whose weights")
     p.add_argument("--backbone", default=None, help="with --official: a timm backbone other than the method's")
     p.add_argument("--image-size", type=int, default=384, help="with --official: the input side (384)")
     p.add_argument("--out", required=True, help="the folder to create (must not exist, or be empty)")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import_plugins(args.plugins, "--plugins")
     if args.official:
         if not args.method:
-            raise MeanGeoError("--official needs --method mean|sample4geo|dac|camp (whose release it is)")
+            raise MeanGeoError(f"--official needs --method {'|'.join(OFFICIAL_LAYOUTS)} (whose release it is)")
         folder, report = export_official(args.official, args.method, args.out, args.backbone, args.image_size)
         print(f"{args.official}: {report.summary()}")
     else:

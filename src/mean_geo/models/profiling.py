@@ -20,13 +20,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mean_geo.models.attention_heads import TripletAttentionHeads
 from mean_geo.models.mean import MEAN
+from mean_geo.models.official import OFFICIAL_LAYOUTS
 from mean_geo.models.peers import CAMP  # noqa: F401  (registers the baselines)
 from mean_geo.models.registry import ARCHITECTURES
 
 UNUSED_REFERENCE_SCALARS = 4  # logit_scale_blocks, w_blocks1..3: created, never used, counted
 #: the authors' class counts (their train scripts' nclasses): University-1652 701, SUES-200 200
 AUTHORS_CLASSES = {"university1652": 701, "sues200": 200}
-METHODS = ("mean", "sample4geo", "dac", "camp")
+#: the methods whose authors' models are counted: those whose released layout we read
+METHODS = tuple(OFFICIAL_LAYOUTS)
 
 
 def _count(module: nn.Module | None) -> int:
