@@ -16,7 +16,7 @@ import pytest
 import mean_geo
 
 PACKAGE = Path(mean_geo.__file__).parent
-ENTRY_POINTS = {"train", "eval", "index", "localize", "export", "profile", "synth", "bench", "check"}
+ENTRY_POINTS = {"train", "eval", "index", "localize", "export", "profile", "synth", "bench", "check", "report"}
 #: rank of each top-level part: a module may import its own sub-package or a lower rank only
 RANKS = {
     "errors": 0,
@@ -27,6 +27,7 @@ RANKS = {
     "synthetic": 2,
     "retrieval": 2,
     "files": 3,
+    "reporting": 3,  # reads what evaluations wrote (the browser, the report across runs)
     "inference": 4,
     "training": 4,
     "cli": 4,

@@ -21,7 +21,7 @@ from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import embed_images
 from mean_geo.inference.submission import ordered_queries, refuse_existing, write_submission
 from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
-from mean_geo.training.identity import run_config, run_identity
+from mean_geo.training.identity import run_config, run_identity, run_summary
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import finish
 from mean_geo.training.results import ResultsWriter, read_metrics
@@ -68,8 +68,11 @@ def run(cfg: DictConfig) -> dict:
     check_weights_fit(lit, ckpt.state_dict, f"ckpt={ckpt.path}")
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)
-    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt)})
     identity = run_identity(cfg, "eval")
+    summary = run_summary(cfg, identity, model=dict(ckpt.spec.get("model") or {}), dataset=dataset)
+    writer = ResultsWriter(
+        out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt), "run": summary}
+    )
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:
         trainer = build_trainer(cfg.trainer, callbacks=[writer], logger=loggers or False)

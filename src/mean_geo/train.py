@@ -26,7 +26,7 @@ from mean_geo.training.composition import (
     eval_options,
     manual_clipping,
 )
-from mean_geo.training.identity import run_config, run_identity
+from mean_geo.training.identity import run_config, run_identity, run_summary
 from mean_geo.training.media import adopt_csv_header, finish
 from mean_geo.training.progress import ProgressLog
 from mean_geo.training.results import ResultsWriter, read_metrics
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> dict:
         )
     identity = run_identity(cfg, "train")
     log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
-    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True))
+    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"run": run_summary(cfg, identity)})
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     if not dm.has_validation:  # nothing to select on (never the test split): keep and test the last
         log.info("no validation places (dataset.val_locations=0): the last checkpoint is tested, as the authors do")

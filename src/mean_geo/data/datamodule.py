@@ -319,6 +319,11 @@ class CrossViewDataModule(L.LightningDataModule):
     def _eval_dataset(self, stage: str, direction: str, role: str) -> ImageListDataset:
         return self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
 
+    def eval_records(self, stage: str, direction: str, role: str) -> list[ImageRecord]:
+        """The images of one evaluation set (``role``: "query" or "gallery") with their place and
+        altitude, in dataset order (the order of the embeddings' dataset indices)."""
+        return list(self._eval_dataset(stage, direction, role).records)
+
     def eval_altitudes(self, stage: str, direction: str, role: str) -> list[int | None]:
         """The altitude of every image of one evaluation set (None where the layout has none).
 

@@ -74,3 +74,45 @@ def run_config(cfg: DictConfig, identity: RunIdentity) -> dict:
         "git_commit": git_commit(),
     }
     return plain
+
+
+def run_summary(cfg: DictConfig, identity: RunIdentity, model: dict | None = None, dataset: dict | None = None) -> dict:
+    """What ran, for the report's columns (``metrics.json``'s ``run``): the method, model and data
+    settings people vary in sweeps, the seed, and the job's own overrides.
+
+    Args:
+        cfg: the composed config of this job.
+        identity: from :func:`run_identity`.
+        model: the model spec when it does not come from ``cfg.model`` (eval: the checkpoint's).
+        dataset: the dataset settings actually used (eval: the checkpoint's with the overrides).
+
+    Returns:
+        Plain values only (JSON-ready).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    model = dict(model if model is not None else OmegaConf.to_container(cfg.get("model") or {}, resolve=True))
+    data = dict(dataset if dataset is not None else OmegaConf.to_container(cfg.get("dataset") or {}, resolve=True))
+    loss = OmegaConf.to_container(cfg.get("loss") or {}, resolve=True) if identity.job_type == "train" else {}
+    trainer = cfg.get("trainer") or {}
+
+    def plain(value: object) -> object:
+        return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+    return {
+        "entry": identity.job_type,
+        "experiment": identity.experiment,
+        "method": choices.get("method") if identity.job_type == "train" else model.get("architecture"),
+        "architecture": plain(model.get("architecture")),
+        "backbone": plain(model.get("backbone")),
+        "loss": plain(loss.get("name")) if isinstance(loss, dict) else None,
+        "dataset": plain(data.get("name")),
+        "altitude": plain(data.get("altitude")),
+        "image_size": plain(data.get("image_size")),
+        "batch_size": plain(data.get("batch_size")) if identity.job_type == "train" else None,
+        "epochs": plain(trainer.get("max_epochs")) if identity.job_type == "train" else None,
+        "seed": plain(cfg.get("seed")) if identity.job_type == "train" else None,
+        "overrides": [o for o in identity.overrides if not o.startswith(_NOT_IN_NAME)],
+        "git_commit": git_commit(),
+    }

@@ -15,8 +15,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mean_geo.data.datamodule import CrossViewDataModule
+from mean_geo.data.datamodule import DATAMODULES, CrossViewDataModule
+from mean_geo.data.layouts import ImageRecord
+from mean_geo.reporting.browser import BrowserDirection, write_browser
 from mean_geo.retrieval.evaluate import METRIC_KEYS, matched_gallery
+from mean_geo.retrieval.protocol import SplitLists, protocol_fingerprint
 from mean_geo.retrieval.search import topk_search
 from mean_geo.training import plots
 from mean_geo.training.lit_module import MEANLitModule
@@ -97,15 +100,26 @@ def render(table: Table) -> str:
 
 @dataclass
 class DirectionView:
-    """One direction of the last evaluation: embeddings with their image paths."""
+    """One direction of the last evaluation: embeddings with their images, places and positions."""
 
-    q_paths: list[Path]
+    q_records: list[ImageRecord]
     qid: torch.Tensor
     q: torch.Tensor
-    g_paths: list[Path]  # the gallery the metrics were computed on
+    g_records: list[ImageRecord]  # the gallery the metrics were computed on
     gid: torch.Tensor
     g: torch.Tensor
     full_gallery: tuple[torch.Tensor, torch.Tensor]  # (embeddings, ids) before dropping unmatched places
+    all_gallery: list[ImageRecord]  # every gallery image of the set, in dataset order
+    q_latlon: torch.Tensor | None = None  # (Q, 2) degrees, NaN rows where unknown
+    g_latlon: torch.Tensor | None = None
+
+    @property
+    def q_paths(self) -> list[Path]:
+        return [r.path for r in self.q_records]
+
+    @property
+    def g_paths(self) -> list[Path]:
+        return [r.path for r in self.g_records]
 
 
 def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test") -> dict[str, DirectionView]:
@@ -120,17 +134,37 @@ def eval_views(lit: MEANLitModule, dm: CrossViewDataModule, stage: str = "test")
         if lit.drop_unmatched_gallery:  # the gallery the metrics were computed on
             keep = matched_gallery(qid, gid)
             g, gid, gidx = g[keep], gid[keep], gidx[keep]
-        query_files, gallery_files = (dm.eval_image_paths(stage, direction, r) for r in ("query", "gallery"))
-        q_paths = [query_files[i] for i in qidx.tolist()]
-        g_paths = [gallery_files[i] for i in gidx.tolist()]
-        views[direction] = DirectionView(q_paths, qid, q, g_paths, gid, g, full)
+        query_records, gallery_records = (dm.eval_records(stage, direction, r) for r in ("query", "gallery"))
+        positions = [dm.eval_coordinates(stage, direction, r) for r in ("query", "gallery")]
+        q_latlon, g_latlon = (
+            (positions[0][qidx], positions[1][gidx]) if all(p is not None for p in positions) else (None, None)
+        )
+        views[direction] = DirectionView(
+            [query_records[i] for i in qidx.tolist()],
+            qid,
+            q,
+            [gallery_records[i] for i in gidx.tolist()],
+            gid,
+            g,
+            full,
+            gallery_records,
+            q_latlon,
+            g_latlon,
+        )
     return views
 
 
-def prediction_rows(view: DirectionView, k: int = 5) -> list[list]:
+def ranking(view: DirectionView, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and gallery indices of every query's top-k (single images, the metrics' gallery)."""
+    return topk_search(view.q.float(), view.g.float(), k=min(k, len(view.g_records)))
+
+
+def prediction_rows(
+    view: DirectionView, k: int = 5, ranked: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list[list]:
     """One row per query: its place, the top-k places retrieved with scores, hit@1 (for failure
     analysis: ``notebooks/02_results.ipynb`` reads the CSV)."""
-    scores, top = topk_search(view.q.float(), view.g.float(), k=min(k, len(view.g_paths)))
+    scores, top = ranked if ranked is not None else ranking(view, k)
     rows = []
     for i, qpath in enumerate(view.q_paths):
         ids = [int(view.gid[j]) for j in top[i].tolist()]
@@ -145,6 +179,63 @@ def prediction_rows(view: DirectionView, k: int = 5) -> list[list]:
             ]
         )
     return rows
+
+
+def _latlon_rows(latlon: torch.Tensor | None) -> list[tuple[float, float]] | None:
+    return None if latlon is None else [(float(a), float(b)) for a, b in latlon.tolist()]
+
+
+def browser_direction(name: str, view: DirectionView, ranked: tuple[torch.Tensor, torch.Tensor]) -> BrowserDirection:
+    """What the error browser shows of one direction."""
+    scores, top = ranked
+    return BrowserDirection(
+        name=name,
+        query_paths=view.q_paths,
+        query_places=[r.location for r in view.q_records],
+        query_altitudes=[r.altitude for r in view.q_records],
+        gallery_paths=view.g_paths,
+        gallery_places=[r.location for r in view.g_records],
+        top=top.tolist(),
+        scores=scores.tolist(),
+        query_latlon=_latlon_rows(view.q_latlon),
+        gallery_latlon=_latlon_rows(view.g_latlon),
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def evaluation_protocol(
+    lit: MEANLitModule, dm: CrossViewDataModule, views: dict[str, DirectionView], stage: str
+) -> dict:
+    """The protocol fingerprint of the last evaluation (:mod:`mean_geo.retrieval.protocol`)."""
+    root = Path(dm.root)
+    splits = {
+        direction: SplitLists(
+            [_relative(p, root) for p in view.q_paths],
+            [_relative(r.path, root) for r in view.all_gallery],
+            len(view.g_records),
+        )
+        for direction, view in views.items()
+    }
+    conventions = list(
+        dict.fromkeys(k.split("/")[1] for k in lit.last_metrics if k.startswith(f"{stage}/") and k.count("/") == 2)
+    )
+    altitudes = getattr(dm, "altitudes", None)
+    return protocol_fingerprint(
+        dataset=layout_name(dm),
+        layout=dm.layout or type(dm).__name__,
+        synthetic=bool(dm.synthetic),
+        altitude=list(altitudes) if altitudes is not None else None,
+        image_size=dm.image_size,
+        splits=splits,
+        conventions=conventions,
+        drop_unmatched_gallery=lit.drop_unmatched_gallery,
+        flip_tta=lit.flip_tta,
+        multi_query=lit.multi_query,
+        rerank=asdict(lit.rerank) if lit.rerank is not None else None,
+    )
 
 
 def write_predictions(path: Path, rows: list[list]) -> None:
@@ -213,8 +304,10 @@ def write_results(
         write_corruptions(out_dir / "corruptions.csv", payload["corruptions"])
         log.info("\n%s", render(corruption_table(payload["corruptions"])))
     views = eval_views(lit, dm, stage)
+    payload["protocol"]["fingerprint"] = evaluation_protocol(lit, dm, views, stage)
+    ranked = {direction: ranking(view) for direction, view in views.items()}
     for direction, view in views.items():
-        rows = prediction_rows(view)
+        rows = prediction_rows(view, ranked=ranked[direction])
         write_predictions(out_dir / f"predictions_{direction}.csv", rows)
         log_table(loggers or [], f"{stage}/predictions_{direction}", PREDICTION_COLUMNS, rows, step)
     payload["recall_curve"] = dict(lit.last_curves)
@@ -227,9 +320,36 @@ def write_results(
                 heat.setdefault(name, {})[severity] = values["R@1"]
             plots.corruption_heatmap(heat, lit.last_metrics[f"{stage}/d2s/R@1"], figures["corruptions"])
         log_images(loggers or [], {f"{stage}/{name}": path for name, path in figures.items()}, step)
+        write_browser(
+            out_dir / "plots" / "browser.html",
+            [browser_direction(name, views[name], ranked[name]) for name in views],
+            title=f"{stage} evaluation of {out_dir.name}",
+            subtitle=browser_subtitle(payload),
+        )
     atomic.write_text(out_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
     log.info("\n%s", render(metrics_table(lit.last_metrics, stage)))
     return payload
+
+
+def layout_name(dm: CrossViewDataModule) -> str:
+    """The name ``dataset.name`` selects ``dm``'s class by (a plugin's layout included)."""
+    return next((name for name, cls in DATAMODULES.items() if cls is type(dm)), dm.layout or type(dm).__name__)
+
+
+def browser_subtitle(payload: dict) -> str:
+    """The run and protocol in one line, for the browser's heading."""
+    fp = payload["protocol"].get("fingerprint", {})
+    run = payload.get("run", {})
+    parts = [
+        f"{run.get('method') or run.get('architecture') or ''} {run.get('backbone') or ''}".strip(),
+        f"{fp.get('dataset')}{' (synthetic)' if fp.get('synthetic') else ''}",
+        f"altitude {','.join(map(str, fp['altitude']))}" if fp.get("altitude") else "",
+        f"{fp.get('image_size')} px",
+        "unmatched gallery places dropped" if fp.get("drop_unmatched_gallery") else "full gallery",
+        "flip-TTA" if fp.get("flip_tta") else "",
+        f"protocol {fp.get('id')}",
+    ]
+    return " · ".join(p for p in parts if p)
 
 
 class ResultsWriter(L.Callback):

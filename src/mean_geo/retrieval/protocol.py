@@ -1,0 +1,140 @@
+"""What makes two evaluation numbers comparable: the protocol fingerprint written beside them.
+
+The field's numbers fail to reproduce when two runs differ in something the table does not show:
+the gallery convention, the split, the image size, the altitude, or a metric defined differently
+(two SDMs). Every ``metrics.json`` therefore carries :func:`protocol_fingerprint`, and
+:func:`convention_protocol` cuts it down to what one metric row (one convention of one direction)
+depends on; ``python -m mean_geo.report`` ranks rows in one table only when those are equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: what each metric name means here (a report keeps rows whose definitions differ apart)
+METRIC_DEFINITIONS: dict[str, str] = {
+    "R@K": "queries with a true match among the top K, % (University-1652)",
+    "R@1%": "R@K with K = 1 % of the ranked gallery, %",
+    "AP": "trapezoidal average precision over every true match, mean over queries, % (University-1652)",
+    "Dis@K": "mean metres (haversine) from the query's position to its top-K items",
+    "SDM@K": "Game4Loc: sum (K-i+1) exp(-0.001 d_i[m]) / sum (K-i+1), %",
+    "Acc@Tm": "top-1 item within T metres (haversine), %",
+}
+
+#: fields of the fingerprint that every convention of every direction depends on
+COMMON_FIELDS = (
+    "dataset",
+    "layout",
+    "synthetic",
+    "altitude",
+    "image_size",
+    "drop_unmatched_gallery",
+    "flip_tta",
+    "metric_definitions",
+)
+
+
+@dataclass(frozen=True)
+class SplitLists:
+    """The images one direction was evaluated on, named so that another copy of the dataset (another
+    root, another machine) gives the same names: paths relative to the dataset root."""
+
+    queries: Sequence[str]
+    gallery: Sequence[str]
+    ranked_gallery: int  # gallery items ranked after the gallery convention
+
+
+def split_hash(split: SplitLists) -> str:
+    """12 hex digits of SHA-256 over the sorted query and gallery lists (order-free: the loader's
+    order is not part of the protocol)."""
+    text = "\n".join(sorted(split.queries)) + "\n--gallery--\n" + "\n".join(sorted(split.gallery))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def digest(value: object) -> str:
+    """12 hex digits of SHA-256 of ``value`` as canonical JSON: the id of a protocol."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def protocol_fingerprint(
+    *,
+    dataset: str,
+    layout: str,
+    synthetic: bool,
+    altitude: Sequence[int] | None,
+    image_size: int,
+    splits: dict[str, SplitLists],
+    conventions: Sequence[str],
+    drop_unmatched_gallery: bool,
+    flip_tta: bool,
+    multi_query: str,
+    rerank: dict | None,
+) -> dict:
+    """Everything a number of this evaluation depends on besides the model, with its counts.
+
+    Args:
+        dataset: the layout's registered name (``dataset.name``).
+        layout: the on-disk layout read.
+        synthetic: whether the images come from the synthetic world.
+        altitude: the drone altitudes evaluated (metres), None for a layout without them.
+        image_size: the side the images were resized to.
+        splits: per direction (``d2s``, ``s2d``), the query and gallery images.
+        conventions: the metric rows written (``d2s``, ``d2s_rerank``, ``d2s_multi_mean``, …).
+        drop_unmatched_gallery: the MEAN/Sample4Geo gallery convention.
+        flip_tta: whether embeddings average the image and its mirror.
+        multi_query: the multi-query mode (``none``, ``mean``, ``max``, ``vote``).
+        rerank: k-reciprocal settings, None when off.
+
+    Returns:
+        A JSON-ready dict; ``id`` identifies the whole of it.
+    """
+    fingerprint = {
+        "dataset": dataset,
+        "layout": layout,
+        "synthetic": bool(synthetic),
+        "altitude": sorted(altitude) if altitude is not None else None,
+        "image_size": int(image_size),
+        "drop_unmatched_gallery": bool(drop_unmatched_gallery),
+        "flip_tta": bool(flip_tta),
+        "multi_query": multi_query,
+        "rerank": rerank,
+        "metric_definitions": dict(METRIC_DEFINITIONS),
+        "directions": {
+            direction: {
+                "queries": len(split.queries),
+                "gallery": len(split.gallery),
+                "ranked_gallery": int(split.ranked_gallery),
+                "split": split_hash(split),
+            }
+            for direction, split in splits.items()
+        },
+        "conventions": list(conventions),
+    }
+    fingerprint["id"] = digest(fingerprint)
+    return fingerprint
+
+
+def convention_protocol(fingerprint: dict, convention: str) -> dict:
+    """What the metrics of one convention depend on (the common fields, its direction's split and
+    its re-ranking settings); rows are comparable exactly when these are equal.
+
+    Args:
+        fingerprint: as written by :func:`protocol_fingerprint`.
+        convention: a metric row's name (``d2s``, ``s2d_rerank``, ``d2s_multi_vote``, …).
+
+    Returns:
+        The fields, with ``id`` their digest.
+    """
+    direction = convention.split("_")[0]
+    found = {key: fingerprint.get(key) for key in COMMON_FIELDS}
+    found.update(
+        direction=direction,
+        convention=convention,
+        split=(fingerprint.get("directions") or {}).get(direction),
+        rerank=fingerprint.get("rerank") if convention.endswith("_rerank") else None,
+    )
+    found["id"] = digest(found)
+    return found
