@@ -156,7 +156,10 @@ def test_every_readme_command_runs_as_documented(tmp_path):
     commands = readme_commands()
     # two lanes on two cores: the sweeps (timestamped multirun folders) in one, in order; the rest
     # (single runs, compose-only, index before localize) in the other, so no two share a folder
-    sweeps = [c for c in commands if " -m " in c.removeprefix("python -m ") and "--cfg" not in c]
+    # (the report reads what the sweeps wrote: it runs after them, in their lane)
+    sweeps = [
+        c for c in commands if (" -m " in c.removeprefix("python -m ") and "--cfg" not in c) or "mean_geo.report" in c
+    ]
     rest = [c for c in commands if c not in sweeps]
     with ThreadPoolExecutor(2) as lanes:
         failures = [
@@ -170,3 +173,5 @@ def test_every_readme_command_runs_as_documented(tmp_path):
     assert len(list((tmp_path / "logs" / "demo" / "multiruns").glob("*/*/metrics.json"))) == 4  # the methods
     assert (tmp_path / "dac_export" / "model.safetensors").is_file()
     assert list((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json"))
+    report = (tmp_path / "report.md").read_text()
+    assert "the protocols differ in: image_size" in report and "| 3 |" in report  # three seeds, one row

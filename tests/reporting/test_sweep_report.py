@@ -48,7 +48,7 @@ def test_every_metrics_json_has_its_protocol(sweep):
 
 
 def test_the_report_summarises_seeds_and_separates_the_other_size(sweep):
-    for suffix in (".md", ".csv", ".html"):
+    for suffix in (".md", ".csv", ".tex", ".html"):
         done = run_module(["-m", "mean_geo.report", "logs/sweep", "--out", f"report{suffix}"], sweep)
         assert done.returncode == 0, done.stderr
     assert "the protocols differ in: image_size" in done.stdout
@@ -68,6 +68,8 @@ def test_the_report_summarises_seeds_and_separates_the_other_size(sweep):
     md = (sweep / "report.md").read_text()
     mean_r1 = statistics.fmean(m["test/d2s/R@1"] for m in seeds)
     assert f"| 3 | {mean_r1:.2f} ± " in md and "## Table 2: d2s, image_size 64" in md
+    tex = (sweep / "report.tex").read_text()
+    assert f"& 3 & {mean_r1:.2f} $\\pm$ " in tex and tex.count("\\toprule") == 4
     dom = rendered_dom(sweep / "report.html")
     assert dom.count('class="report-table"') == 4 and dom.count('class="browser-link"') == 8
 

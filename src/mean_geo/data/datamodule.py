@@ -320,8 +320,10 @@ class CrossViewDataModule(L.LightningDataModule):
         return self.eval_datasets_for(stage)[self.eval_sets.index((direction, role))]
 
     def eval_records(self, stage: str, direction: str, role: str) -> list[ImageRecord]:
-        """The images of one evaluation set (``role``: "query" or "gallery") with their place and
-        altitude, in dataset order (the order of the embeddings' dataset indices)."""
+        """The images of one evaluation set (``role``: "query" or "gallery"), in dataset order.
+
+        Each record has its place and altitude; the order is that of the embeddings' dataset indices.
+        """
         return list(self._eval_dataset(stage, direction, role).records)
 
     def eval_altitudes(self, stage: str, direction: str, role: str) -> list[int | None]:

@@ -99,9 +99,10 @@ def map_svg(direction: BrowserDirection, shown: Sequence[int], width: int = 640,
     squash = math.cos(math.radians(lat0))
     xs = [p[1] * squash for p in points]
     ys = [p[0] for p in points]
-    span = max(max(xs) - min(xs), max(ys) - min(ys), 1e-6)
+    span_x, span_y = max(max(xs) - min(xs), 1e-9), max(max(ys) - min(ys), 1e-9)
     margin = 24
-    scale = min(width, height - 20) / span * 0.9
+    scale = min(width / span_x, height / span_y)  # the same metres per pixel both ways
+    width, height = max(round(span_x * scale), 80), max(round(span_y * scale), 80)
 
     def xy(p: tuple[float, float]) -> tuple[float, float]:
         x = margin + (p[1] * squash - min(xs)) * scale
@@ -129,7 +130,7 @@ def map_svg(direction: BrowserDirection, shown: Sequence[int], width: int = 640,
     metres_per_unit = 111_195.0 / scale  # one degree of latitude in metres, over pixels per degree
     bar_m = _round_length(metres_per_unit * width / 5)
     bar_px = bar_m / metres_per_unit
-    y = height + 2 * margin - 10
+    y = height + 2 * margin - 6
     parts.append(f'<line class="scale" x1="{margin}" y1="{y}" x2="{margin + bar_px:.1f}" y2="{y}"/>')
     parts.append(f'<text x="{margin}" y="{y - 4}">{bar_m:,.0f} m</text></svg>')
     return "".join(parts)
@@ -299,17 +300,17 @@ function section(d) {
   const side = el("div", {});
   const th = text => el("th", {text}), td = text => el("td", {text: String(text)});
   const table = el("table", {class: "places"}, el("tr", {}, th("place"), th("wrong"), th("queries")));
-  for (const [p, e, n] of d.places.slice(0, 30)) {
+  for (const [p, e, n] of d.places.slice(0, 15)) {
     const row = el("tr", {"data-place": p}, td(p), td(e), td(n));
     row.addEventListener("click", () => { place.value = p; state.place = p; state.page = 0; draw(); });
     table.append(row);
   }
-  side.append(el("h3", {text: "places with the most errors"}), table);
   if (d.map) {
     const holder = el("div", {class: "map-holder"});
     holder.innerHTML = d.map;
     side.append(el("h3", {text: "map: true position → top-1 match"}), holder);
   }
+  side.append(el("h3", {text: "places with the most errors (click to filter)"}), table);
   body.append(side, list);
   root.append(body);
   function draw() {

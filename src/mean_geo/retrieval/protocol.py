@@ -72,6 +72,8 @@ def protocol_fingerprint(
     flip_tta: bool,
     multi_query: str,
     rerank: dict | None,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
 ) -> dict:
     """Everything a number of this evaluation depends on besides the model, with its counts.
 
@@ -87,6 +89,8 @@ def protocol_fingerprint(
         flip_tta: whether embeddings average the image and its mirror.
         multi_query: the multi-query mode (``none``, ``mean``, ``max``, ``vote``).
         rerank: k-reciprocal settings, None when off.
+        corruptions: the corruptions applied to the drone queries of the ``d2s_corrupt`` rows.
+        severities: their severities.
 
     Returns:
         A JSON-ready dict; ``id`` identifies the whole of it.
@@ -101,6 +105,8 @@ def protocol_fingerprint(
         "flip_tta": bool(flip_tta),
         "multi_query": multi_query,
         "rerank": rerank,
+        "corruptions": sorted(corruptions),
+        "severities": sorted(severities),
         "metric_definitions": dict(METRIC_DEFINITIONS),
         "directions": {
             direction: {

@@ -235,6 +235,8 @@ def evaluation_protocol(
         flip_tta=lit.flip_tta,
         multi_query=lit.multi_query,
         rerank=asdict(lit.rerank) if lit.rerank is not None else None,
+        corruptions=sorted({name for name, _ in lit.last_corruptions}),
+        severities=sorted({severity for _, severity in lit.last_corruptions}),
     )
 
 
