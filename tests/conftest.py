@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from mean_geo.synthetic.writer import WorldSpec, write_world
 from tests.helpers.config import LEARNING_OVERRIDES, compose_config, quiet_overrides
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# search backend=auto caches its calibration per machine: never in the user's own cache folder
+os.environ.setdefault("MEAN_GEO_CACHE_DIR", tempfile.mkdtemp(prefix="mean_geo_cache_"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SUES_SPEC = WorldSpec("sues200", locations=10, seed=0, image_size=64, drone_per_location=3)

@@ -22,6 +22,9 @@ def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     # same distances; the speed-up is the bench's to report (a timed assertion fails on a busy machine)
     assert rerank["max_abs_difference"] < 1e-9 and rerank["speedup"] > 0
     assert any(k.endswith("batched vs dense per-item loop") for k in payload["ratios"])
+    auto = payload["results"]["search 20k top-10 auto"]
+    assert auto["chosen"] in ("torch", "faiss") and auto["calibration_s"] > 0
+    assert payload["ratios"]["search 20k top-10 auto / fastest exact fixed backend"] > 0
 
 
 @pytest.mark.parametrize("suite", ["main", "gpu"])

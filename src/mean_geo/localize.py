@@ -33,7 +33,12 @@ def parser() -> ToolParser:
     p.add_argument("--ckpt", required=True, help="the model that built the index (.ckpt or export folder)")
     p.add_argument("--k", type=whole_number_at_least(1), default=5, help="matches per photo (default 5)")
     p.add_argument("--out", default="localize_out", help="folder for the PNG strips (default localize_out)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="exact top-k search: auto (the faster on this machine, measured once), torch or faiss",
+    )
     p.add_argument(
         "--coords-csv",
         default=None,

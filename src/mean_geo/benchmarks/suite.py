@@ -35,7 +35,8 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
             ("embed 64px fp32", "embed", {"image_size": 64, "precision": "fp32", "batch": 8, **bb}),
             ("eval 300x60", "evaluation", {"n_query": 300, "n_gallery": 60, "positives": 1, "repeats": 1}),
             ("eval 20x600", "evaluation", {"n_query": 20, "n_gallery": 600, "positives": 6, "repeats": 1}),
-            ("search 20k top-10", "search", {"n_gallery": 20_000, "n_query": 100, "backend": "torch"}),
+            ("search 20k top-10 torch", "search", {"n_gallery": 20_000, "n_query": 2000, "backend": "torch"}),
+            ("search 20k top-10 auto", "search", {"n_gallery": 20_000, "n_query": 2000, "backend": "auto"}),
             ("rerank 200x40", "rerank", {"n_query": 200, "n_gallery": 40, "positives": 1, "reference": True}),
         ]
     batch = 16 if gpu else 4
@@ -72,6 +73,7 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
             {"n_gallery": 1_000_000, "n_query": 1000, "backend": "torch", "dtype": "bf16"},
         ),
         ("search 1M top-10 faiss", "search", {"n_gallery": 1_000_000, "n_query": 1000, "backend": "faiss"}),
+        ("search 1M top-10 auto", "search", {"n_gallery": 1_000_000, "n_query": 1000, "backend": "auto"}),
     ]
     for p in ("fp32", "bf16") if not gpu else ("fp16", "bf16"):
         out.append(
@@ -158,6 +160,12 @@ def ratios(results: dict) -> dict:
             out[f"{name}: ours vs official loop"] = res["speedup"]
         if "rerank" in name and "speedup" in res:
             out[f"{name}: batched vs dense per-item loop"] = res["speedup"]
+    for prefix in {n.rsplit(" ", 1)[0] for n in results if n.startswith("search") and n.endswith(" auto")}:
+        auto = get(f"{prefix} auto", "median_s")
+        fixed = {n: r["median_s"] for n, r in results.items() if n.startswith(prefix) and "median_s" in r}
+        exact = {n: t for n, t in fixed.items() if not n.endswith((" auto", " bf16"))}
+        if auto and exact:
+            out[f"{prefix} auto / fastest exact fixed backend"] = auto / min(exact.values())
     for p in ("fp32", "bf16", "fp16"):
         interleaved = get(f"authors' train 256px {p}", "ours_vs_authors")
         if interleaved:  # measured step by step in one process: the robust number
@@ -190,6 +198,8 @@ def table(results: dict, ratio: dict) -> Table:
             note = f"dense loop {r['reference_s']:.2f} s, x{r['speedup']:.0f}; max diff {r['max_abs_difference']:.0e}"
         elif "dense_matrices_gb" in r:
             note = f"a dense version holds {r['dense_matrices_gb']:.1f} GB of (N, N) matrices"
+        if "chosen" in r:
+            note = f"chose {r['chosen']} in a {r['calibration_s']:.2f} s calibration"
         if "ours_vs_authors" in r:
             note = f"ours {r['ours_interleaved_s']:.2f} s interleaved: x{r['ours_vs_authors']:.2f}"
         t.add_row(name, f"{median:.3f} s", thr, f"{r.get('peak_rss_mb', 0):.0f}", note)

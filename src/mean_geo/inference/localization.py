@@ -65,7 +65,7 @@ def localize(
     ckpt: str | Path | InferenceModel,
     k: int = 5,
     batch_size: int = 32,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> list[list[Match]]:
     """Top-k matches of every photo.
 

@@ -1,8 +1,10 @@
-"""Exact top-k search of L2-normalised embeddings: chunked torch (default) or faiss (optional).
+"""Exact top-k search of L2-normalised embeddings: chunked torch or faiss, ``auto`` by default.
 
 The gallery is scanned in chunks and a running top-k is kept, so a million-tile gallery never needs
-a (queries × gallery) score matrix.  faiss ``IndexFlatIP`` is the same exact search, useful where
-faiss is already part of a deployment (``pip install -e ".[faiss]"``).
+a (queries × gallery) score matrix.  faiss ``IndexFlatIP`` is the same exact search
+(``pip install -e ".[faiss]"``); which of the two is faster depends on the CPU, so ``auto`` measures
+it once per machine and problem shape (:mod:`mean_geo.retrieval.backend_choice`).  Every backend
+returns the same top-k with the same tie rule (higher score first, then the lower gallery index).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import torch
 
 from mean_geo.errors import ConfigError
 
-BACKENDS = ("torch", "faiss")
+BACKENDS = ("auto", "torch", "faiss")
+# faiss breaks ties at its k-th item arbitrarily: it is asked for this many more, and rows whose tie
+# runs past them are searched again by torch
+FAISS_TIE_MARGIN = 8
 
 
 @torch.no_grad()
@@ -21,7 +26,7 @@ def topk_search(
     k: int = 10,
     gallery_chunk: int = 65536,
     query_chunk: int = 1024,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and gallery indices of the ``k`` most similar gallery items per query, best first.
 
@@ -34,7 +39,8 @@ def topk_search(
         k: matches per query (at most G).
         gallery_chunk: gallery rows per matrix product (bounds memory).
         query_chunk: query rows per matrix product.
-        backend: ``torch`` or ``faiss`` (exact inner product; the same ranking).
+        backend: ``auto`` (the faster of the two on this machine, measured once and cached),
+            ``torch`` or ``faiss`` (exact inner product in fp32; the same ranking).
 
     Returns:
         ``(scores (Q, k), indices (Q, k))``.
@@ -42,8 +48,13 @@ def topk_search(
     if backend not in BACKENDS:
         raise ConfigError(f"search backend {backend!r}: expected one of {list(BACKENDS)}")
     k = min(k, gallery.shape[0])
+    if backend == "auto":
+        from mean_geo.retrieval.backend_choice import choose_backend
+
+        shape = (query.shape[0], gallery.shape[0], query.shape[1], k, query.device, query.dtype)
+        backend = choose_backend(*shape, search=topk_search)
     if backend == "faiss":
-        return _faiss_search(query, gallery, k)
+        return _faiss_search(query, gallery, k, gallery_chunk, query_chunk)
     all_scores, all_index = [], []
     for qs in range(0, query.shape[0], query_chunk):
         q = query[qs : qs + query_chunk]
@@ -80,12 +91,29 @@ def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return s.gather(1, order), i.gather(1, order)
 
 
-def _faiss_search(query: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _faiss_search(
+    query: torch.Tensor, gallery: torch.Tensor, k: int, gallery_chunk: int, query_chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """faiss' flat inner-product search, re-ordered to the torch tie rule: it returns
+    ``k + FAISS_TIE_MARGIN`` items, sorted here by (score descending, index ascending); rows whose
+    k-th score is shared beyond those (a tie faiss may have cut anywhere) go to the torch search."""
     try:
         import faiss
     except ImportError:
         raise ConfigError("search backend 'faiss' needs faiss: pip install -e '.[faiss]'") from None
+    wide = min(k + FAISS_TIE_MARGIN, gallery.shape[0])
     index = faiss.IndexFlatIP(gallery.shape[1])
     index.add(gallery.float().cpu().contiguous().numpy())
-    scores, indices = index.search(query.float().cpu().contiguous().numpy(), k)
-    return torch.from_numpy(scores), torch.from_numpy(indices).long()
+    scores, indices = index.search(query.float().cpu().contiguous().numpy(), wide)
+    scores, indices = torch.from_numpy(scores), torch.from_numpy(indices).long()
+    by_index = torch.argsort(indices, dim=1)
+    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    scores, indices = scores.gather(1, order), indices.gather(1, order)
+    cut = scores[:, k - 1] == scores[:, -1] if wide > k else torch.zeros(len(scores), dtype=torch.bool)
+    scores, indices = scores[:, :k].contiguous(), indices[:, :k].contiguous()
+    if bool(cut.any()):
+        rows = cut.nonzero().squeeze(1)
+        again = topk_search(query[rows.to(query.device)].float(), gallery, k, gallery_chunk, query_chunk, "torch")
+        scores[rows], indices[rows] = again[0].cpu(), again[1].cpu()
+    return scores.to(query.device), indices.to(query.device)

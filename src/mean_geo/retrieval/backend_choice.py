@@ -1,0 +1,176 @@
+"""``backend=auto``: which exact top-k backend is fastest on this machine, for this problem size.
+
+The fastest exact search depends on the CPU (faiss' flat index was 1.4× faster than torch on an
+AMD EPYC, 4× slower on an Intel Xeon, same problem), so it is measured, not guessed: a short
+calibration (each candidate on a sample of the problem, a few hundred milliseconds) whose verdict
+is cached per machine, kernel limits, library versions, thread count and problem shape in the
+user's cache folder.  Small problems skip it: their search costs less than measuring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# a search of fewer (query × gallery) pairs than this takes well under calibrating's time
+CALIBRATE_MIN_PAIRS = 2**25
+CALIBRATION_QUERIES = 256
+CALIBRATION_GALLERY = 32_768
+# environment variables that change which kernels torch, oneDNN and MKL run
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
+CACHE_FILE = "search_backends.json"
+
+
+def cache_dir() -> Path:
+    """``$MEAN_GEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/mean_geo``, else ``~/.cache/mean_geo``."""
+    explicit = os.environ.get("MEAN_GEO_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mean_geo"
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def candidates(device: torch.device) -> list[str]:
+    """The exact backends worth timing here: faiss only on CPU and only when installed."""
+    if device.type != "cpu" or not faiss_available():
+        return ["torch"]
+    return ["torch", "faiss"]
+
+
+def machine_key() -> str:
+    """What decides which kernels run: the CPU model and its instruction sets, the kernel limits
+    set in the environment, torch's and faiss' versions and torch's thread count."""
+    cpu, flags = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    for line in info:
+        field, _, value = line.partition(":")
+        if field.strip() == "model name":
+            cpu = value.strip()
+        elif field.strip() == "flags":
+            flags = value.strip()
+            break
+    parts = [
+        cpu,
+        hashlib.sha256(flags.encode()).hexdigest()[:12],
+        f"torch={torch.__version__}",
+        f"threads={torch.get_num_threads()}",
+    ]
+    if faiss_available():
+        import faiss
+
+        parts.append(f"faiss={faiss.__version__}")
+    parts += [f"{name}={os.environ[name]}" for name in KERNEL_ENV if name in os.environ]
+    return "|".join(parts)
+
+
+def shape_key(n_query: int, dim: int, k: int, dtype: torch.dtype) -> str:
+    """Queries bucketed by powers of two up to the chunk of 1,024 (faiss and torch block queries
+    differently at small counts; beyond a chunk the time per pair is flat); the gallery size does
+    not enter: both backends stream it."""
+    q_bucket = 2 ** min(10, max(0, math.ceil(math.log2(max(n_query, 1)))))
+    return f"q<={q_bucket}|d={dim}|k={k}|{str(dtype).removeprefix('torch.')}"
+
+
+def choose_backend(
+    n_query: int,
+    n_gallery: int,
+    dim: int,
+    k: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    search: Callable[..., object],
+) -> str:
+    """The fastest exact backend for a (n_query × n_gallery) search on this machine.
+
+    Args:
+        n_query: queries in the search.
+        n_gallery: gallery items.
+        dim: embedding size.
+        k: matches per query.
+        device: where the query lives (a GPU always uses torch).
+        dtype: the query's dtype (part of the cache key).
+        search: the search function, called as ``search(q, g, k=k, backend=name)``.
+
+    Returns:
+        A fixed backend name (``torch`` or ``faiss``).
+    """
+    options = candidates(device)
+    if len(options) == 1 or n_query * n_gallery < CALIBRATE_MIN_PAIRS:
+        return "torch"
+    machine, shape = machine_key(), shape_key(n_query, dim, k, dtype)
+    cache = _read_cache()
+    known = cache.get(machine, {}).get(shape)
+    if isinstance(known, dict) and known.get("backend") in options:
+        return str(known["backend"])
+    times = calibrate(
+        min(n_query, CALIBRATION_QUERIES), min(n_gallery, CALIBRATION_GALLERY), dim, k, dtype, options, search
+    )
+    best = min(times, key=times.__getitem__)
+    cache.setdefault(machine, {})[shape] = {"backend": best, "seconds": times}
+    _write_cache(cache)
+    return best
+
+
+def calibrate(
+    n_query: int,
+    n_gallery: int,
+    dim: int,
+    k: int,
+    dtype: torch.dtype,
+    options: list[str],
+    search: Callable[..., object],
+) -> dict[str, float]:
+    """Best-of-two seconds of each backend on random unit vectors of the problem's shape (after one
+    warm-up each, which also starts the thread pools)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(n_query, dim, generator=gen), dim=1).to(dtype)
+    g = torch.nn.functional.normalize(torch.randn(n_gallery, dim, generator=gen), dim=1).to(dtype)
+    times: dict[str, float] = {name: math.inf for name in options}
+    for name in options:
+        search(q[:8], g[:256], k=k, backend=name)
+    for _ in range(2):  # interleaved: a drift of a shared machine hits every backend alike
+        for name in options:
+            start = time.perf_counter()
+            search(q, g, k=k, backend=name)
+            times[name] = min(times[name], time.perf_counter() - start)
+    return {name: round(t, 6) for name, t in times.items()}
+
+
+def _read_cache() -> dict:
+    """The cached verdicts; an unreadable or foreign file counts as empty (it is only a cache)."""
+    try:
+        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(cache: dict) -> None:
+    """Atomic replace; a cache folder that cannot be written only means calibrating again."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{CACHE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        tmp.replace(folder / CACHE_FILE)
+    except OSError:
+        pass
