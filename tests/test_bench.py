@@ -11,7 +11,7 @@ from mean_geo.benchmarks.suite import plan, ratios
 @pytest.mark.slow
 def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     out = tmp_path / "results.json"
-    assert main(["--quick", "--only", "eval", "search", "rerank", "--out", str(out)]) == 0
+    assert main(["--quick", "--only", "eval", "search", "rerank", "loader", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert payload["machine"]["torch"] and payload["device"] in ("cpu", "cuda")
     evals = [r for n, r in payload["results"].items() if n.startswith("eval")]
@@ -25,6 +25,21 @@ def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     auto = payload["results"]["search 20k top-10 auto"]
     assert auto["chosen"] in ("torch", "faiss") and auto["calibration_s"] > 0
     assert payload["ratios"]["search 20k top-10 auto / fastest exact fixed backend"] > 0
+    loader = payload["results"]["loader 64px"]
+    assert (
+        loader["pairs"] == 32 and loader["pairs_per_s_per_worker"] > 0 and loader["authors_pairs_per_s_per_worker"] > 0
+    )
+    assert set(loader["ms_per_pair"]) == set(loader["authors_ms_per_pair"]) == {"read", "decode", "augment", "collate"}
+    assert payload["ratios"]["loader 64px: ours / authors' pairs per s per worker"] == loader["ours_vs_authors"]
+
+
+def test_the_starvation_line_measures_loader_and_step_and_skips_without_cuda(monkeypatch):
+    monkeypatch.setattr(cases, "DEVICE", "cpu")
+    assert "skipped" in cases.starvation()
+    small = dict(image_size=32, batch=2, workers=1, batches=2, backbone="test_convnext", source_size=48)
+    r = cases.starvation(**small, on_cpu=True)
+    assert r["loader_pairs_per_s"] > 0 and r["loader_gpu_decode_pairs_per_s"] > 0 and r["step_pairs_per_s"] > 0
+    assert r["starved"] == (r["loader_pairs_per_s"] < r["step_pairs_per_s"])
 
 
 @pytest.mark.parametrize("suite", ["main", "gpu"])

@@ -9,8 +9,13 @@ def test_sues200_all_altitudes_train_batches(sues_world):
     dm = SUES200DataModule(sues_world, altitude="all", image_size=32, batch_size=4, num_workers=0)
     dm.setup("fit")
     assert dm.num_classes == 6 and len(dm.train_set) == 4 * 6 * 3
-    drone, sat, labels = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[0].dtype == batch[1].dtype == torch.uint8  # workers hand over uint8 ...
+    drone, sat, labels = dm.on_after_batch_transfer(batch, 0)  # ... normalised where they train
     assert drone.shape == sat.shape == (4, 3, 32, 32) and drone.dtype == torch.float32
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    assert torch.allclose(drone[0], (batch[0][0].float() / 255 - mean) / std, atol=1e-5)
     assert len(set(labels.tolist())) == 4 and labels.max() < 6
     assert dm.eval_sets == [("d2s", "query"), ("d2s", "gallery"), ("s2d", "query"), ("s2d", "gallery")]
     sizes = [len(d) for d in dm.eval_datasets]

@@ -315,3 +315,41 @@ def ddp_smoke(devices: int = 1, timeout_s: int = 300) -> dict:
         (metrics,) = Path(work, "logs", "smoke", "runs").glob("*/metrics.json")
         r1 = json.loads(metrics.read_text())["metrics"].get("test/d2s/R@1")
     return {"median_s": wall, "wall_s": wall, "test_d2s_R@1": r1, **peak_memory_mb()}
+
+
+def loader(**kwargs) -> dict:
+    """The training input pipeline, ours vs the authors' (:mod:`mean_geo.benchmarks.loader`)."""
+    from mean_geo.benchmarks.loader import loader as run
+
+    return run(**kwargs)
+
+
+def starvation(
+    image_size: int = 384,
+    batch: int = 16,
+    workers: int | None = None,
+    batches: int = 20,
+    backbone: str = "convnext_tiny.fb_in22k_ft_in1k",
+    source_size: int = 512,
+    on_cpu: bool = False,
+) -> dict:
+    """Is the GPU starved?  The training loader alone (decode_on=cpu and =gpu, with this node's CPU
+    workers) against the model step alone (bf16, channels-last), in pairs/s.  ``on_cpu``: run it
+    without a GPU anyway (the test of this case; its numbers mean nothing there)."""
+    from mean_geo.benchmarks.loader import loader_rates
+
+    if DEVICE != "cuda" and not on_cpu:
+        return {"skipped": "no CUDA device: the starvation line compares a GPU's step with its loader"}
+    workers = workers or min(16, os.cpu_count() or 1)
+    rates = loader_rates(torch.device(DEVICE), image_size, batch, workers, batches, source_size)
+    model, loss, drone = _setup(backbone, True, batch, image_size)
+    step_s = median_time(_our_step(model, loss, drone, torch.randn_like(drone), "bf16"), repeats=5)["median_s"]
+    step = batch / step_s
+    return {
+        **rates,
+        "step_pairs_per_s": step,
+        "starved": rates["loader_pairs_per_s"] < step,
+        "starved_with_gpu_decode": rates["loader_gpu_decode_pairs_per_s"] < step,
+        "median_s": step_s,
+        **peak_memory_mb(),
+    }

@@ -38,6 +38,7 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
             ("search 20k top-10 torch", "search", {"n_gallery": 20_000, "n_query": 2000, "backend": "torch"}),
             ("search 20k top-10 auto", "search", {"n_gallery": 20_000, "n_query": 2000, "backend": "auto"}),
             ("rerank 200x40", "rerank", {"n_query": 200, "n_gallery": 40, "positives": 1, "reference": True}),
+            ("loader 64px", "loader", {"image_size": 64, "source_size": 96, "pairs": 32, "batch": 8, "places": 4}),
         ]
     batch = 16 if gpu else 4
     precisions = ["fp32", "bf16", "fp16"] if gpu else ["fp32", "bf16"]
@@ -57,6 +58,12 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
         name = f"embed 384px {p}{'+channels_last' if cl else ''}"
         out.append((name, "embed", {"image_size": 384, "precision": p, "batch": eb, "channels_last": cl}))
     out += [
+        ("loader 384px", "loader", {"image_size": 384, "source_size": 512, "pairs": 320, "batch": 16}),
+        (
+            "loader 384px cached",
+            "loader",
+            {"image_size": 384, "source_size": 512, "pairs": 320, "batch": 16, "cache": True},
+        ),
         ("eval U1652 D2S 37855x951", "evaluation", {"n_query": 37_855, "n_gallery": 951, "positives": 1}),
         ("eval U1652 S2D 701x51355", "evaluation", {"n_query": 701, "n_gallery": 51_355, "positives": 54}),
         (
@@ -121,6 +128,11 @@ def gpu_plan(quick: bool) -> list[tuple[str, str, dict]]:
             {"n_gallery": n[2], "n_query": 1000, "backend": "torch", "dtype": "bf16"},
         ),
         ("gpu DDP smoke (1 GPU)", "ddp_smoke", {"devices": 1}),
+        (
+            f"gpu loader vs step {size}px bf16",
+            "starvation",
+            {"image_size": size, "batch": batch, "batches": 4 if quick else 20},
+        ),
     ]
     return out
 
@@ -166,6 +178,9 @@ def ratios(results: dict) -> dict:
         exact = {n: t for n, t in fixed.items() if not n.endswith((" auto", " bf16"))}
         if auto and exact:
             out[f"{prefix} auto / fastest exact fixed backend"] = auto / min(exact.values())
+    for name, res in results.items():
+        if name.startswith("loader") and "ours_vs_authors" in res:
+            out[f"{name}: ours / authors' pairs per s per worker"] = res["ours_vs_authors"]
     for p in ("fp32", "bf16", "fp16"):
         interleaved = get(f"authors' train 256px {p}", "ours_vs_authors")
         if interleaved:  # measured step by step in one process: the robust number
@@ -191,6 +206,8 @@ def table(results: dict, ratio: dict) -> Table:
             if "images_per_s" in r
             else f"{r['pairs_per_s']:.2f} pairs/s"
             if "pairs_per_s" in r
+            else f"{r['pairs_per_s_per_worker']:.1f} pairs/s/worker"
+            if "pairs_per_s_per_worker" in r
             else ""
         )
         note = f"official loop {r['official_loop_s']:.2f} s, x{r['speedup']:.0f}" if "official_loop_s" in r else ""
@@ -198,9 +215,17 @@ def table(results: dict, ratio: dict) -> Table:
             note = f"dense loop {r['reference_s']:.2f} s, x{r['speedup']:.0f}; max diff {r['max_abs_difference']:.0e}"
         elif "dense_matrices_gb" in r:
             note = f"a dense version holds {r['dense_matrices_gb']:.1f} GB of (N, N) matrices"
+        if "starved" in r:
+            note = (
+                f"loader {r['loader_pairs_per_s']:.0f} (GPU decode {r['loader_gpu_decode_pairs_per_s']:.0f}) vs "
+                f"step {r['step_pairs_per_s']:.0f} pairs/s: " + ("starved" if r["starved"] else "fed")
+            )
         if "chosen" in r:
             note = f"chose {r['chosen']} in a {r['calibration_s']:.2f} s calibration"
-        if "ours_vs_authors" in r:
+        if "authors_pairs_per_s_per_worker" in r:
+            split = " ".join(f"{k} {v:.2f}" for k, v in r["ms_per_pair"].items())
+            note = f"authors' {r['authors_pairs_per_s_per_worker']:.1f} pairs/s/worker; ms/pair: {split}"
+        elif "ours_vs_authors" in r:
             note = f"ours {r['ours_interleaved_s']:.2f} s interleaved: x{r['ours_vs_authors']:.2f}"
         t.add_row(name, f"{median:.3f} s", thr, f"{r.get('peak_rss_mb', 0):.0f}", note)
     t.add_section()

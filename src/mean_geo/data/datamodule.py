@@ -23,13 +23,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mean_geo.data import layouts
+from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, mean_fill, normalize_batch
 from mean_geo.data.coordinates import read_coordinates_csv
 from mean_geo.data.datasets import CorruptedImageList, ImageListDataset, PairedViewsDataset, make_pairs
+from mean_geo.data.decoded_cache import CACHE_KINDS, CachedPairsDataset, DecodedCache, check_cache_dir
+from mean_geo.data.device_decode import DECODE_ON, EncodedPairsDataset, collate_encoded, decode_and_augment
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_readers
-from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform, train_transform
+from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform
 from mean_geo.errors import ConfigError, whole_number
 from mean_geo.utils.registry import Registry
 
@@ -86,6 +89,11 @@ class CrossViewDataModule(L.LightningDataModule):
         coordinates_csv: where places are, for metres on the ground; None: ``<root>/coordinates.csv``.
         color_jitter: per view (``satellite``, ``drone``), the colour jitter's (brightness, contrast,
             saturation, hue); a view left out keeps MEAN's and DAC's values (a method's recipe sets its own).
+        decode_on: ``cpu`` (workers decode and augment) or ``gpu`` (workers read bytes and draw the
+            augmentation; the trainer's device decodes and augments: :mod:`mean_geo.data.device_decode`).
+        cache: ``none`` or ``uint8`` (training images decoded once at the training size into a
+            memory map: :mod:`mean_geo.data.decoded_cache`).
+        cache_dir: where the decoded cache is kept (never inside ``root``).
 
     Raises:
         ConfigError: a direction or a size that cannot be.
@@ -112,8 +120,24 @@ class CrossViewDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         coordinates_csv: str | None = None,
         color_jitter: dict[str, list[float]] | None = None,
+        decode_on: str = "cpu",
+        cache: str = "none",
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        if decode_on not in DECODE_ON:
+            raise ConfigError(f"dataset.decode_on={decode_on!r}: expected one of {', '.join(DECODE_ON)}")
+        if cache not in CACHE_KINDS:
+            raise ConfigError(f"dataset.cache={cache!r}: expected one of {', '.join(CACHE_KINDS)}")
+        if cache != "none" and decode_on == "gpu":
+            raise ConfigError(
+                "dataset.cache=uint8 with dataset.decode_on=gpu: the cache holds decoded images, decode_on=gpu "
+                "sends JPEG bytes to the device; choose one"
+            )
+        if cache != "none" and cache_dir is None:
+            raise ConfigError("dataset.cache=uint8: dataset.cache_dir must say where the decoded images go")
+        self.decode_on, self.cache = decode_on, cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         bad = [d for d in directions if d not in DIRECTIONS]
         if bad or not directions:
             raise ConfigError(f"directions {list(directions)}: expected a non-empty subset of {list(DIRECTIONS)}")
@@ -189,7 +213,10 @@ class CrossViewDataModule(L.LightningDataModule):
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Write the synthetic world on first use (once per node); a real dataset is only read."""
+        """Write what is written once per node: the synthetic world, the decoded cache.
+
+        A real dataset is only read; the cache goes to ``cache_dir``, outside it.
+        """
         if self.synthesize is not None:
             if self.write_world is None:
                 raise ConfigError(
@@ -197,6 +224,8 @@ class CrossViewDataModule(L.LightningDataModule):
                     "(build the datamodule with mean_geo.training.composition.build_datamodule)"
                 )
             self.write_world(self.root)
+        if self.cache == "uint8":  # once per node; every rank's setup then finds it built
+            self.decoded_cache(make_pairs(self.train_split)).build(max(1, self.num_workers))
 
     @property
     def eval_sets(self) -> list[tuple[str, str]]:
@@ -277,16 +306,17 @@ class CrossViewDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read the splits and build the datasets of ``stage`` (Lightning's hook; once per stage)."""
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = PairedViewsDataset(
-                make_pairs(self.train_split),
-                train_transform(
-                    self.image_size, "drone", self.augment, self.mean, self.std, self.color_jitter.get("drone")
-                ),
-                train_transform(
-                    self.image_size, "satellite", self.augment, self.mean, self.std, self.color_jitter.get("satellite")
-                ),
-                self.joint_flip_p if self.augment else 0.0,
-            )
+            pairs = make_pairs(self.train_split)
+            args = (pairs, self.view_recipe("drone"), self.view_recipe("satellite"))
+            kwargs = {"joint_flip_p": self.joint_flip_p if self.augment else 0.0, "fill": mean_fill(self.mean)}
+            if self.cache == "uint8":
+                cache = self.decoded_cache(pairs)
+                cache.build(max(1, self.num_workers))
+                self.train_set = CachedPairsDataset(*args, cache=cache, **kwargs)
+            elif self.decode_on == "gpu":
+                self.train_set = EncodedPairsDataset(*args, **kwargs)
+            else:
+                self.train_set = PairedViewsDataset(*args, **kwargs)
         if not self.eval_datasets:
             folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
             records = {f: self.read_eval(f) for f in dict.fromkeys(folders)}
@@ -371,6 +401,47 @@ class CrossViewDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
+    def decoded_cache(self, pairs: list[tuple[Path, Path, int]]) -> DecodedCache:
+        """The decoded cache of these training pairs at the training size (not yet built)."""
+        assert self.cache_dir is not None
+        check_cache_dir(self.cache_dir, self.root)
+        images = [p for drone, sat, _ in pairs for p in (drone, sat)]
+        return DecodedCache(self.cache_dir, images, self.image_size)
+
+    def view_recipe(self, view: str) -> ViewRecipe:
+        """What one view's training images go through (``dataset.augment``, ``dataset.color_jitter``)."""
+        jitter = self.color_jitter.get(view, COLOR_JITTER[view])
+        return ViewRecipe(
+            self.image_size,
+            photometric=self.augment is True,
+            rotate=bool(self.augment) and view == "satellite",
+            jitter=tuple(jitter),  # type: ignore[arg-type]
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Finish training batches on the device they train on (Lightning's hook).
+
+        They arrive as uint8 (a quarter of the bytes to move), or with ``decode_on=gpu`` as JPEG
+        bytes and drawn parameters: decoded, augmented and normalised here.  Evaluation batches
+        are already float and pass unchanged.
+        """
+        if isinstance(batch, (list, tuple)) and len(batch) == 6 and isinstance(batch[2], torch.Tensor):
+            drones, sats, labels, drone_draws, sat_draws, flips = batch
+            assert self.train_set is not None
+            fill, device = self.train_set.fill, labels.device
+            drone = decode_and_augment(drones, drone_draws, flips, self.train_set.drone_recipe, fill, device)
+            sat = decode_and_augment(sats, sat_draws, flips, self.train_set.satellite_recipe, fill, device)
+            batch = (drone, sat, labels)
+        if isinstance(batch, (list, tuple)) and len(batch) == 3 and isinstance(batch[0], torch.Tensor):
+            drone, satellite, labels = batch
+            if drone.dtype == torch.uint8:
+                return (
+                    normalize_batch(drone, self.mean, self.std),
+                    normalize_batch(satellite, self.mean, self.std),
+                    labels,
+                )
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         """Batches of place-unique pairs, this rank's share of each global batch."""
         assert self.train_set is not None, "call setup('fit') first"
@@ -382,6 +453,7 @@ class CrossViewDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_encoded if self.decode_on == "gpu" else None,
         )
 
     def _eval_loaders(self, datasets: list[ImageListDataset]) -> list[DataLoader]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
 
+from mean_geo.data.augment import ViewRecipe, apply, draw
 from mean_geo.data.corruptions import condition_seed, corrupt
 from mean_geo.data.layouts import ImageRecord, TrainSplit
 from mean_geo.errors import DatasetLayoutError
@@ -32,6 +35,51 @@ def load_rgb(path: Path) -> Image.Image:
         raise DatasetLayoutError(f"{path}: cannot be decoded as an image ({exc})") from exc
 
 
+#: what torchvision's libjpeg-turbo/libpng decoders read (faster than PIL, and no PIL → tensor copy)
+TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+def read_image(path: Path, min_side: int | None = None) -> torch.Tensor:
+    """An image as a (3, H, W) uint8 RGB tensor, as :func:`load_rgb` sees it, decoded the fast way.
+
+    The header is read by PIL first (its decompression-bomb limit, the format, the size); JPEG, PNG
+    and WebP are then decoded by torchvision, everything else (TIFF, 16-bit greyscale, …) and
+    anything torchvision refuses by :func:`load_rgb`, which names the file when it fails too.
+
+    Args:
+        path: the image file.
+        min_side: the size it will be resized to: a JPEG at least twice that large is decoded at
+            1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), never below ``min_side``.
+
+    Returns:
+        The image, in HWC memory (what both augmentation kernels read without a copy).
+    """
+    try:
+        data = Path(path).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format, img.size
+            if fmt == "JPEG" and min_side and min(width, height) >= 2 * min_side:
+                img.draft("RGB", (max(min_side, width // 8), max(min_side, height // 8)))
+                rgb = ImageOps.exif_transpose(img).convert("RGB")
+                return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+    except Image.DecompressionBombError as exc:
+        raise DatasetLayoutError(f"{path}: too large to decode safely ({exc}); downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetLayoutError(f"{path}: cannot be decoded as an image ({exc})") from exc
+    if fmt in TORCHVISION_FORMATS:
+        try:
+            image = decode_image(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                mode=ImageReadMode.RGB,
+                apply_exif_orientation=True,
+            )
+            if image.dtype == torch.uint8:
+                return image
+        except RuntimeError:
+            pass  # e.g. a CMYK JPEG: PIL reads it
+    return torch.from_numpy(np.asarray(load_rgb(path)).copy()).permute(2, 0, 1)
+
+
 def make_pairs(split: TrainSplit) -> list[tuple[Path, Path, int]]:
     """Every drone image with its location's satellite image and the location's class label.
 
@@ -45,19 +93,26 @@ def make_pairs(split: TrainSplit) -> list[tuple[Path, Path, int]]:
 
 
 class PairedViewsDataset(Dataset):
-    """(drone image, satellite image, location label) for training."""
+    """(drone image, satellite image, location label) for training, as uint8 (3, S, S) tensors.
+
+    The batch is normalised where it trains (:func:`mean_geo.data.augment.normalize_batch`, the
+    datamodule's ``on_after_batch_transfer``).  Each image's augmentation is drawn here, from torch's
+    RNG, and applied by the CPU kernels (:mod:`mean_geo.data.augment`).
+    """
 
     def __init__(
         self,
         pairs: Sequence[tuple[Path, Path, int]],
-        drone_transform: Callable,
-        satellite_transform: Callable,
+        drone_recipe: ViewRecipe,
+        satellite_recipe: ViewRecipe,
         joint_flip_p: float = 0.5,
+        fill: Sequence[int] = (124, 116, 104),
     ) -> None:
         self.pairs = list(pairs)
-        self.drone_transform = drone_transform
-        self.satellite_transform = satellite_transform
+        self.drone_recipe = drone_recipe
+        self.satellite_recipe = satellite_recipe
         self.joint_flip_p = joint_flip_p
+        self.fill = tuple(fill)
 
     @property
     def labels(self) -> list[int]:
@@ -66,13 +121,19 @@ class PairedViewsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def load(self, path: Path, size: int) -> torch.Tensor:
+        """One image as uint8 (3, H, W), before augmentation (a decoded cache overrides this)."""
+        return read_image(path, size)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         drone_path, sat_path, label = self.pairs[index]
-        drone, sat = load_rgb(drone_path), load_rgb(sat_path)
+        drone = self.load(drone_path, self.drone_recipe.size)
+        sat = self.load(sat_path, self.satellite_recipe.size)
         if torch.rand(()) < self.joint_flip_p:  # the same mirror for both views keeps them consistent
-            drone = drone.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            sat = sat.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return self.drone_transform(drone), self.satellite_transform(sat), label
+            drone, sat = drone.flip(-1), sat.flip(-1)
+        drone = apply(drone, draw(self.drone_recipe), self.drone_recipe, self.fill)
+        sat = apply(sat, draw(self.satellite_recipe), self.satellite_recipe, self.fill)
+        return drone, sat, label
 
 
 class ImageListDataset(Dataset):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -38,12 +39,24 @@ def cache_dir() -> Path:
     return Path(base) / "mean_geo"
 
 
-def faiss_available() -> bool:
+def import_faiss():
+    """faiss, or None when it is not installed.  Its loader logs each SIMD build it could not load
+    (``No module named 'faiss.swigfaiss_avx512'``) at INFO, which reads like an error in a run's
+    log; that logger is held to warnings while it loads."""
+    loader_log = logging.getLogger("faiss.loader")
+    level = loader_log.level
+    loader_log.setLevel(logging.WARNING)
     try:
-        import faiss  # noqa: F401
+        import faiss
     except ImportError:
-        return False
-    return True
+        return None
+    finally:
+        loader_log.setLevel(level)
+    return faiss
+
+
+def faiss_available() -> bool:
+    return import_faiss() is not None
 
 
 def candidates(device: torch.device) -> list[str]:
@@ -74,9 +87,8 @@ def machine_key() -> str:
         f"torch={torch.__version__}",
         f"threads={torch.get_num_threads()}",
     ]
-    if faiss_available():
-        import faiss
-
+    faiss = import_faiss()
+    if faiss is not None:
         parts.append(f"faiss={faiss.__version__}")
     parts += [f"{name}={os.environ[name]}" for name in KERNEL_ENV if name in os.environ]
     return "|".join(parts)

@@ -94,13 +94,17 @@ def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 def _faiss_search(
     query: torch.Tensor, gallery: torch.Tensor, k: int, gallery_chunk: int, query_chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """faiss' flat inner-product search, re-ordered to the torch tie rule: it returns
-    ``k + FAISS_TIE_MARGIN`` items, sorted here by (score descending, index ascending); rows whose
-    k-th score is shared beyond those (a tie faiss may have cut anywhere) go to the torch search."""
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError("search backend 'faiss' needs faiss: pip install -e '.[faiss]'") from None
+    """The flat inner-product search of faiss, re-ordered to the torch tie rule.
+
+    faiss returns ``k + FAISS_TIE_MARGIN`` items, sorted here by (score descending, index
+    ascending); rows whose k-th score is shared beyond those (a tie faiss may have cut anywhere)
+    go to the torch search.
+    """
+    from mean_geo.retrieval.backend_choice import import_faiss
+
+    faiss = import_faiss()
+    if faiss is None:
+        raise ConfigError("search backend 'faiss' needs faiss: pip install -e '.[faiss]'")
     wide = min(k + FAISS_TIE_MARGIN, gallery.shape[0])
     index = faiss.IndexFlatIP(gallery.shape[1])
     index.add(gallery.float().cpu().contiguous().numpy())

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mean_geo.errors import CheckpointError, TrainingDiverged, whole_number
+from mean_geo.errors import CheckpointError, ConfigError, TrainingDiverged, whole_number
 from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.specs import checkpoint_spec, model_spec
 from mean_geo.losses import MEANLoss, build_loss
@@ -114,6 +114,11 @@ class MEANLitModule(L.LightningModule):
     # --- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         drone, satellite, labels = batch
+        if drone.dtype == torch.uint8 or satellite.dtype == torch.uint8:
+            raise ConfigError(
+                "a training batch arrived as uint8 images: train with the datamodule (its "
+                "on_after_batch_transfer normalises them) or normalise with mean_geo.data.augment.normalize_batch"
+            )
         if self.automatic_optimization:
             # branch BatchNorm statistics stay per view, as in the reference's two calls
             terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
