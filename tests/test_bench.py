@@ -2,6 +2,7 @@ import inspect
 import json
 
 import pytest
+import torch
 
 from mean_geo.bench import main
 from mean_geo.benchmarks import cases
@@ -11,7 +12,9 @@ from mean_geo.benchmarks.suite import plan, ratios
 @pytest.mark.slow
 def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     out = tmp_path / "results.json"
+    threads = torch.get_num_threads()
     assert main(["--quick", "--only", "eval", "search", "rerank", "loader", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # the loader case measures one worker, then gives them back
     payload = json.loads(out.read_text())
     assert payload["machine"]["torch"] and payload["device"] in ("cpu", "cuda")
     evals = [r for n, r in payload["results"].items() if n.startswith("eval")]

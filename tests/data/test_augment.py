@@ -253,3 +253,43 @@ def test_encode_sends_only_upright_baseline_jpegs_as_bytes(tmp_path):
     Image.fromarray(photo(40).permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     (tmp_path / "tile.png").write_bytes(buffer.getvalue())
     assert isinstance(encode(tmp_path / "tile.png", 32), torch.Tensor)
+
+
+FORKED_WORKER_SCRIPT = """
+import cv2, numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+{import_first}
+cv2.setNumThreads(2)  # the parent's own OpenCV work, on OpenCV's thread pool
+for _ in range(5):
+    cv2.GaussianBlur(np.zeros((1500, 1500, 3), np.uint8), (0, 0), 3)
+{import_after}
+from mean_geo.data.augment import Draw, ViewRecipe, apply, mean_fill
+
+class Blurred(Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        d = Draw(jitter=[("brightness", 1.1)], filter=("blur", 1.0))
+        return apply(torch.full((3, 64, 64), 100, dtype=torch.uint8), d, ViewRecipe(64), mean_fill(None))
+
+batches = list(DataLoader(Blurred(), batch_size=2, num_workers=1, multiprocessing_context="fork"))
+print("ok", len(batches), cv2.getNumThreads())
+"""
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["imported-before-the-pool", "imported-after"])
+def test_a_forked_worker_runs_opencv_after_the_parent_used_its_thread_pool(before):
+    """OpenCV's thread pool does not survive fork(): a DataLoader worker forked from a process whose
+    pool had started hung in its first OpenCV call (CI hung here for an hour).  Run it in a child
+    process with a deadline, so a hang is a failure."""
+    import subprocess
+    import sys
+
+    line = "import mean_geo.data.augment"
+    script = FORKED_WORKER_SCRIPT.format(import_first=line if before else "", import_after="" if before else line)
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked DataLoader worker hung in OpenCV")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "2", "2"]  # and the parent keeps the threads it asked for

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,19 @@ def _our_pair(dataset) -> Callable:
     return pair
 
 
+@contextmanager
+def _one_thread(cv2) -> Iterator[None]:
+    """A worker's threads (torch's and OpenCV's) for the measurement; the caller's back after."""
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv2_threads)
+
+
 def loader(
     image_size: int = 384,
     source_size: int = 512,
@@ -151,11 +165,9 @@ def loader(
         drone_tf, sat_tf = authors_transforms(image_size, "drone"), authors_transforms(image_size, "satellite")
     except ImportError as exc:
         return {"skipped": f"the authors' pipeline needs albumentations (pip install mean-geo[bench]): {exc}"}
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+    with _one_thread(cv2), tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
         files = write_images(Path(tmp), places, max(1, pairs // places // 4), source_size)
         recipes = {v: ViewRecipe(image_size, rotate=v == "satellite", jitter=COLOR_JITTER[v]) for v in COLOR_JITTER}
         dataset = PairedViewsDataset(files, recipes["drone"], recipes["satellite"])

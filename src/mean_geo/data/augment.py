@@ -21,6 +21,7 @@ rounding and OpenCV's 8-bit hue (1/256 of a turn): the distribution is the draw'
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -182,17 +183,44 @@ def apply(
     return image
 
 
-_opencv_threads_set = False
-
-
 def _one_opencv_thread_per_worker() -> None:
     """A DataLoader worker is one core's work: OpenCV's own thread pool (one thread per core by
     default) in each of N workers would oversubscribe the CPU, as torch's would (which the
-    DataLoader holds to one thread per worker)."""
-    global _opencv_threads_set
-    if not _opencv_threads_set and get_worker_info() is not None:  # once per worker process
+    DataLoader holds to one thread per worker).  A forked worker is already at one (see
+    :func:`_stop_opencv_pool_before_fork`); a spawned one starts a fresh pool, safe to resize."""
+    if get_worker_info() is not None and cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
-        _opencv_threads_set = True
+
+
+_threads_before_fork: list[int] = []
+
+
+def _stop_opencv_pool_before_fork() -> None:
+    """OpenCV's thread pool does not survive ``fork()``: the child inherits the pool's state but not
+    its threads, and its first OpenCV call (or ``setNumThreads``) waits for them forever.  So the
+    pool is stopped in the parent, where its threads exist, before every fork (a DataLoader
+    starting its workers), and restarted in the parent after; the child runs OpenCV on one thread."""
+    threads = cv2.getNumThreads()
+    _threads_before_fork.append(threads)
+    if threads != 1:
+        cv2.setNumThreads(1)
+
+
+def _restart_opencv_pool_after_fork() -> None:
+    threads = _threads_before_fork.pop() if _threads_before_fork else 1
+    if threads != 1:
+        cv2.setNumThreads(threads)
+
+
+def _forget_parent_threads_in_child() -> None:
+    _threads_before_fork.clear()
+
+
+os.register_at_fork(
+    before=_stop_opencv_pool_before_fork,
+    after_in_parent=_restart_opencv_pool_after_fork,
+    after_in_child=_forget_parent_threads_in_child,
+)
 
 
 def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
