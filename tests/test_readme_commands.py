@@ -32,10 +32,25 @@ from tests.models.test_official_peers import to_theirs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-NEEDS_MORE_THAN_THIS_MACHINE = re.compile(r"dataset=(sues200|university1652)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)")
+NEEDS_MORE_THAN_THIS_MACHINE = re.compile(
+    r"dataset=(sues200|university1652|denseuav)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)"
+)
 SMOKE_SIZED = {
     "mean_geo.synth": ["--locations", "6", "--size", "32", "--drone-per-location", "2"],
     "hparams_search=optuna": ["hydra.sweeper.n_trials=2"],
+    "experiment=demo_gta_uav": [
+        "dataset.synthesize.locations=100",
+        "dataset.batch_size=4",
+        "trainer.max_steps=2",
+        "eval.plots=false",
+    ],
+    "experiment=demo_denseuav": [
+        "dataset.synthesize.locations=12",
+        "dataset.synthesize.test_locations=4",
+        "dataset.batch_size=4",
+        "trainer.max_steps=2",
+        "eval.plots=false",
+    ],
     # the four-method demo sweep (docs/methods.md): each method on a smoke-sized world, two steps
     "experiment=demo method=": [
         "dataset.synthesize.locations=12",

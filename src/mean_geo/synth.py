@@ -7,6 +7,7 @@ import sys
 import time
 
 from mean_geo.cli import ToolParser, report_user_errors
+from mean_geo.data.denseuav import HEIGHTS
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.synthetic.writer import LAYOUTS, SATELLITE_SIDE_M, WorldSpec, write_world
 
@@ -15,11 +16,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ToolParser(prog="python -m mean_geo.synth", description=__doc__)
     p.add_argument("--layout", choices=LAYOUTS, default="sues200")
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
-    p.add_argument("--locations", type=int, default=40, help="places (SUES-200: all; U1652: per split)")
+    p.add_argument(
+        "--locations", type=int, default=40, help="places (SUES-200: all; U1652: per split; GTA-UAV: photos drawn)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    p.add_argument("--drone-per-location", type=int, default=10, help="drone images per place (and altitude)")
-    p.add_argument("--altitudes", type=int, nargs="+", default=list(SUES200_ALTITUDES))
+    p.add_argument(
+        "--drone-per-location",
+        type=int,
+        default=10,
+        help="drone images per place (and altitude); DenseUAV: one per height, as released",
+    )
+    p.add_argument(
+        "--altitudes",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"drone altitudes (SUES-200: some of {list(SUES200_ALTITUDES)}; DenseUAV: some of {list(HEIGHTS)})",
+    )
     p.add_argument(
         "--satellite-side-m", type=float, default=SATELLITE_SIDE_M, help="ground side of a satellite tile (m)"
     )
@@ -44,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         satellite_side_m=args.satellite_side_m,
         test_locations=args.test_locations,
         supersample=args.supersample,
-        altitudes=tuple(args.altitudes),
+        altitudes=tuple(args.altitudes or (HEIGHTS if args.layout == "denseuav" else SUES200_ALTITUDES)),
     )
     start = time.perf_counter()
     root = write_world(spec, args.out, workers=args.workers, progress=not args.quiet)

@@ -144,10 +144,15 @@ def _hydra_error(main, argv: list[str], tmp_path, monkeypatch, capsys) -> str:
     [
         (
             ["dataset=sues2000"],
-            "error: dataset=sues2000: no such option (available: sues200, synthetic, university1652)",
+            "error: dataset=sues2000: no such option (available: denseuav, gta_uav, sues200, synthetic, "
+            "synthetic_denseuav, synthetic_gta_uav, university1652)",
         ),
         (["experiment=smoke", "logger=mlflow"], "error: logger=mlflow: no such option (available: csv, csv_wandb,"),
-        (["experiment=smok"], "error: experiment=smok: no such option (available: demo, demo_convnext, smoke)"),
+        (
+            ["experiment=smok"],
+            "error: experiment=smok: no such option (available: demo, demo_convnext, demo_denseuav, "
+            "demo_gta_uav, smoke)",
+        ),
         (["hardware=tpu"], "error: hardware=tpu: no such option (available: auto, cpu,"),
         (["experiment=smoke", "eval.kss=3"], "error: Could not override 'eval.kss'"),
         (["seed=[1"], "error: the command line:"),

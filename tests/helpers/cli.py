@@ -49,3 +49,23 @@ def exit_code(main, args: list[str]) -> int:
         return main(args)
     except SystemExit as exc:
         return exc.code
+
+
+def train_tiny(dataset: str, root: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``python -m mean_geo.train dataset=<dataset> dataset.root=<root>`` at the smallest sizes (the
+    test backbone, 32 px, one epoch, no plots), as a user would run it on a miniature copy."""
+    args = [
+        "-m",
+        "mean_geo.train",
+        f"dataset={dataset}",
+        f"dataset.root={root}",
+        "hardware=cpu",
+        "model.backbone=test_convnext",
+        "model.pretrained=false",
+        "dataset.image_size=32",
+        "dataset.num_workers=0",
+        "trainer.max_epochs=1",
+        "eval.plots=false",
+        *extra,
+    ]
+    return run_module(args, cwd=cwd, timeout=600)

@@ -118,7 +118,7 @@ RULES: dict[str, Rule] = {
     "official_temperature": Rule(boolean),
     # evaluation conventions (train and eval)
     "eval.ks": Rule(list_of(whole(1))),
-    "eval.drop_unmatched_gallery": Rule(boolean),
+    "eval.drop_unmatched_gallery": Rule(boolean, nullable=True),
     "eval.multi_query": Rule(one_of("none", "mean", "max", "vote")),
     "eval.flip_tta": Rule(boolean),
     "eval.rerank": Rule(boolean),
@@ -189,6 +189,7 @@ RULES: dict[str, Rule] = {
     "loss.infonce.temperature": Rule(number(0.0, low_open=True), tasks=TRAIN),
     "loss.infonce.label_smoothing": Rule(number(0.0, 1.0, high_open=True), tasks=TRAIN),
     "loss.infonce.learnable_temperature": Rule(boolean, tasks=TRAIN),
+    "loss.infonce.pair_weight_k": Rule(number(0.0, low_open=True), tasks=TRAIN),
     "loss.weight_dsa": Rule(number(0.0), tasks=TRAIN),
     "loss.weight_part_mse": Rule(number(0.0), tasks=TRAIN),
     "loss.weight_blocks": Rule(number(0.0), tasks=TRAIN),

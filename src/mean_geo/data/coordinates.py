@@ -1,5 +1,6 @@
 """Coordinates files: ``path,lat,lon`` (an image per row) or ``place,lat,lon`` (a place id per row,
-e.g. University-1652's building ids, or the ``coordinates.csv`` a synthetic world writes).
+e.g. University-1652's building ids, or the ``coordinates.csv`` a synthetic world writes), or
+DenseUAV's GPS file (``Dense_GPS_ALL.txt``: a place per line).
 Read with one clear error per wrong header or bad number."""
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ KEYS = ("path", "place")
 
 
 def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
-    """``(key column, {key as written: (lat, lon)})``."""
+    """``(key column, {key as written: (lat, lon)})``; a DenseUAV GPS file (``Dense_GPS_ALL.txt``, a
+    ``.txt``) is read as the place table it is."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetLayoutError(f"{path}: coordinates CSV not found")
+    if path.suffix.lower() == ".txt":
+        from mean_geo.data.denseuav import read_gps
+
+        return "place", {place: (gps.lat, gps.lon) for place, gps in read_gps(path).items()}
     out: dict[str, Coords] = {}
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)

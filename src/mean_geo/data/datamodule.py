@@ -22,15 +22,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mean_geo.data import layouts
+from mean_geo.data import denseuav, gta_uav, layouts
 from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, mean_fill, normalize_batch
 from mean_geo.data.coordinates import read_coordinates_csv
-from mean_geo.data.datasets import CorruptedImageList, ImageListDataset, PairedViewsDataset, make_pairs
+from mean_geo.data.datasets import (
+    CorruptedImageList,
+    ImageListDataset,
+    PairedViewsDataset,
+    WeightedPairsDataset,
+    make_pairs,
+)
 from mean_geo.data.decoded_cache import CACHE_KINDS, CachedPairsDataset, DecodedCache, check_cache_dir
 from mean_geo.data.device_decode import DECODE_ON, EncodedPairsDataset, collate_encoded, decode_and_augment
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
-from mean_geo.data.samplers import LocationUniqueBatchSampler
+from mean_geo.data.samplers import ExclusiveBatchSampler, LocationUniqueBatchSampler
 from mean_geo.data.sues200_raw import sues200_readers
 from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform
 from mean_geo.errors import ConfigError, whole_number
@@ -100,6 +106,11 @@ class CrossViewDataModule(L.LightningDataModule):
     """
 
     layout: str = ""
+    #: the dataset's own position metrics beside the metres ones (mean_geo.retrieval.conventions)
+    position_metrics: str | None = None
+    #: the protocol's gallery convention, where ``eval.drop_unmatched_gallery`` is null: ignore gallery
+    #: places no query shows (MEAN and Sample4Geo on University-1652 and SUES-200)
+    drop_unmatched_gallery: bool = True
 
     def __init__(
         self,
@@ -211,6 +222,25 @@ class CrossViewDataModule(L.LightningDataModule):
         """Extra WorldSpec fields for synthetic data (e.g. the altitudes)."""
         return {}
 
+    def training_pairs(self) -> list[tuple[Path, Path, int]]:
+        """(drone image, satellite image, place label) of every training drone image.
+
+        Returns:
+            Each drone image with its place's first satellite image (one per place in
+            University-1652 and SUES-200); a layout with several tiles a place says which.
+        """
+        return make_pairs(self.train_split)
+
+    def coordinate_table(self) -> tuple[str, dict]:
+        """``(key, {key: (lat, lon)})`` of where places (key ``place``) or images (``path``) are.
+
+        Returns:
+            ``dataset.coordinates_csv``, else ``<root>/coordinates.csv`` when there is one (a
+            synthetic world writes it), else an empty table.
+        """
+        source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
+        return read_coordinates_csv(source) if self.coordinates_csv or source.is_file() else ("", {})
+
     # --- Lightning hooks ----------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Write what is written once per node: the synthetic world, the decoded cache.
@@ -225,7 +255,7 @@ class CrossViewDataModule(L.LightningDataModule):
                 )
             self.write_world(self.root)
         if self.cache == "uint8":  # once per node; every rank's setup then finds it built
-            self.decoded_cache(make_pairs(self.train_split)).build(max(1, self.num_workers))
+            self.decoded_cache(self.training_pairs()).build(max(1, self.num_workers))
 
     @property
     def eval_sets(self) -> list[tuple[str, str]]:
@@ -269,7 +299,7 @@ class CrossViewDataModule(L.LightningDataModule):
                 for alt in self.altitudes
                 for g, recs in groups.items()
             }
-        differences = differences_of(self.layout, groups)
+        differences = differences_of(self.layout, groups, getattr(self, "heights", None))
         if differences:
             more = f" (+{len(differences) - 1} more)" if len(differences) > 1 else ""
             _warn_once(
@@ -306,7 +336,7 @@ class CrossViewDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read the splits and build the datasets of ``stage`` (Lightning's hook; once per stage)."""
         if stage in (None, "fit") and self.train_set is None:
-            pairs = make_pairs(self.train_split)
+            pairs = self.training_pairs()
             args = (pairs, self.view_recipe("drone"), self.view_recipe("satellite"))
             kwargs = {"joint_flip_p": self.joint_flip_p if self.augment else 0.0, "fill": mean_fill(self.mean)}
             if self.cache == "uint8":
@@ -371,8 +401,7 @@ class CrossViewDataModule(L.LightningDataModule):
         the table does not know an image, None when it knows none of them.
         """
         if self._coordinates is None:  # read once, not at every evaluation
-            source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
-            self._coordinates = read_coordinates_csv(source) if self.coordinates_csv or source.is_file() else ("", {})
+            self._coordinates = self.coordinate_table()
         key, table = self._coordinates
         if not table:
             return None
@@ -432,13 +461,13 @@ class CrossViewDataModule(L.LightningDataModule):
             drone = decode_and_augment(drones, drone_draws, flips, self.train_set.drone_recipe, fill, device)
             sat = decode_and_augment(sats, sat_draws, flips, self.train_set.satellite_recipe, fill, device)
             batch = (drone, sat, labels)
-        if isinstance(batch, (list, tuple)) and len(batch) == 3 and isinstance(batch[0], torch.Tensor):
-            drone, satellite, labels = batch
+        if isinstance(batch, (list, tuple)) and len(batch) in (3, 4) and isinstance(batch[0], torch.Tensor):
+            drone, satellite, *rest = batch  # labels (and each pair's weight)
             if drone.dtype == torch.uint8:
                 return (
                     normalize_batch(drone, self.mean, self.std),
                     normalize_batch(satellite, self.mean, self.std),
-                    labels,
+                    *rest,
                 )
         return batch
 
@@ -447,6 +476,10 @@ class CrossViewDataModule(L.LightningDataModule):
         assert self.train_set is not None, "call setup('fit') first"
         world_size, rank = self._world()
         sampler = LocationUniqueBatchSampler(self.train_set.labels, self.batch_size, self.seed, world_size, rank)
+        return self._train_loader(sampler)
+
+    def _train_loader(self, sampler) -> DataLoader:
+        """The training loader over :attr:`train_set`, batched by ``sampler``."""
         return DataLoader(
             self.train_set,
             batch_sampler=sampler,
@@ -563,3 +596,193 @@ class SUES200DataModule(CrossViewDataModule):
         """One folder of the 80 test places, at the chosen altitudes."""
         root, _, read_test = sues200_readers(self.root)
         return read_test(root, folder, self.altitudes)
+
+
+@register_datamodule("denseuav")
+class DenseUAVDataModule(CrossViewDataModule):
+    """DenseUAV as it unpacks (:mod:`mean_geo.data.denseuav`).
+
+    3,033 dense places, drone photos at 80/90/100 m, six satellite tiles a place, a GPS line a
+    place; galleries hold every place.
+    Its protocol keeps the gallery whole (``drop_unmatched_gallery``, unless ``eval.`` says otherwise) and
+    adds its own SDM@K (degrees) and MA@Tm to the metres metrics, from the GPS file.
+
+    Args:
+        root: the DenseUAV folder (``train/``, ``test/``, ``Dense_GPS_ALL.txt``).
+        heights: the drone heights used (80, 90, 100, several, or ``"all"``).
+        **kwargs: as :class:`CrossViewDataModule`.
+    """
+
+    layout = "denseuav"
+    position_metrics = "denseuav"
+    drop_unmatched_gallery = False  # its test ranks the whole gallery, training places included
+
+    def __init__(self, root: str | Path, heights: int | str | Sequence[int] = "all", **kwargs) -> None:
+        super().__init__(root, **kwargs)
+        self.heights = denseuav.parse_heights(heights)
+        self.altitudes = self.heights  # what results and the fingerprint call the chosen heights
+
+    def world_spec_kwargs(self) -> dict:
+        """A synthetic world in this layout has DenseUAV's three heights."""
+        return {"altitudes": denseuav.HEIGHTS}
+
+    def read_train(self) -> TrainSplit:
+        """``<root>/train/{drone,satellite}/<place>/`` at the chosen heights."""
+        return denseuav.read_train(self.root, self.heights)
+
+    def read_eval(self, folder: str) -> list[ImageRecord]:
+        """``<root>/test/<folder>/<place>/`` (drone folders at the chosen heights)."""
+        return denseuav.read_test(self.root, folder, self.heights)
+
+    def training_pairs(self) -> list[tuple[Path, Path, int]]:
+        """Each drone photo with the tile cut for its height."""
+        return denseuav.train_pairs(self.train_split, self.train_split.label_of)
+
+    def coordinate_table(self) -> tuple[str, dict]:
+        """The places' positions from the GPS file (``dataset.coordinates_csv`` overrides it)."""
+        if self.coordinates_csv:
+            return super().coordinate_table()
+        return "place", {p: (g.lat, g.lon) for p, g in denseuav.read_place_gps(self.root).items()}
+
+
+@register_datamodule("gta_uav")
+class GTAUAVDataModule(CrossViewDataModule):
+    """GTA-UAV as it unpacks (:mod:`mean_geo.data.gta_uav`), the cross-area or same-area split.
+
+    Training pairs are every semi-positive tile of every training photo with its IoU (the weighted
+    InfoNCE reads it), in batches where no photo, and no tile linked to an in-batch photo, appears
+    twice (Game4Loc's mutually exclusive sampling); a tile is a class of the identity loss.
+    Evaluation is drone → satellite: the test photos with a positive tile against every tile of all
+    zooms, by positive sets (:func:`mean_geo.retrieval.positive_sets.evaluate_positive_sets`).  A
+    query's place id is its best-overlapping tile (what predictions and the browser mark as the match).
+
+    Args:
+        root: the GTA-UAV folder (``drone/images/``, ``satellite/``, the four JSON files).
+        split: ``cross_area`` or ``same_area``.
+        **kwargs: as :class:`CrossViewDataModule` (directions: ``d2s`` only).
+    """
+
+    layout = "gta_uav"
+    drop_unmatched_gallery = False  # the gallery is every tile
+
+    def __init__(self, root: str | Path, split: str = "cross_area", **kwargs) -> None:
+        super().__init__(root, **kwargs)
+        self.split = gta_uav.check_split(split)
+        if self.directions != ("d2s",):
+            raise ConfigError(
+                f"dataset.directions={list(self.directions)}: GTA-UAV is evaluated drone -> satellite, [d2s]"
+            )
+        if self.val_locations:
+            raise ConfigError("dataset.val_locations: GTA-UAV's tiles are shared between photos; hold out none (0)")
+        if self.cache != "none" or self.decode_on != "cpu":
+            raise ConfigError(
+                "dataset.cache / dataset.decode_on: GTA-UAV's PNGs are decoded by the workers (cpu, none)"
+            )
+        self._records: dict[str, list[gta_uav.DroneRecord]] = {}
+        self._tiles: dict[str, Path] | None = None
+        self.pair_weights: list[float] = []
+
+    def records(self, part: str) -> list[gta_uav.DroneRecord]:
+        """The split's records of ``part`` (train / test), read once."""
+        if part not in self._records:
+            self._records[part] = gta_uav.read_records(self.root, self.split, part)
+        return self._records[part]
+
+    @property
+    def tiles(self) -> dict[str, Path]:
+        """Every tile of ``satellite/`` by name."""
+        if self._tiles is None:
+            self._tiles = {p.name: p for p in gta_uav.satellite_tiles(self.root)}
+        return self._tiles
+
+    def read_train(self) -> TrainSplit:
+        """The training photos, and the tiles they pair with (the classes)."""
+        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
+        used = sorted({name for _, _, name, _ in pairs})
+        drone = [ImageRecord(r.path, r.name, "drone", r.altitude) for r in self.records("train")]
+        return TrainSplit(drone, [ImageRecord(self.tiles[n], n, "satellite") for n in used])
+
+    def training_pairs(self) -> list[tuple[Path, Path, int]]:
+        """(photo, tile, the tile's class) of every semi-positive tile; their IoUs in :attr:`pair_weights`."""
+        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
+        label_of = self.train_split.label_of
+        self.pair_weights = [iou for *_, iou in pairs]
+        return [(photo, tile, label_of[name]) for photo, tile, name, _ in pairs]
+
+    def setup(self, stage: str | None = None) -> None:
+        """As :class:`CrossViewDataModule`, with the pairs' weights in the training set."""
+        if stage in (None, "fit") and self.train_set is None:
+            pairs = self.training_pairs()
+            self.train_set = WeightedPairsDataset(
+                pairs,
+                self.pair_weights,
+                self.view_recipe("drone"),
+                self.view_recipe("satellite"),
+                joint_flip_p=self.joint_flip_p if self.augment else 0.0,
+                fill=mean_fill(self.mean),
+            )
+        super().setup(stage)
+
+    def warn_if_not_official(self) -> list[str]:
+        """The counts of the release are checked by ``python -m mean_geo.check`` (photos and tiles)."""
+        return []
+
+    def read_eval(self, folder: str) -> list[ImageRecord]:
+        """One evaluation set: ``query_drone`` or ``gallery_satellite``.
+
+        Args:
+            folder: ``query_drone`` (the test photos with a positive tile; their place: the
+                best-overlapping one) or ``gallery_satellite`` (every tile).
+
+        Returns:
+            Its records, in a fixed order.
+        """
+        if folder == "gallery_satellite":
+            return [ImageRecord(path, name, "satellite") for name, path in sorted(self.tiles.items())]
+        if folder != "query_drone":
+            raise ConfigError(f"GTA-UAV has no '{folder}': it is evaluated drone -> satellite")
+        out = []
+        for r in self.records("test"):
+            if r.positives:
+                best = max(r.positives, key=lambda t: dict(r.semipositives).get(t, 0.0))
+                out.append(ImageRecord(r.path, best, "drone", r.altitude))
+        if not out:
+            raise ConfigError(f"{gta_uav.json_name(self.split, 'test')}: no test photo has a positive tile")
+        return out
+
+    def _test_positives(self) -> dict[Path, tuple[str, ...]]:
+        return {r.path: r.positives for r in self.records("test") if r.positives}
+
+    def eval_positives(self, stage: str, direction: str) -> list[list[int]] | None:
+        """Per query (dataset order), the gallery indices of its positive tiles (``pair_pos``)."""
+        if stage == "val" or direction != "d2s":
+            return None
+        index = {r.location: i for i, r in enumerate(self.eval_records(stage, direction, "gallery"))}
+        positives = self._test_positives()
+        return [[index[t] for t in positives[r.path]] for r in self.eval_records(stage, direction, "query")]
+
+    def eval_positions_m(self, stage: str, direction: str, role: str) -> torch.Tensor:
+        """``(N, 2)`` metres on the map: a photo's footprint centre, a tile's centre."""
+        if role == "gallery":
+            where = [gta_uav.tile_centre_m(r.location) for r in self.eval_records(stage, direction, role)]
+        else:
+            at = {r.path: r.loc_m for r in self.records("test")}
+            where = [at[r.path] for r in self.eval_records(stage, direction, role)]
+        return torch.tensor(where, dtype=torch.float64)
+
+    def train_dataloader(self) -> DataLoader:
+        """Batches of mutually exclusive pairs, this rank's share of each global batch."""
+        assert self.train_set is not None, "call setup('fit') first"
+        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
+        tiles_of: dict[str, set[str]] = {}
+        drones_of: dict[str, set[str]] = {}
+        for photo, _, tile, _ in pairs:
+            tiles_of.setdefault(photo.name, set()).add(tile)
+            drones_of.setdefault(tile, set()).add(photo.name)
+        keys = [frozenset({("drone", p.name), ("tile", t)}) for p, _, t, _ in pairs]
+        blocks = [
+            keys[i] | {("tile", x) for x in tiles_of[p.name]} | {("drone", d) for d in drones_of[t]}
+            for i, (p, _, t, _) in enumerate(pairs)
+        ]
+        world_size, rank = self._world()
+        return self._train_loader(ExclusiveBatchSampler(keys, blocks, self.batch_size, self.seed, world_size, rank))

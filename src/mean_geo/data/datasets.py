@@ -136,6 +136,20 @@ class PairedViewsDataset(Dataset):
         return drone, sat, label
 
 
+class WeightedPairsDataset(PairedViewsDataset):
+    """:class:`PairedViewsDataset` whose pairs each carry a weight (GTA-UAV: the footprint's IoU
+    with the tile), returned fourth for the weighted InfoNCE."""
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path, int]], weights: Sequence[float], *args, **kwargs) -> None:
+        super().__init__(pairs, *args, **kwargs)
+        if len(weights) != len(self.pairs):
+            raise ValueError(f"{len(weights)} weights for {len(self.pairs)} pairs")
+        self.weights = [float(w) for w in weights]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        return (*super().__getitem__(index), self.weights[index])
+
+
 class ImageListDataset(Dataset):
     """(image, location id as int, dataset index) for query/gallery embedding.
 

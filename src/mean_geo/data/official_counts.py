@@ -1,4 +1,4 @@
-"""The official sizes of University-1652 and SUES-200, and a count of a copy on disk against them.
+"""The official sizes of University-1652, SUES-200 and DenseUAV, and a count of a copy on disk against them.
 
 Partial copies are a common cause of "cannot reproduce": this reads a copy through the same
 readers training uses (file headers only) and names every place, altitude and folder that differs.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from mean_geo.data import layouts, sues200_raw
+from mean_geo.data import denseuav, gta_uav, layouts, sues200_raw
 from mean_geo.data.layouts import SUES200_ALTITUDES, SUES200_TEST, U1652_TEST, ImageRecord
 
 
@@ -44,9 +44,35 @@ SUES_PER_ALTITUDE = {
 }
 
 
-def official(dataset: str) -> dict[str, Expected]:
+# DenseUAV (Dai et al., 2024): 2,256 training / 777 test places, 3 drone photos (80/90/100 m) and
+# 6 satellite tiles a place; the galleries hold all 3,033 places (its README's counts)
+DENSEUAV_PLACES = {"train": 2256, "query": 777, "gallery": 3033}
+
+
+def _denseuav(heights: tuple[int, ...]) -> dict[str, Expected]:
+    out = {}
+    for group, places in (
+        ("train/drone", "train"),
+        ("train/satellite", "train"),
+        ("test/query_drone", "query"),
+        ("test/query_satellite", "query"),
+        ("test/gallery_drone", "gallery"),
+        ("test/gallery_satellite", "gallery"),
+    ):
+        per_place = len(heights) if group.endswith("drone") else 2 * len(denseuav.HEIGHTS)
+        n = DENSEUAV_PLACES[places]
+        out[group] = Expected(n, n * per_place, per_place)
+    return out
+
+
+def official(dataset: str, heights: tuple[int, ...] | None = None) -> dict[str, Expected]:
+    """The release's groups and sizes (DenseUAV's drone groups at ``heights``, default all three)."""
     if dataset == "university1652":
         return dict(U1652)
+    if dataset == "denseuav":
+        return _denseuav(heights or denseuav.HEIGHTS)
+    if dataset == "gta_uav":  # Ji et al., 2025: 33,763 photos over 14,640 tiles (its README)
+        return {"drone/images": Expected(33_763, 33_763, 1), "satellite": Expected(14_640, 14_640, 1)}
     return {f"{alt}/{k}": v for alt in SUES200_ALTITUDES for k, v in SUES_PER_ALTITUDE.items()}
 
 
@@ -58,6 +84,17 @@ def _readers(dataset: str, root: Path) -> Iterator[tuple[str, Callable[[], list[
         yield "train/satellite", lambda: u_train().satellite
         for folder in U1652_TEST:
             yield f"test/{folder}", lambda f=folder: layouts.u1652_test(root, f)
+        return
+    if dataset == "gta_uav":
+        yield "drone/images", lambda: [ImageRecord(p, p.name, "drone") for p in gta_uav.drone_images(root)]
+        yield "satellite", lambda: [ImageRecord(p, p.name, "satellite") for p in gta_uav.satellite_tiles(root)]
+        return
+    if dataset == "denseuav":
+        d_train = cache(lambda: denseuav.read_train(root))
+        yield "train/drone", lambda: d_train().drone
+        yield "train/satellite", lambda: d_train().satellite
+        for folder in denseuav.TEST_FOLDERS:
+            yield f"test/{folder}", lambda f=folder: denseuav.read_test(root, f)
         return
     folder, read_train, test = sues200_raw.sues200_readers(root)
     train = cache(read_train)  # one read per altitude for both views
@@ -108,7 +145,9 @@ def count(dataset: str, root: str | Path, on_group: Callable[[str], None] | None
     return counts
 
 
-def differences_of(dataset: str, groups: dict[str, list[ImageRecord]]) -> list[str]:
+def differences_of(
+    dataset: str, groups: dict[str, list[ImageRecord]], heights: tuple[int, ...] | None = None
+) -> list[str]:
     """Differences of records already read (the groups named as in :func:`official`) from the release."""
-    expected = official(dataset)
+    expected = official(dataset, heights)
     return [d for g, recs in groups.items() if g in expected for d in count_group(g, recs, expected[g]).differences]

@@ -24,25 +24,41 @@ def location_unique_batches(
     labels: Sequence[int], batch_size: int, seed: int, epoch: int, max_misses: int = 512
 ) -> list[list[int]]:
     """Global batches of dataset indices in which no label appears twice (incomplete tail dropped)."""
+    keys = [frozenset((label,)) for label in labels]
+    return exclusive_batches(keys, keys, batch_size, seed, epoch, max_misses)
+
+
+def exclusive_batches(
+    keys: Sequence[frozenset],
+    blocks: Sequence[frozenset],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    max_misses: int = 512,
+) -> list[list[int]]:
+    """Global batches in which a pair enters only if none of its ``keys`` is blocked.
+
+    A pair in a batch blocks its ``blocks`` (its keys and whatever must not meet it: GTA-UAV's photo,
+    its tile, every tile linked to the photo and every photo linked to the tile).
+    """
     rng = np.random.default_rng([seed, epoch])
-    pool = deque(rng.permutation(len(labels)).tolist())
+    pool = deque(rng.permutation(len(keys)).tolist())
     batches: list[list[int]] = []
     current: list[int] = []
-    in_batch: set[int] = set()
+    blocked: set = set()
     misses = 0
     while pool and misses < max_misses:
         idx = pool.popleft()
-        label = labels[idx]
-        if label in in_batch:
+        if not keys[idx].isdisjoint(blocked):
             pool.append(idx)  # try again later, in another batch
             misses += 1
             continue
         misses = 0
         current.append(idx)
-        in_batch.add(label)
+        blocked |= blocks[idx]
         if len(current) == batch_size:
             batches.append(current)
-            current, in_batch = [], set()
+            current, blocked = [], set()
     return batches
 
 
@@ -97,3 +113,43 @@ class LocationUniqueBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         # the greedy fill can drop a batch or two versus the ideal, so count them (cached per epoch)
         return len(self._global_batches())
+
+
+class ExclusiveBatchSampler(LocationUniqueBatchSampler):
+    """:class:`LocationUniqueBatchSampler` for pairs that conflict through shared keys.
+
+    Game4Loc's "mutually exclusive" sampling of GTA-UAV pairs (:func:`exclusive_batches`).
+
+    Args:
+        keys: what each pair is (e.g. ``{("drone", name), ("tile", name)}``).
+        blocks: what each pair keeps out of its batch (its keys and everything linked to them).
+        batch_size: pairs per rank.
+        seed: seeds the order (with the epoch).
+        num_replicas: DDP ranks.
+        rank: this rank.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[frozenset],
+        blocks: Sequence[frozenset],
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(list(range(len(keys))), batch_size, seed, num_replicas, rank)
+        self.keys, self.blocks = list(keys), list(blocks)
+
+    def _global_batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            batches = exclusive_batches(
+                self.keys, self.blocks, self.batch_size * self.num_replicas, self.seed, self.epoch
+            )
+            if not batches:
+                raise ConfigError(
+                    f"batch of {self.batch_size * self.num_replicas} pairs: no batch of pairs that exclude "
+                    "each other can be filled from these training pairs; lower batch_size"
+                )
+            self._cache = (self.epoch, batches)
+        return self._cache[1]

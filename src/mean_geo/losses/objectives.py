@@ -46,6 +46,10 @@ class InfoNCELoss(nn.Module):
     ``logits = exp(logit_scale) · â bᵀ``; the positive of row i is column i; the loss is the mean of
     the row-wise and column-wise cross-entropies.  ``gather_distributed`` uses the pairs of all DDP
     ranks as negatives, like the reference's DataParallel batch (which is one big batch).
+
+    With per-pair ``weights`` (GTA-UAV's footprint IoUs) it is Game4Loc's weighted InfoNCE: pair i's
+    label smoothing is ``ε_i = 1 − σ(pair_weight_k · w_i)`` instead of ``label_smoothing`` (a pair
+    that overlaps its tile more is trusted more), in both directions.
     """
 
     def __init__(
@@ -54,10 +58,14 @@ class InfoNCELoss(nn.Module):
         label_smoothing: float = 0.1,
         learnable_temperature: bool = True,
         gather_distributed: bool = True,
+        pair_weight_k: float = 5.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"loss.infonce.temperature={temperature}: must be > 0")
+        if pair_weight_k <= 0:
+            raise ConfigError(f"loss.infonce.pair_weight_k={pair_weight_k}: must be > 0")
+        self.pair_weight_k = pair_weight_k
         scale = torch.tensor(math.log(1 / temperature))
         if learnable_temperature:
             self.logit_scale = nn.Parameter(scale)
@@ -71,16 +79,37 @@ class InfoNCELoss(nn.Module):
         """The current softmax temperature (1 / the learnt logit scale)."""
         return float(torch.exp(-self.logit_scale.detach()))
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``a, b: (B, D)`` paired embeddings (not necessarily normalised)."""
+    def forward(self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The symmetric loss of paired embeddings.
+
+        Args:
+            a: ``(B, D)`` embeddings of one view (not necessarily normalised).
+            b: ``(B, D)`` the paired embeddings of the other view.
+            weights: ``(B,)`` the pairs' IoUs for the weighted form; None for the plain one.
+
+        Returns:
+            The mean of the row-wise and column-wise cross-entropies.
+        """
         a, b = F.normalize(at_least_fp32(a), dim=-1), F.normalize(at_least_fp32(b), dim=-1)
         if self.gather_distributed:
             a, b = gather_with_grad(a), gather_with_grad(b)
+            if weights is not None:
+                weights = gather_with_grad(weights.to(a.dtype))
         logits = self.logit_scale.exp() * a @ b.t()
         target = torch.arange(a.shape[0], device=a.device)
+        if weights is not None:
+            return (self._weighted(logits, weights) + self._weighted(logits.t(), weights)) / 2
         ce = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         ce_t = F.cross_entropy(logits.t(), target, label_smoothing=self.label_smoothing)
         return (ce + ce_t) / 2
+
+    def _weighted(self, logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each row against its diagonal, smoothed by ``1 − σ(k·w_i)``."""
+        smoothing = 1 - torch.sigmoid(self.pair_weight_k * weights.to(logits.dtype))
+        log_p = F.log_softmax(logits, dim=1)
+        nll = -log_p.diagonal()
+        uniform = -log_p.mean(dim=1)
+        return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
 class IdentityLoss(nn.Module):
@@ -194,26 +223,44 @@ class MEANLoss(nn.Module):
         """The learnt scalars worth a curve beside the loss (``train/<name>``)."""
         return {"temperature": self.infonce.temperature}
 
-    def forward(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        drone: MEANOutput,
+        satellite: MEANOutput,
+        labels: torch.Tensor,
+        pair_weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Every term (``loss_<term>``) and their weighted sum (``loss``) for one batch of pairs.
 
         Args:
             drone: the model's training outputs for the drone views.
             satellite: the same for the satellite views.
             labels: the place of each pair.
+            pair_weights: how much each pair overlaps (GTA-UAV's IoUs): InfoNCE's weighted form.
 
         Returns:
             ``{"loss": total, "loss_<term>": value, ...}``, all logged.
         """
-        terms = self.terms(drone, satellite, labels)
+        # a subclass's terms() written before pair weights existed takes three arguments
+        terms = (
+            self.terms(drone, satellite, labels)
+            if pair_weights is None
+            else self.terms(drone, satellite, labels, pair_weights)
+        )
         terms["loss"] = self.total(terms)
         return terms
 
-    def terms(self, drone: MEANOutput, satellite: MEANOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def terms(
+        self,
+        drone: MEANOutput,
+        satellite: MEANOutput,
+        labels: torch.Tensor,
+        pair_weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Every term of a batch, unweighted, by name (``loss_infonce``, ``loss_ce``, ``loss_cda``)."""
         terms: dict[str, torch.Tensor] = {}
         if self.weight_infonce > 0:
-            terms["loss_infonce"] = self.infonce(satellite.embedding, drone.embedding)
+            terms["loss_infonce"] = self.infonce(satellite.embedding, drone.embedding, pair_weights)
         terms.update(self.per_sample_terms(drone, satellite, labels))
         return terms
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mean_geo.retrieval.denseuav_metrics import SDM_KS, denseuav_metrics
 from mean_geo.retrieval.distances import ground_errors, ranked_distance_metrics
 from mean_geo.retrieval.evaluate import evaluate, evaluate_scores, matched_gallery, refuse_non_finite
 from mean_geo.retrieval.multi_query import group_scores, mean_pooled, pool_image_scores
@@ -23,6 +24,9 @@ from mean_geo.retrieval.search import stable_topk, topk_search
 
 #: the recall@K curves (figures, metrics.json) go up to this K
 CURVE_K = 20
+
+#: a dataset's own position metrics, beside the metres ones: name -> (metrics of (top, q, g), the K they need)
+DATASET_POSITION_METRICS = {"denseuav": (denseuav_metrics, max(SDM_KS))}
 
 
 @dataclass
@@ -49,12 +53,17 @@ def evaluate_conventions(
     rerank: RerankSettings | None = None,
     q_latlon: torch.Tensor | None = None,
     g_latlon: torch.Tensor | None = None,
+    position_metrics: str | None = None,
 ) -> ConventionResults:
     """Evaluate one direction under every convention asked for.
 
     ``groups``: ``(group of each query, place id of each group)`` for multi-query; ``q_latlon``
     and ``g_latlon``: ``(N, 2)`` positions of the queries and of every gallery item, for the
-    distance metrics (``Dis@K``, ``SDM@K``, ``Acc@Tm``)."""
+    distance metrics (``Dis@K``, ``SDM@K``, ``Acc@Tm``); ``position_metrics``: a dataset's own
+    ones beside them (:data:`DATASET_POSITION_METRICS`, e.g. ``denseuav``)."""
+    if position_metrics is not None and position_metrics not in DATASET_POSITION_METRICS:
+        raise ValueError(f"position metrics {position_metrics!r}: expected one of {sorted(DATASET_POSITION_METRICS)}")
+    own_metrics, own_k = DATASET_POSITION_METRICS.get(position_metrics or "", (None, 0))
     results = ConventionResults()
     refuse_non_finite(q_emb, g_emb, direction)
     q, g = q_emb.float(), g_emb.float()
@@ -71,10 +80,12 @@ def evaluate_conventions(
         metrics = {f"R@{k}": found[f"R@{k}"] for k in ks}
         metrics.update({key: found[key] for key in ("R@1%", "AP")})
         if latlon is not None and g_latlon is not None:
-            k = min(max(ks), n_ranked)
+            k = min(max(*ks, own_k), n_ranked)
             top = topk_search(q, g[keep], k)[1] if scores is None else stable_topk(scores[:, keep], k)[1]
             errors = ground_errors(top.cpu(), latlon.cpu(), g_latlon[keep.cpu()].cpu())
             metrics.update(ranked_distance_metrics(errors, ks))
+            if own_metrics is not None:
+                metrics.update(own_metrics(top.cpu(), latlon.cpu(), g_latlon[keep.cpu()].cpu()))
             known = torch.isfinite(errors).all(dim=1)  # positions of a partial coordinates table
             if bool(known.any()):
                 results.top1_errors_m[name] = errors[known, 0]

@@ -24,6 +24,14 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "Acc@Tm": "top-1 item within T metres (haversine), %",
 }
 
+#: a dataset's own metrics (its datamodule's ``position_metrics``), defined beside the common ones
+DATASET_METRIC_DEFINITIONS: dict[str, dict[str, str]] = {
+    "denseuav": {
+        "DenseUAV_SDM@K": "DenseUAV: sum (K-i+1) exp(-5000 d_i[degrees, Euclidean lon/lat]) / sum (K-i+1), %",
+        "DenseUAV_MA@Tm": "DenseUAV: top-1 item within T metres (haversine, R = 6378.137 km), %",
+    },
+}
+
 #: fields of the fingerprint that every convention of every direction depends on
 COMMON_FIELDS = (
     "dataset",
@@ -74,6 +82,7 @@ def protocol_fingerprint(
     rerank: dict | None,
     corruptions: Sequence[str] = (),
     severities: Sequence[int] = (),
+    position_metrics: str | None = None,
 ) -> dict:
     """Everything a number of this evaluation depends on besides the model, with its counts.
 
@@ -91,6 +100,7 @@ def protocol_fingerprint(
         rerank: k-reciprocal settings, None when off.
         corruptions: the corruptions applied to the drone queries of the ``d2s_corrupt`` rows.
         severities: their severities.
+        position_metrics: the dataset's own metrics (:data:`DATASET_METRIC_DEFINITIONS`), if any.
 
     Returns:
         A JSON-ready dict; ``id`` identifies the whole of it.
@@ -107,7 +117,7 @@ def protocol_fingerprint(
         "rerank": rerank,
         "corruptions": sorted(corruptions),
         "severities": sorted(severities),
-        "metric_definitions": dict(METRIC_DEFINITIONS),
+        "metric_definitions": {**METRIC_DEFINITIONS, **DATASET_METRIC_DEFINITIONS.get(position_metrics or "", {})},
         "directions": {
             direction: {
                 "queries": len(split.queries),

@@ -1,4 +1,5 @@
-"""Write a synthetic world in the exact on-disk layout of University-1652 or SUES-200.
+"""Write a synthetic world in the exact on-disk layout of University-1652, SUES-200, DenseUAV or
+GTA-UAV (:mod:`mean_geo.synthetic.gta_map`).
 
 The world is rendered into a temporary sibling folder and renamed into place only when complete,
 so an interrupted run never leaves a half-written world that looks finished, and an existing
@@ -24,18 +25,22 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mean_geo.data import denseuav
 from mean_geo.data.coordinates import Coords, write_place_coordinates
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.errors import MeanGeoError
+from mean_geo.synthetic.gta_map import write_gta_world
 from mean_geo.synthetic.render import DroneCamera, cast_shadows, render_drone, render_satellite
 from mean_geo.synthetic.world import Place, generate_place
 from mean_geo.utils.atomic import atomic_path, remove_stale_partials, unique_partial_dir
 
-LAYOUTS = ("university1652", "sues200")
+LAYOUTS = ("university1652", "sues200", "denseuav", "gta_uav")
 SATELLITE_SIDE_M = 200.0  # default side of the north-up satellite tile
 U1652_ALTITUDE_RANGE = (256.0, 121.5)  # the real drone spirals down from 256 m to 121.5 m
 U1652_DISTRACTORS_PER_TEST_PLACE = 250 / 701  # real: 701 test buildings, 250 gallery-only distractors
 MAX_LOCATION_ID = 9999  # ids are written as 4 digits, 0001-9999
+DENSEUAV_TEST_SHARE = 777 / 3033  # real: 2,256 training places, 777 test places
+DENSEUAV_VFOV_DEG = 60.0  # nadir photos: at 80 m they see ~92 m of ground, the H80 tile's side
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,12 @@ class WorldSpec:
             raise MeanGeoError(f"supersample={self.supersample}: expected 1-4")
         if self.image_size < 32 or self.drone_per_location < 1:
             raise MeanGeoError("image_size must be >= 32 and drone_per_location >= 1")
+        if self.layout == "gta_uav" and self.test_locations is not None:
+            raise MeanGeoError("test_locations: GTA-UAV's splits are by area (its JSON files), not a count")
         if self.test_locations is not None:
             # SUES-200: some places must train; University-1652: test places and their
             # distractors come after the training ids, and the ids run out at MAX_LOCATION_ID
-            if self.layout == "sues200":
+            if self.layout in ("sues200", "denseuav"):
                 most = self.locations - 1
             else:
                 most = int((MAX_LOCATION_ID - self.locations) / (1 + U1652_DISTRACTORS_PER_TEST_PLACE))
@@ -79,9 +86,10 @@ class WorldSpec:
                 raise MeanGeoError(
                     f"test_locations={self.test_locations}: expected 1-{most} for {self.locations} locations"
                 )
-        bad = [a for a in self.altitudes if a not in SUES200_ALTITUDES]
-        if bad:
-            raise MeanGeoError(f"altitudes {bad}: expected some of {list(SUES200_ALTITUDES)}")
+        allowed = denseuav.HEIGHTS if self.layout == "denseuav" else SUES200_ALTITUDES
+        bad = [a for a in self.altitudes if a not in allowed]
+        if self.layout != "gta_uav" and (bad or not self.altitudes):
+            raise MeanGeoError(f"altitudes {bad or []}: expected some of {list(allowed)} for the {self.layout} layout")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -100,6 +108,10 @@ def split_ids(spec: WorldSpec) -> dict[str, list[str]]:
         extra = max(1, round(n_test * U1652_DISTRACTORS_PER_TEST_PLACE))
         test_end = n + n_test
         return {"train": ids[:n], "test": ids[n:test_end], "distractor": ids[test_end : test_end + extra]}
+    if spec.layout == "denseuav":  # 6-digit ids from 000000, the test places after the training ones
+        n_test = spec.test_locations or max(1, round(n * DENSEUAV_TEST_SHARE))
+        dense = [f"{i:06d}" for i in range(n)]
+        return {"train": dense[: n - n_test], "test": dense[n - n_test :], "distractor": []}
     # SUES-200: 200 places, 120 train / 80 test; galleries hold all places
     n_train = n - spec.test_locations if spec.test_locations else max(1, round(n * 120 / 200))
     rng = np.random.default_rng(1)  # fixed like the official list: the split does not move with --seed
@@ -113,6 +125,8 @@ def _encode(img: np.ndarray, fmt: str) -> bytes:
     buf = io.BytesIO()
     if fmt == "JPEG":
         Image.fromarray(img).save(buf, format="JPEG", quality=92)
+    elif fmt == "TIFF":
+        Image.fromarray(img).save(buf, format="TIFF")
     else:
         Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -161,6 +175,8 @@ def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
     # the satellite pass was taken on another day: global tint and contrast change
     sat = np.clip((sat.astype(np.float32) - 128) * rng.uniform(0.85, 1.15) + 128, 0, 255)
     sat = np.clip(sat * rng.uniform(0.92, 1.08, size=3), 0, 255).astype(np.uint8)
+    if spec.layout == "denseuav":
+        return _denseuav_location(spec, place, sat_shade, drone_shade, rng)
     sat_fmt = "PNG" if spec.layout == "sues200" else "JPEG"
     out: dict[str, list[bytes]] = {"satellite": [_encode(sat, sat_fmt)]}
     alts: list[int | None] = list(spec.altitudes) if spec.layout == "sues200" else [None]
@@ -169,6 +185,32 @@ def render_location(spec: WorldSpec, index: int) -> dict[str, list[bytes]]:
             _encode(_drone_photo(spec, place, drone_shade, cam, rng), "JPEG") for cam in _drone_cameras(spec, rng, alt)
         ]
         out[f"drone@{alt}"] = imgs
+    return out
+
+
+def _denseuav_location(
+    spec: WorldSpec, place: Place, sat_shade: np.ndarray, drone_shade: np.ndarray, rng: np.random.Generator
+) -> dict[str, list[bytes]]:
+    """DenseUAV's images of a place: one nadir photo per height; per height a tile of the ground the
+    photo sees and an older one (another day's light): {"drone@<h>": [JPEG], "satellite@<h>": [new, old] TIFF}."""
+    out: dict[str, list[bytes]] = {}
+    heading = rng.uniform(0, 2 * np.pi)
+    for height in spec.altitudes:
+        cam = DroneCamera(
+            azimuth=float(heading + rng.uniform(-0.05, 0.05)),
+            altitude=float(height * rng.uniform(0.98, 1.02)),
+            pitch_deg=float(rng.uniform(87.0, 89.0)),
+            vfov_deg=DENSEUAV_VFOV_DEG,
+            roll_deg=float(rng.uniform(-2, 2)),
+        )
+        out[f"drone@{height}"] = [_encode(_drone_photo(spec, place, drone_shade, cam, rng), "JPEG")]
+        side = 2 * height * math.tan(math.radians(DENSEUAV_VFOV_DEG / 2))
+        tiles = []
+        for shade, gain in ((sat_shade, rng.uniform(0.9, 1.1)), (drone_shade, rng.uniform(0.75, 0.95))):
+            tile = render_satellite(place, shade, spec.image_size, side).astype(np.float32)
+            tile = np.clip((tile - 128) * gain + 128, 0, 255) * rng.uniform(0.92, 1.08, size=3)
+            tiles.append(_encode(np.clip(tile, 0, 255).astype(np.uint8), "TIFF"))
+        out[f"satellite@{height}"] = tiles
     return out
 
 
@@ -214,6 +256,36 @@ def _write_sues200(root: Path, loc: str, role: str, imgs: dict[str, list[bytes]]
                 _write(test / "query_drone" / loc / f"{k}.jpg", data)
 
 
+def _write_denseuav(root: Path, loc: str, role: str, imgs: dict[str, list[bytes]], heights) -> None:
+    """train/{drone,satellite}/<id>/ or, for a test place, test/query_*; every place in test/gallery_*."""
+    drones = {f"H{h}.JPG": imgs[f"drone@{h}"][0] for h in heights}
+    tiles = {f"H{h}{old}.tif": imgs[f"satellite@{h}"][k] for h in heights for k, old in enumerate(("", "_old"))}
+    folders = ["gallery"] + (["train"] if role == "train" else ["query"])
+    for folder in folders:
+        drone_dir = root / "train" / "drone" if folder == "train" else root / "test" / f"{folder}_drone"
+        sat_dir = root / "train" / "satellite" if folder == "train" else root / "test" / f"{folder}_satellite"
+        for name, data in drones.items():
+            _write(drone_dir / loc / name, data)
+        for name, data in tiles.items():
+            _write(sat_dir / loc / name, data)
+
+
+def write_denseuav_gps(root: Path, spec: WorldSpec) -> None:
+    """Dense_GPS_ALL.txt and its train/test halves: ``<split>/satellite/<id>/H80.tif E<lon> N<lat> <h>``
+    (DenseUAV's columns: longitude first), the height that of the lowest photo."""
+    where = place_coordinates(spec)
+    ids = split_ids(spec)
+    lines = {}
+    for role, folder in (("train", "train/satellite"), ("test", "test/query_satellite")):
+        low = spec.altitudes[0]
+        lines[role] = [
+            f"{folder}/{loc}/H{low}.tif E{where[loc][1]:.8f} N{where[loc][0]:.8f} {low:.2f}\n" for loc in ids[role]
+        ]
+    (root / denseuav.GPS_TRAIN).write_text("".join(lines["train"]))
+    (root / denseuav.GPS_TEST).write_text("".join(lines["test"]))
+    (root / denseuav.GPS_ALL).write_text("".join(lines["train"] + lines["test"]))
+
+
 def _render_job(args: tuple[WorldSpec, int]) -> dict[str, list[bytes]]:
     return render_location(*args)
 
@@ -237,21 +309,26 @@ COORDINATES = "coordinates.csv"
 #: 600 m across), jittered by up to ±200 m, so a wrong match is hundreds of metres off
 REGION_CENTRE = (31.2304, 121.4737)
 PLACE_SPACING_M, PLACE_JITTER_M = 1200.0, 200.0
+#: DenseUAV's region (Xiasha university town, Hangzhou) and its dense places
+DENSEUAV_REGION_CENTRE = (30.32, 120.36)
+DENSE_SPACING_M, DENSE_JITTER_M = 40.0, 8.0
 
 
 def place_coordinates(spec: WorldSpec) -> dict[str, Coords]:
     """Latitude/longitude of every place of the world (training, test and distractor places),
-    deterministic for the spec's seed."""
+    deterministic for the spec's seed.  DenseUAV's places are dense: tens of metres apart."""
     ids = [loc for role in ("train", "test", "distractor") for loc in split_ids(spec)[role]]
     columns = math.ceil(math.sqrt(len(ids)))
     rng = np.random.default_rng(spec.seed + 7919)
-    jitter = rng.uniform(-PLACE_JITTER_M, PLACE_JITTER_M, size=(len(ids), 2))
-    lat0, lon0 = REGION_CENTRE
+    dense = spec.layout == "denseuav"
+    spacing, jitter_m = (DENSE_SPACING_M, DENSE_JITTER_M) if dense else (PLACE_SPACING_M, PLACE_JITTER_M)
+    jitter = rng.uniform(-jitter_m, jitter_m, size=(len(ids), 2))
+    lat0, lon0 = DENSEUAV_REGION_CENTRE if dense else REGION_CENTRE
     metres_per_degree = 111_320.0
     out = {}
     for i, loc in enumerate(ids):
-        north = (i // columns - columns / 2) * PLACE_SPACING_M + jitter[i, 0]
-        east = (i % columns - columns / 2) * PLACE_SPACING_M + jitter[i, 1]
+        north = (i // columns - columns / 2) * spacing + jitter[i, 0]
+        east = (i % columns - columns / 2) * spacing + jitter[i, 1]
         lat = lat0 + north / metres_per_degree
         out[loc] = (lat, lon0 + east / (metres_per_degree * math.cos(math.radians(lat0))))
     return out
@@ -274,30 +351,43 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
                 f"{root}: exists and is not this synthetic world (world.json differs or is missing); "
                 "choose another --out or remove it yourself"
             )
-    ids = split_ids(spec)
-    jobs = [(loc, role) for role in ("train", "test", "distractor") for loc in ids[role]]
     root.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(root)
     tmp = unique_partial_dir(root)
     try:
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
-        args = [(spec, int(loc)) for loc, _ in jobs]
-        with _terminate_cleanly(), _worker_pool(workers) if workers > 1 else _Inline() as pool:
-            results = pool.map(_render_job, args, chunksize=1)
-            for (loc, role), imgs in tqdm(
-                zip(jobs, results, strict=True), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
-            ):
-                if spec.layout == "university1652":
-                    _write_u1652(tmp, loc, role, imgs)
-                else:
-                    _write_sues200(tmp, loc, role, imgs, spec.altitudes)
-        write_place_coordinates(tmp / COORDINATES, place_coordinates(spec))
+        if spec.layout == "gta_uav":  # one map, not places: its own writer
+            with _terminate_cleanly():
+                write_gta_world(tmp, spec.locations, spec.image_size, spec.seed)
+        else:
+            _write_places(spec, tmp, workers, progress)
         (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
         _move_into_place(tmp, root, spec)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def _write_places(spec: WorldSpec, tmp: Path, workers: int | None, progress: bool) -> None:
+    """Render every place of a place-based layout into ``tmp``, with its coordinates files."""
+    ids = split_ids(spec)
+    jobs = [(loc, role) for role in ("train", "test", "distractor") for loc in ids[role]]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    args = [(spec, int(loc)) for loc, _ in jobs]
+    with _terminate_cleanly(), _worker_pool(workers) if workers > 1 else _Inline() as pool:
+        results = pool.map(_render_job, args, chunksize=1)
+        for (loc, role), imgs in tqdm(
+            zip(jobs, results, strict=True), total=len(jobs), desc=f"synth {spec.layout}", disable=not progress
+        ):
+            if spec.layout == "university1652":
+                _write_u1652(tmp, loc, role, imgs)
+            elif spec.layout == "denseuav":
+                _write_denseuav(tmp, loc, role, imgs, spec.altitudes)
+            else:
+                _write_sues200(tmp, loc, role, imgs, spec.altitudes)
+    write_place_coordinates(tmp / COORDINATES, place_coordinates(spec))
+    if spec.layout == "denseuav":
+        write_denseuav_gps(tmp, spec)
 
 
 def _move_into_place(tmp: Path, root: Path, spec: WorldSpec, attempts: int = 5) -> None:

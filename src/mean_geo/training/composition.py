@@ -125,7 +125,7 @@ def eval_options(eval_cfg: DictConfig | dict | None) -> dict:
     )
     return {
         "eval_ks": eval_cfg.get("ks", (1, 5, 10)),
-        "drop_unmatched_gallery": eval_cfg.get("drop_unmatched_gallery", True),
+        "drop_unmatched_gallery": eval_cfg.get("drop_unmatched_gallery"),
         "multi_query": check_mode(eval_cfg.get("multi_query", "none")),
         "flip_tta": flip,
         "rerank": settings if rerank else None,

@@ -19,6 +19,7 @@ from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.conventions import evaluate_conventions
 from mean_geo.retrieval.evaluate import evaluate
 from mean_geo.retrieval.multi_query import check_mode, query_groups
+from mean_geo.retrieval.positive_sets import evaluate_positive_sets
 from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.grad_cache import grad_cached_backward
 
@@ -42,7 +43,7 @@ class MEANLitModule(L.LightningModule):
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         eval_ks: Sequence[int] = (1, 5, 10),
-        drop_unmatched_gallery: bool = True,
+        drop_unmatched_gallery: bool | None = True,
         channels_last: bool = False,
         build_config: dict | None = None,
         grad_cache_chunk: int | None = None,
@@ -65,6 +66,7 @@ class MEANLitModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.eval_ks = tuple(eval_ks)
+        #: None: the dataset's protocol decides (its datamodule's ``drop_unmatched_gallery``), at setup
         self.drop_unmatched_gallery = drop_unmatched_gallery
         self.channels_last = channels_last
         self.build_config = build_config or {}
@@ -113,7 +115,9 @@ class MEANLitModule(L.LightningModule):
 
     # --- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        drone, satellite, labels = batch
+        # (drone, satellite, labels), or with each pair's weight (GTA-UAV's footprint IoU) fourth
+        drone, satellite, labels, *rest = batch
+        weights = rest[0] if rest else None
         if drone.dtype == torch.uint8 or satellite.dtype == torch.uint8:
             raise ConfigError(
                 "a training batch arrived as uint8 images: train with the datamodule (its "
@@ -121,7 +125,12 @@ class MEANLitModule(L.LightningModule):
             )
         if self.automatic_optimization:
             # branch BatchNorm statistics stay per view, as in the reference's two calls
-            terms = self.loss(*self.model.forward_pair(self._prep(drone), self._prep(satellite)), labels)
+            outputs = self.model.forward_pair(self._prep(drone), self._prep(satellite))
+            terms = (
+                self.loss(*outputs, labels) if weights is None else self.loss(*outputs, labels, pair_weights=weights)
+            )
+        elif weights is not None:
+            raise ConfigError("grad_cache: pairs with weights (GTA-UAV) are not chunked; train without grad_cache")
         else:
             terms = self._grad_cached_step(self._prep(drone), self._prep(satellite), labels)
         if self.automatic_optimization:  # before Lightning's backward and step: the weights stay as they are
@@ -236,6 +245,13 @@ class MEANLitModule(L.LightningModule):
         keep[1:] = index[1:] != index[:-1]
         return emb[keep], ids[keep], index[keep]
 
+    def setup(self, stage: str) -> None:
+        """Lightning's hook: settle the gallery convention the dataset's protocol uses when
+        ``eval.drop_unmatched_gallery`` left it open (None)."""
+        if self.drop_unmatched_gallery is None:
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            self.drop_unmatched_gallery = bool(getattr(datamodule, "drop_unmatched_gallery", True))
+
     def _finish_eval(self, stage: str) -> None:
         sets = self._eval_sets()
         gathered = {i: self._gathered(i) for i in sorted(self._eval_buffers)}
@@ -248,6 +264,10 @@ class MEANLitModule(L.LightningModule):
                 continue
             q_emb, q_ids, q_index = collected[(direction, "query")]
             g_emb, g_ids, g_index = collected[(direction, "gallery")]
+            positive_sets = self._positive_set_metrics(stage, direction, q_emb, q_index, g_emb, g_index)
+            if positive_sets is not None:  # true matches shared between queries (GTA-UAV)
+                metrics.update({f"{stage}/{direction}/{key}": value for key, value in positive_sets.items()})
+                continue
             multi = self.multi_query if direction == "d2s" else "none"
             q_latlon, g_latlon = self._positions(stage, direction, q_index, g_index)
             results = evaluate_conventions(
@@ -263,6 +283,7 @@ class MEANLitModule(L.LightningModule):
                 rerank=self.rerank,
                 q_latlon=q_latlon,
                 g_latlon=g_latlon,
+                position_metrics=getattr(self.trainer.datamodule, "position_metrics", None),
             )
             for name, values in results.metrics.items():
                 metrics.update({f"{stage}/{name}/{key}": value for key, value in values.items()})
@@ -304,6 +325,18 @@ class MEANLitModule(L.LightningModule):
             condition: evaluate(q_emb, q_ids, g_emb, g_ids, self.eval_ks, self.drop_unmatched_gallery)
             for condition, (q_emb, q_ids) in corrupted.items()
         }
+
+    def _positive_set_metrics(self, stage, direction, q_emb, q_index, g_emb, g_index) -> dict[str, float] | None:
+        """Metrics by positive sets where the datamodule gives them (GTA-UAV), else None."""
+        dm = self.trainer.datamodule
+        positives = dm.eval_positives(stage, direction) if hasattr(dm, "eval_positives") else None
+        if positives is None:
+            return None
+        column = {int(i): c for c, i in enumerate(g_index.tolist())}
+        rows = [[column[i] for i in positives[int(q)]] for q in q_index.tolist()]
+        q_xy = dm.eval_positions_m(stage, direction, "query")[q_index.cpu()]
+        g_xy = dm.eval_positions_m(stage, direction, "gallery")[g_index.cpu()]
+        return evaluate_positive_sets(q_emb, g_emb, rows, self.eval_ks, q_xy, g_xy)
 
     def _positions(self, stage, direction, q_index, g_index) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Where the drone queries were and where the gallery tiles are, when known (D→S only)."""

@@ -237,6 +237,7 @@ def evaluation_protocol(
         rerank=asdict(lit.rerank) if lit.rerank is not None else None,
         corruptions=sorted({name for name, _ in lit.last_corruptions}),
         severities=sorted({severity for _, severity in lit.last_corruptions}),
+        position_metrics=getattr(dm, "position_metrics", None),
     )
 
 
