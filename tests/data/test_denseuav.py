@@ -179,8 +179,16 @@ def test_a_miniature_copy_trains_and_evaluates_with_its_own_metrics(tree, tmp_pa
     assert directions["d2s"] == {**directions["d2s"], "queries": 9, "gallery": 54, "ranked_gallery": 54}
     assert directions["s2d"]["queries"] == 18 and directions["s2d"]["ranked_gallery"] == 27
     assert "DenseUAV_SDM@K" in payload["protocol"]["fingerprint"]["metric_definitions"]
-    # index the satellite gallery and localize the query photos with the GPS file as coordinates
     (ckpt,) = (tmp_path / "logs").rglob("last.ckpt") or (tmp_path / "logs").rglob("epoch_*.ckpt")
+    # mean_geo.eval rebuilds DenseUAV from the checkpoint, with its protocol and metrics
+    out = run_module(["-m", "mean_geo.eval", f"ckpt={ckpt}", "eval.plots=false", "hydra.run.dir=eval_run"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval_run" / "metrics.json").read_text())
+    assert evaluated["protocol"]["fingerprint"]["drop_unmatched_gallery"] is False
+    assert evaluated["metrics"]["test/d2s/DenseUAV_SDM@1"] == pytest.approx(
+        metrics["test/d2s/DenseUAV_SDM@1"], abs=1e-3
+    )
+    # index the satellite gallery and localize the query photos with the GPS file as coordinates
     gps, gallery = tree / denseuav.GPS_ALL, tree / "test" / "gallery_satellite"
     index_args = ["-m", "mean_geo.index", f"gallery_dir={gallery}", f"ckpt={ckpt}", "out=tiles.index"]
     out = run_module([*index_args, f"coords_csv={gps}", "hardware=cpu"], cwd=tmp_path)

@@ -178,6 +178,12 @@ def test_a_miniature_copy_trains_and_evaluates_by_positive_sets(tree, tmp_path, 
     assert 0 <= metrics["test/d2s/R@1"] <= 100 and metrics["test/d2s/Dis@1"] >= 0
     directions = payload["protocol"]["fingerprint"]["directions"]
     assert directions["d2s"]["queries"] == 8 and directions["d2s"]["gallery"] == 20  # every tile, all zooms
+    # mean_geo.eval rebuilds the layout and its split from the checkpoint: the same numbers
+    (ckpt,) = list((tmp_path / "logs").rglob("last.ckpt")) or list((tmp_path / "logs").rglob("epoch_*.ckpt"))
+    out = run_module(["-m", "mean_geo.eval", f"ckpt={ckpt}", "eval.plots=false", "hydra.run.dir=eval_run"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    again = json.loads((tmp_path / "eval_run" / "metrics.json").read_text())["metrics"]
+    assert again["test/d2s/AP"] == pytest.approx(metrics["test/d2s/AP"], abs=1e-3)
 
 
 def test_training_batches_carry_the_ious_and_exclude_linked_pairs(tree):
@@ -243,3 +249,11 @@ def test_the_synthetic_world_writes_the_release_layout_with_exact_ious(tmp_path)
     # cross-area: the western half of the map trains
     half = 2 * 24576 / 2**4 * 0.45 / 2
     assert all(r.loc_m[0] < half for r in gta_uav.read_records(root, "cross_area", "train"))
+
+
+def test_conventions_that_positive_sets_do_not_have_are_refused(tree, tmp_path):
+    out = train_tiny("gta_uav", tree, tmp_path, "dataset.batch_size=2", "eval.rerank=true")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "evaluated by positive sets" in errors[0], out.stderr[-2000:]
+    out = train_tiny("gta_uav", tree, tmp_path, "dataset.directions=[d2s,s2d]")
+    assert out.returncode == 2 and "GTA-UAV is evaluated drone -> satellite" in out.stderr, out.stderr[-2000:]
