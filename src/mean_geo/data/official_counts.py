@@ -1,4 +1,4 @@
-"""The official sizes of University-1652, SUES-200 and DenseUAV, and a count of a copy on disk against them.
+"""The official sizes of University-1652, SUES-200, DenseUAV and GTA-UAV, and a count of a copy against them.
 
 Partial copies are a common cause of "cannot reproduce": this reads a copy through the same
 readers training uses (file headers only) and names every place, altitude and folder that differs.

@@ -247,14 +247,17 @@ class MEANLitModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Lightning's hook: settle the gallery convention the dataset's protocol uses when
-        ``eval.drop_unmatched_gallery`` left it open (None)."""
+        ``eval.drop_unmatched_gallery`` left it open (None), and refuse the conventions a dataset
+        evaluated by positive sets (GTA-UAV) has no meaning for, before any work."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.drop_unmatched_gallery is None:
             self.drop_unmatched_gallery = bool(getattr(datamodule, "drop_unmatched_gallery", True))
-        if hasattr(datamodule, "eval_positives") and (self.rerank is not None or self.multi_query != "none"):
+        by_sets = hasattr(datamodule, "eval_positives")
+        if by_sets and (self.rerank is not None or self.multi_query != "none" or datamodule.query_conditions):
             raise ConfigError(
-                f"eval.rerank / eval.multi_query: {type(datamodule).__name__} is evaluated by positive sets "
-                "(true matches shared between queries), without re-ranking or multi-query; leave them off"
+                f"eval.rerank / eval.multi_query / eval.corruptions: {type(datamodule).__name__} is evaluated by "
+                "positive sets (true matches shared between queries), without re-ranking, multi-query or "
+                "corrupted queries; leave them off"
             )
 
     def _finish_eval(self, stage: str) -> None:
