@@ -33,7 +33,7 @@ from tests.models.test_official_peers import to_theirs
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NEEDS_MORE_THAN_THIS_MACHINE = re.compile(
-    r"dataset=(sues200|university1652|denseuav)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)"
+    r"dataset=(sues200|university1652|denseuav|gta_uav)\b|hardware=(ddp|gpu\w*|slurm)(\s|$)"
 )
 SMOKE_SIZED = {
     "mean_geo.synth": ["--locations", "6", "--size", "32", "--drone-per-location", "2"],
