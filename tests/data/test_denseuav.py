@@ -78,7 +78,7 @@ def test_readers_heights_and_pairs(tree):
     assert {r.altitude for r in split.drone} == {80, 90, 100}
     low = denseuav.read_train(tree, denseuav.parse_heights([80, 100]))
     assert {r.path.name for r in low.drone} == {"H80.JPG", "H100.JPG"} and len(low.satellite) == 36
-    pairs = denseuav.train_pairs(split, split.label_of)
+    pairs = denseuav.train_pairs(split)
     assert all(d.stem == s.stem and d.parent.name == s.parent.name for d, s, _ in pairs)  # H80.JPG <-> H80.tif
     assert len(denseuav.read_test(tree, "gallery_satellite")) == 9 * 6
     assert len(denseuav.read_test(tree, "query_drone", (90,))) == 3

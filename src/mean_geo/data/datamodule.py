@@ -15,6 +15,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -231,6 +232,21 @@ class CrossViewDataModule(L.LightningDataModule):
         """
         return make_pairs(self.train_split)
 
+    def paired_views(self, pairs: list[tuple[Path, Path, int]], *args, **kwargs) -> PairedViewsDataset:
+        """The training set decoded and augmented by the workers.
+
+        A layout whose pairs carry more than their label (GTA-UAV's IoUs) returns its own kind.
+
+        Args:
+            pairs: :meth:`training_pairs`.
+            *args: the views' recipes, as :class:`PairedViewsDataset`.
+            **kwargs: the joint flip and fill, as :class:`PairedViewsDataset`.
+
+        Returns:
+            The dataset.
+        """
+        return PairedViewsDataset(pairs, *args, **kwargs)
+
     def coordinate_table(self) -> tuple[str, dict]:
         """``(key, {key: (lat, lon)})`` of where places (key ``place``) or images (``path``) are.
 
@@ -346,7 +362,7 @@ class CrossViewDataModule(L.LightningDataModule):
             elif self.decode_on == "gpu":
                 self.train_set = EncodedPairsDataset(*args, **kwargs)
             else:
-                self.train_set = PairedViewsDataset(*args, **kwargs)
+                self.train_set = self.paired_views(*args, **kwargs)
         if not self.eval_datasets:
             folders = [DIRECTIONS[d][0 if role == "query" else 1] for d, role in self.eval_sets]
             records = {f: self.read_eval(f) for f in dict.fromkeys(folders)}
@@ -636,7 +652,7 @@ class DenseUAVDataModule(CrossViewDataModule):
 
     def training_pairs(self) -> list[tuple[Path, Path, int]]:
         """Each drone photo with the tile cut for its height."""
-        return denseuav.train_pairs(self.train_split, self.train_split.label_of)
+        return denseuav.train_pairs(self.train_split)
 
     def coordinate_table(self) -> tuple[str, dict]:
         """The places' positions from the GPS file (``dataset.coordinates_csv`` overrides it)."""
@@ -680,7 +696,6 @@ class GTAUAVDataModule(CrossViewDataModule):
             )
         self._records: dict[str, list[gta_uav.DroneRecord]] = {}
         self._tiles: dict[str, Path] | None = None
-        self.pair_weights: list[float] = []
 
     def records(self, part: str) -> list[gta_uav.DroneRecord]:
         """The split's records of ``part`` (train / test), read once."""
@@ -695,33 +710,25 @@ class GTAUAVDataModule(CrossViewDataModule):
             self._tiles = {p.name: p for p in gta_uav.satellite_tiles(self.root)}
         return self._tiles
 
+    @cached_property
+    def semi_positive_pairs(self) -> list[tuple[Path, Path, str, float]]:
+        """(photo, tile, tile name, IoU) of every semi-positive tile of every training photo."""
+        return gta_uav.training_pairs(self.records("train"), self.tiles)
+
     def read_train(self) -> TrainSplit:
         """The training photos, and the tiles they pair with (the classes)."""
-        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
-        used = sorted({name for _, _, name, _ in pairs})
+        used = sorted({name for _, _, name, _ in self.semi_positive_pairs})
         drone = [ImageRecord(r.path, r.name, "drone", r.altitude) for r in self.records("train")]
         return TrainSplit(drone, [ImageRecord(self.tiles[n], n, "satellite") for n in used])
 
     def training_pairs(self) -> list[tuple[Path, Path, int]]:
-        """(photo, tile, the tile's class) of every semi-positive tile; their IoUs in :attr:`pair_weights`."""
-        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
+        """(photo, tile, the tile's class) of every semi-positive tile."""
         label_of = self.train_split.label_of
-        self.pair_weights = [iou for *_, iou in pairs]
-        return [(photo, tile, label_of[name]) for photo, tile, name, _ in pairs]
+        return [(photo, tile, label_of[name]) for photo, tile, name, _ in self.semi_positive_pairs]
 
-    def setup(self, stage: str | None = None) -> None:
-        """As :class:`CrossViewDataModule`, with the pairs' weights in the training set."""
-        if stage in (None, "fit") and self.train_set is None:
-            pairs = self.training_pairs()
-            self.train_set = WeightedPairsDataset(
-                pairs,
-                self.pair_weights,
-                self.view_recipe("drone"),
-                self.view_recipe("satellite"),
-                joint_flip_p=self.joint_flip_p if self.augment else 0.0,
-                fill=mean_fill(self.mean),
-            )
-        super().setup(stage)
+    def paired_views(self, pairs: list[tuple[Path, Path, int]], *args, **kwargs) -> WeightedPairsDataset:
+        """The training set with each pair's IoU, for the weighted InfoNCE."""
+        return WeightedPairsDataset(pairs, [iou for *_, iou in self.semi_positive_pairs], *args, **kwargs)
 
     def warn_if_not_official(self) -> list[str]:
         """The counts of the release are checked by ``python -m mean_geo.check`` (photos and tiles)."""
@@ -773,7 +780,7 @@ class GTAUAVDataModule(CrossViewDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches of mutually exclusive pairs, this rank's share of each global batch."""
         assert self.train_set is not None, "call setup('fit') first"
-        pairs = gta_uav.training_pairs(self.records("train"), self.tiles)
+        pairs = self.semi_positive_pairs
         tiles_of: dict[str, set[str]] = {}
         drones_of: dict[str, set[str]] = {}
         for photo, _, tile, _ in pairs:

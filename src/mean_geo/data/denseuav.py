@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mean_geo.data.layouts import U1652_TEST, ImageRecord, TrainSplit, require_dir, scan_view_folder
+from mean_geo.data.layouts import (
+    U1652_TEST,
+    ImageRecord,
+    TrainSplit,
+    parse_heights_choice,
+    require_dir,
+    scan_view_folder,
+)
 from mean_geo.errors import DatasetLayoutError
 
 HEIGHTS = (80, 90, 100)
@@ -32,18 +39,8 @@ NAME = "DenseUAV"
 
 
 def parse_heights(heights: int | str | Sequence[int] | None) -> tuple[int, ...]:
-    """``80`` / ``"80"`` / ``[80, 100]`` / ``"all"`` / ``None`` (= all) → the drone heights (m)."""
-    if heights is None or heights == "all":
-        return HEIGHTS
-    try:
-        chosen = (int(heights),) if isinstance(heights, (int, str)) else tuple(int(h) for h in heights)
-    except (TypeError, ValueError):
-        raise DatasetLayoutError(f"dataset.heights={heights!r}: expected some of {list(HEIGHTS)} or 'all'") from None
-    bad = [h for h in chosen if h not in HEIGHTS]
-    if bad or not chosen:
-        shown = ", ".join(map(str, bad or chosen))
-        raise DatasetLayoutError(f"dataset.heights={shown}: expected some of {list(HEIGHTS)} or 'all'")
-    return tuple(sorted(set(chosen)))
+    """``80`` / ``"80"`` / ``[80, 100]`` / ``"all"`` / ``None`` (= all) → the drone heights (m), sorted."""
+    return tuple(sorted(set(parse_heights_choice(heights, HEIGHTS, "dataset.heights"))))
 
 
 def height_of(path: Path) -> int | None:
@@ -108,7 +105,7 @@ def read_test(root: str | Path, folder: str, heights: tuple[int, ...] = HEIGHTS)
     return _drone(records, heights, path) if TEST_FOLDERS[folder] == "drone" else _satellite(records)
 
 
-def train_pairs(split: TrainSplit, label_of: dict[str, int]) -> list[tuple[Path, Path, int]]:
+def train_pairs(split: TrainSplit) -> list[tuple[Path, Path, int]]:
     """Each drone photo with the satellite tile cut for its height (``H80.JPG`` ↔ ``H80.tif``), else
     the place's first tile."""
     tiles: dict[tuple[str, int | None], Path] = {}
@@ -117,6 +114,7 @@ def train_pairs(split: TrainSplit, label_of: dict[str, int]) -> list[tuple[Path,
         if not r.path.stem.endswith("_old"):
             tiles.setdefault((r.location, r.altitude), r.path)
         first.setdefault(r.location, r.path)
+    label_of = split.label_of
     return [(r.path, tiles.get((r.location, r.altitude), first[r.location]), label_of[r.location]) for r in split.drone]
 
 

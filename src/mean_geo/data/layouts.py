@@ -152,19 +152,25 @@ def u1652_test(root: str | Path, folder: str) -> list[ImageRecord]:
 
 def parse_altitudes(altitudes: int | str | Sequence[int] | None) -> tuple[int, ...]:
     """``150`` / ``"150"`` / ``[150, 200]`` / ``"all"`` / ``None`` (= all) → a tuple of altitudes."""
-    if altitudes is None or altitudes == "all":
-        return SUES200_ALTITUDES
+    return parse_heights_choice(altitudes, SUES200_ALTITUDES, "dataset.altitude")
+
+
+def parse_heights_choice(
+    value: int | str | Sequence[int] | None, allowed: tuple[int, ...], key: str
+) -> tuple[int, ...]:
+    """Some of ``allowed`` (metres), one or a list, ``"all"`` or None (= all), in the order given;
+    anything else is one line naming ``key``."""
+    if value is None or value == "all":
+        return allowed
     try:
-        alts = (int(altitudes),) if isinstance(altitudes, (int, str)) else tuple(int(a) for a in altitudes)
+        chosen = (int(value),) if isinstance(value, (int, str)) else tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise DatasetLayoutError(
-            f"dataset.altitude={altitudes!r}: expected some of {list(SUES200_ALTITUDES)} or 'all'"
-        ) from None
-    bad = [a for a in alts if a not in SUES200_ALTITUDES]
-    if bad or not alts:
-        shown = ", ".join(map(str, bad or alts))
-        raise DatasetLayoutError(f"dataset.altitude={shown}: expected some of {list(SUES200_ALTITUDES)} or 'all'")
-    return alts
+        raise DatasetLayoutError(f"{key}={value!r}: expected some of {list(allowed)} or 'all'") from None
+    bad = [v for v in chosen if v not in allowed]
+    if bad or not chosen:
+        shown = ", ".join(map(str, bad or chosen))
+        raise DatasetLayoutError(f"{key}={shown}: expected some of {list(allowed)} or 'all'")
+    return chosen
 
 
 def sues200_train(root: str | Path, altitudes: int | Sequence[int] | None = None) -> TrainSplit:

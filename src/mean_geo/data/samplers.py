@@ -101,9 +101,12 @@ class LocationUniqueBatchSampler(Sampler[list[int]]):
 
     def _global_batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
-            batches = location_unique_batches(self.labels, self.batch_size * self.num_replicas, self.seed, self.epoch)
-            self._cache = (self.epoch, batches)
+            self._cache = (self.epoch, self._make_batches(self.batch_size * self.num_replicas))
         return self._cache[1]
+
+    def _make_batches(self, global_batch: int) -> list[list[int]]:
+        """This epoch's global batches (computed once per epoch)."""
+        return location_unique_batches(self.labels, global_batch, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
@@ -141,15 +144,11 @@ class ExclusiveBatchSampler(LocationUniqueBatchSampler):
         super().__init__(list(range(len(keys))), batch_size, seed, num_replicas, rank)
         self.keys, self.blocks = list(keys), list(blocks)
 
-    def _global_batches(self) -> list[list[int]]:
-        if self._cache is None or self._cache[0] != self.epoch:
-            batches = exclusive_batches(
-                self.keys, self.blocks, self.batch_size * self.num_replicas, self.seed, self.epoch
+    def _make_batches(self, global_batch: int) -> list[list[int]]:
+        batches = exclusive_batches(self.keys, self.blocks, global_batch, self.seed, self.epoch)
+        if not batches:
+            raise ConfigError(
+                f"batch of {global_batch} pairs: no batch of pairs that exclude "
+                "each other can be filled from these training pairs; lower batch_size"
             )
-            if not batches:
-                raise ConfigError(
-                    f"batch of {self.batch_size * self.num_replicas} pairs: no batch of pairs that exclude "
-                    "each other can be filled from these training pairs; lower batch_size"
-                )
-            self._cache = (self.epoch, batches)
-        return self._cache[1]
+        return batches

@@ -82,10 +82,11 @@ def evaluate_conventions(
         if latlon is not None and g_latlon is not None:
             k = min(max(*ks, own_k), n_ranked)
             top = topk_search(q, g[keep], k)[1] if scores is None else stable_topk(scores[:, keep], k)[1]
-            errors = ground_errors(top.cpu(), latlon.cpu(), g_latlon[keep.cpu()].cpu())
+            ranked_latlon = g_latlon[keep.cpu()].cpu()
+            errors = ground_errors(top.cpu(), latlon.cpu(), ranked_latlon)
             metrics.update(ranked_distance_metrics(errors, ks))
             if own_metrics is not None:
-                metrics.update(own_metrics(top.cpu(), latlon.cpu(), g_latlon[keep.cpu()].cpu()))
+                metrics.update(own_metrics(top.cpu(), latlon.cpu(), ranked_latlon))
             known = torch.isfinite(errors).all(dim=1)  # positions of a partial coordinates table
             if bool(known.any()):
                 results.top1_errors_m[name] = errors[known, 0]

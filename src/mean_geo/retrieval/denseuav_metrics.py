@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from mean_geo.retrieval.distances import haversine_m
+
 SDM_KS = (1, 3, 5, 10)
 SDM_SCALE_PER_DEGREE = 5000.0
 MA_THRESHOLDS_M = (5, 10, 20, 50, 100)
@@ -24,13 +26,6 @@ RADIUS_M = 6_378_137.0  # DenseUAV's Earth radius (the equatorial one)
 def degree_distances(query_latlon: torch.Tensor, ranked_latlon: torch.Tensor) -> torch.Tensor:
     """``(Q, K)`` Euclidean distances in degrees from ``(Q, 2)`` to ``(Q, K, 2)`` lat/lon."""
     return torch.linalg.vector_norm(ranked_latlon.double() - query_latlon.double()[:, None, :], dim=-1)
-
-
-def haversine_radius_m(a: torch.Tensor, b: torch.Tensor, radius: float = RADIUS_M) -> torch.Tensor:
-    """Great-circle metres between ``(..., 2)`` lat/lon tensors on a sphere of ``radius``."""
-    lat1, lon1, lat2, lon2 = (torch.deg2rad(t.double()) for t in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
-    h = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
-    return 2 * radius * torch.asin(torch.sqrt(h.clamp(0, 1)))
 
 
 def denseuav_metrics(
@@ -65,7 +60,7 @@ def denseuav_metrics(
             weights = torch.arange(k, 0, -1, dtype=torch.float64)
             sdm = (weights * torch.exp(-SDM_SCALE_PER_DEGREE * degrees[:, :k])).sum(1) / weights.sum()
             out[f"DenseUAV_SDM@{k}"] = 100.0 * sdm.mean().item()
-    top1_m = haversine_radius_m(q, ranked[:, 0])
+    top1_m = haversine_m(q, ranked[:, 0], radius_m=RADIUS_M)
     for t in thresholds_m:
         out[f"DenseUAV_MA@{t}m"] = 100.0 * (top1_m < t).double().mean().item()
     return out

@@ -21,12 +21,13 @@ SDM_SCALE = 0.001
 THRESHOLDS_M = (25, 50, 100)
 
 
-def haversine_m(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def haversine_m(a: torch.Tensor, b: torch.Tensor, radius_m: float = EARTH_RADIUS_M) -> torch.Tensor:
     """Great-circle distance in metres between ``(..., 2)`` lat/lon tensors (degrees), elementwise,
-    computed in float64 (give float64 coordinates: float32 degrees are only good to ~0.2 m)."""
+    computed in float64 (give float64 coordinates: float32 degrees are only good to ~0.2 m), on a
+    sphere of ``radius_m`` (the mean Earth radius; DenseUAV's metric uses the equatorial one)."""
     lat1, lon1, lat2, lon2 = (torch.deg2rad(t.double()) for t in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
     h = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * torch.asin(torch.sqrt(h.clamp(0, 1)))
+    return 2 * radius_m * torch.asin(torch.sqrt(h.clamp(0, 1)))
 
 
 def sdm_at_k(distances: torch.Tensor, k: int, scale: float = SDM_SCALE) -> torch.Tensor:
