@@ -34,6 +34,12 @@ def test_quick_bench_writes_results_and_checks_metrics_agree(tmp_path):
     )
     assert set(loader["ms_per_pair"]) == set(loader["authors_ms_per_pair"]) == {"read", "decode", "augment", "collate"}
     assert payload["ratios"]["loader 64px: ours / authors' pairs per s per worker"] == loader["ours_vs_authors"]
+    floor = loader["uncached_floor_ms_per_pair"]
+    assert set(floor) == {"decode", "recompress", "resize"} and all(v > 0 for v in floor.values())
+    authors_ms = sum(loader["authors_ms_per_pair"].values())
+    assert loader["uncached_ceiling_vs_authors"] == pytest.approx(authors_ms / sum(floor.values()))
+    ceiling = payload["ratios"]["loader 64px: the most any pipeline that decodes every epoch can be"]
+    assert ceiling == loader["uncached_ceiling_vs_authors"]
 
 
 def test_the_starvation_line_measures_loader_and_step_and_skips_without_cuda(monkeypatch):

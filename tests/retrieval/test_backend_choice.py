@@ -1,6 +1,7 @@
 """search backend=auto: a measured choice, cached per machine, with the fixed backends' results."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def exact_unit(n, d, seed):
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MEAN_GEO_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(backend_choice, "CALIBRATE_MIN_PAIRS", 1000)
-    monkeypatch.setattr(backend_choice, "CALIBRATION_GALLERY", 2048)
+    monkeypatch.setattr(backend_choice, "CALIBRATION_PAIRS", 300 * 2048)
     return tmp_path / backend_choice.CACHE_FILE
 
 
@@ -74,6 +75,38 @@ def test_kernel_limits_and_threads_are_another_machine(monkeypatch):
         assert backend_choice.machine_key() != base
     finally:
         torch.set_num_threads(threads)
+
+
+def test_calibration_searches_the_problems_own_number_of_queries(tmp_path, monkeypatch):
+    """Which backend wins turns on the query count (faiss 5× slower at 64 queries, 1.4× faster at
+    1,000 on the AMD EPYC): the sample keeps it, up to the query chunk, and cuts the gallery."""
+    pytest.importorskip("faiss")
+    monkeypatch.setenv("MEAN_GEO_CACHE_DIR", str(tmp_path))
+    shapes = []
+
+    def record(n_query, n_gallery, *args):
+        shapes.append((n_query, n_gallery))
+        return {"torch": 2.0, "faiss": 1.0}
+
+    monkeypatch.setattr(backend_choice, "calibrate", record)
+    cpu = torch.device("cpu")
+    for n_query in (64, 5000, 1000):  # 1,000 queries share 5,000's bucket: its cached verdict
+        assert backend_choice.choose_backend(n_query, 10**6, 512, 10, cpu, torch.float32, topk_search) == "faiss"
+    pairs = backend_choice.CALIBRATION_PAIRS
+    assert shapes == [(64, pairs // 64), (1024, pairs // 1024)]
+
+
+def test_a_lopsided_first_round_is_the_verdict(monkeypatch):
+    calls = []
+
+    def search(q, g, k, backend):
+        calls.append((backend, len(q)))
+        if backend == "faiss" and len(q) > 8:
+            time.sleep(0.05)
+
+    times = backend_choice.calibrate(32, 64, 8, 5, torch.float32, ["torch", "faiss"], search)
+    assert min(times, key=times.__getitem__) == "torch"
+    assert [c for c in calls if c[1] > 8] == [("torch", 32), ("faiss", 32)]  # one round, no second
 
 
 def test_small_searches_skip_calibration(tmp_path, monkeypatch):

@@ -131,6 +131,46 @@ def _our_pair(dataset) -> Callable:
     return pair
 
 
+def uncached_floor_ms(files: list[tuple[Path, Path, int]], recipes: dict, repeats: int = 3) -> dict[str, float]:
+    """What no pipeline that decodes every epoch avoids, per pair (ms, best of ``repeats``): decoding
+    both images, the recipe's JPEG recompression at their decoded size (an encode and a decode, times
+    its probability) and the resize to the training size, each timed alone on these files."""
+    import torchvision.transforms.v2.functional as TF
+
+    from mean_geo.data import datasets as ds
+    from mean_geo.data.augment import _jpeg
+
+    def best(fn) -> float:
+        fn()  # first-call costs
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times)
+
+    per_image: dict[tuple[Path, str], tuple[float, float, float]] = {}
+    for drone, sat, _ in files:
+        for path, view in ((drone, "drone"), (sat, "satellite")):
+            if (path, view) in per_image:
+                continue
+            recipe = recipes[view]
+            image = ds.read_image(path, recipe.size)
+            mid = (recipe.jpeg_quality[0] + recipe.jpeg_quality[1]) // 2
+            per_image[path, view] = (
+                best(lambda path=path, size=recipe.size: ds.read_image(path, size)),
+                recipe.jpeg_p * best(lambda image=image, q=mid: _jpeg(image, q)),
+                best(lambda image=image, size=recipe.size: TF.resize(image, [size, size], antialias=True)),
+            )
+    phases = ("decode", "recompress", "resize")
+    floor = {k: 0.0 for k in phases}
+    for drone, sat, _ in files:
+        for key in ((drone, "drone"), (sat, "satellite")):
+            for phase, ms in zip(phases, per_image[key], strict=True):
+                floor[phase] += ms / len(files)
+    return floor
+
+
 @contextmanager
 def _one_thread(cv2) -> Iterator[None]:
     """A worker's threads (torch's and OpenCV's) for the measurement; the caller's back after."""
@@ -171,7 +211,8 @@ def loader(
         files = write_images(Path(tmp), places, max(1, pairs // places // 4), source_size)
         recipes = {v: ViewRecipe(image_size, rotate=v == "satellite", jitter=COLOR_JITTER[v]) for v in COLOR_JITTER}
         dataset = PairedViewsDataset(files, recipes["drone"], recipes["satellite"])
-        extra = {}
+        extra: dict = {}
+        n = (pairs + batch - 1) // batch * batch  # pairs measured per pipeline
         if cache:
             from mean_geo.data.decoded_cache import CachedPairsDataset, DecodedCache
 
@@ -195,8 +236,11 @@ def loader(
                     t0 = time.perf_counter()
                     normalize_batch(collated[0], None, None), normalize_batch(collated[1], None, None)
                     normalize_s += time.perf_counter() - t0
-    n = (pairs + batch - 1) // batch * batch
+        floor = None if cache else uncached_floor_ms(files, recipes)
     ours_s, theirs_s = sum(clocks["ours"].values()), sum(clocks["authors"].values())
+    if floor:  # the least any pipeline that decodes every epoch spends a pair: the most it can be theirs
+        extra["uncached_floor_ms_per_pair"] = floor
+        extra["uncached_ceiling_vs_authors"] = 1000 * theirs_s / n / sum(floor.values())
     return {
         "pairs": n,
         "image_size": image_size,
