@@ -151,6 +151,31 @@ def test_normalize_batch():
     assert normalize_batch(out, mean, std) is out
 
 
+def test_collate_pairs_is_default_collate_in_channels_last_memory(tmp_path):
+    """The same batch values as ``default_collate`` (labels, GTA-UAV's weights), stacked in the HWC
+    memory the augmentation leaves; normalised, the batch is contiguous and equal either way."""
+    from torch.utils.data import default_collate
+
+    from mean_geo.data.datasets import WeightedPairsDataset, collate_pairs
+
+    files = []
+    for i in range(3):
+        jpeg_file(tmp_path / f"d{i}.jpg", photo(64, seed=i))
+        jpeg_file(tmp_path / f"s{i}.jpg", photo(64, seed=10 + i))
+        files.append((tmp_path / f"d{i}.jpg", tmp_path / f"s{i}.jpg", i))
+    recipes = ViewRecipe(48), ViewRecipe(48, rotate=True)
+    for dataset in (PairedViewsDataset(files, *recipes), WeightedPairsDataset(files, [0.5, 0.25, 1.0], *recipes)):
+        torch.manual_seed(3)
+        items = [dataset[i] for i in range(3)]
+        ours, reference = collate_pairs(items), default_collate(items)
+        assert len(ours) == len(reference) == len(items[0])
+        for mine, theirs in zip(ours, reference, strict=True):
+            assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
+        assert ours[0].is_contiguous(memory_format=torch.channels_last)
+        normal = normalize_batch(ours[0], None, None)
+        assert normal.is_contiguous() and torch.equal(normal, normalize_batch(reference[0], None, None))
+
+
 def test_read_image_sees_what_load_rgb_sees(tmp_path):
     base = photo(48, seed=6)
     cases = {}

@@ -199,7 +199,7 @@ def loader(
 
     from mean_geo.benchmarks.timing import peak_memory_mb
     from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, normalize_batch
-    from mean_geo.data.datasets import PairedViewsDataset
+    from mean_geo.data.datasets import PairedViewsDataset, collate_pairs
 
     try:
         drone_tf, sat_tf = authors_transforms(image_size, "drone"), authors_transforms(image_size, "satellite")
@@ -222,6 +222,7 @@ def loader(
             extra = {"cache_build_s": time.perf_counter() - t0, "cache_images": len(store.paths)}
             dataset = CachedPairsDataset(files, recipes["drone"], recipes["satellite"], cache=store)
         pipelines = {"ours": _our_pair(dataset), "authors": _authors_pair(drone_tf, sat_tf)}
+        collates = {"ours": collate_pairs, "authors": default_collate}
         clocks = {name: dict.fromkeys(PHASES, 0.0) for name in pipelines}
         normalize_s = 0.0
         for run in pipelines.values():  # warm-up: page cache, first-call costs
@@ -230,7 +231,7 @@ def loader(
             for name, run in pipelines.items():
                 items = [run(*files[(start + i) % len(files)], clocks[name]) for i in range(batch)]
                 t0 = time.perf_counter()
-                collated = default_collate(items)
+                collated = collates[name](items)
                 clocks[name]["collate"] += time.perf_counter() - t0
                 if name == "ours":
                     t0 = time.perf_counter()
@@ -257,15 +258,15 @@ def loader(
     }
 
 
-def _loader_rate(dataset, batch: int, workers: int, batches: int, finish: Callable) -> float:
-    """Pairs per second of a DataLoader with ``workers`` workers, ``finish`` run on each batch (the
+def _loader_rate(dataset, collate: Callable, batch: int, workers: int, batches: int, finish: Callable) -> float:
+    """Pairs per second of a DataLoader with ``workers`` workers (batched by ``collate``, as the
+    datamodule batches that dataset), ``finish`` run on each batch (the
     device side: transfer, decoding and augmentation for decode_on=gpu, normalisation), after a
     warm-up of as many batches as workers."""
     from torch.utils.data import DataLoader, RandomSampler
 
     from mean_geo.benchmarks.timing import sync
 
-    collate = getattr(dataset, "collate", None)
     sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (batches + workers))
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate)
     it = iter(loader)
@@ -285,7 +286,7 @@ def loader_rates(
     """The training loader alone, in pairs/s with ``workers`` workers, both ways: decode_on=cpu (the
     batch moved to ``device`` and normalised) and decode_on=gpu (decoded and augmented on ``device``)."""
     from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, mean_fill, normalize_batch
-    from mean_geo.data.datasets import PairedViewsDataset
+    from mean_geo.data.datasets import PairedViewsDataset, collate_pairs
     from mean_geo.data.device_decode import EncodedPairsDataset, collate_encoded, decode_and_augment
 
     recipes = {v: ViewRecipe(image_size, rotate=v == "satellite", jitter=COLOR_JITTER[v]) for v in COLOR_JITTER}
@@ -298,9 +299,8 @@ def loader_rates(
             drone, sat = b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True)
             return normalize_batch(drone, None, None), normalize_batch(sat, None, None)
 
-        on_cpu = _loader_rate(cpu_set, batch, workers, batches, finish_cpu)
+        on_cpu = _loader_rate(cpu_set, collate_pairs, batch, workers, batches, finish_cpu)
         gpu_set = EncodedPairsDataset(files, recipes["drone"], recipes["satellite"], fill=fill)
-        gpu_set.collate = collate_encoded  # type: ignore[attr-defined]
 
         def finish_gpu(b):
             drones, sats, _, dd, sd, flips = b
@@ -308,5 +308,5 @@ def loader_rates(
             sat = decode_and_augment(sats, sd, flips, recipes["satellite"], fill, device)
             return normalize_batch(drone, None, None), normalize_batch(sat, None, None)
 
-        on_device = _loader_rate(gpu_set, batch, workers, batches, finish_gpu)
+        on_device = _loader_rate(gpu_set, collate_encoded, batch, workers, batches, finish_gpu)
     return {"workers": workers, "loader_pairs_per_s": on_cpu, "loader_gpu_decode_pairs_per_s": on_device}

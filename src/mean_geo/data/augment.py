@@ -304,5 +304,7 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float] | None, std: Seq
         return images
     mean_t = torch.tensor(list(mean or IMAGENET_MEAN), device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(list(std or IMAGENET_STD), device=images.device).view(1, 3, 1, 1)
-    # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy
-    return images.to(torch.float32).mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
+    # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy, which is
+    # contiguous whatever the batch's memory (collate_pairs hands over channels-last uint8)
+    floats = images.to(torch.float32, memory_format=torch.contiguous_format)
+    return floats.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)

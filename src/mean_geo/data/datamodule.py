@@ -31,6 +31,7 @@ from mean_geo.data.datasets import (
     ImageListDataset,
     PairedViewsDataset,
     WeightedPairsDataset,
+    collate_pairs,
     make_pairs,
 )
 from mean_geo.data.decoded_cache import CACHE_KINDS, CachedPairsDataset, DecodedCache, check_cache_dir
@@ -502,7 +503,7 @@ class CrossViewDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate_encoded if self.decode_on == "gpu" else None,
+            collate_fn=collate_encoded if self.decode_on == "gpu" else collate_pairs,
         )
 
     def _eval_loaders(self, datasets: list[ImageListDataset]) -> list[DataLoader]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_image
 
 from mean_geo.data.augment import ViewRecipe, apply, draw
@@ -134,6 +134,28 @@ class PairedViewsDataset(Dataset):
         drone = apply(drone, draw(self.drone_recipe), self.drone_recipe, self.fill)
         sat = apply(sat, draw(self.satellite_recipe), self.satellite_recipe, self.fill)
         return drone, sat, label
+
+
+def collate_pairs(items: Sequence[tuple]) -> tuple:
+    """Training pairs into a batch, the images as (B, 3, S, S) uint8 in channels-last memory.
+
+    The augmentation leaves each image in HWC memory (what the decoders and OpenCV write); stacking
+    them that way is a straight copy, where stacking them as CHW gathered every byte (16 images of
+    384 px: 0.24 ms instead of 4 ms of a worker's time).  :func:`~mean_geo.data.augment.normalize_batch`
+    makes the float batch contiguous on the device.
+
+    Args:
+        items: ``(drone, satellite, label[, weight])`` tuples of :class:`PairedViewsDataset`.
+
+    Returns:
+        ``(drones, satellites, labels[, weights])``, the rest collated as ``default_collate`` does.
+    """
+    drones, satellites, *rest = zip(*items, strict=True)
+
+    def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+
+    return (stack(drones), stack(satellites), *(default_collate(list(column)) for column in rest))
 
 
 class WeightedPairsDataset(PairedViewsDataset):
