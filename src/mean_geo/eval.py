@@ -10,25 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 from omegaconf import DictConfig
 
 from mean_geo.cli.hydra_app import hydra_app
-from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
-from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
-from mean_geo.inference.loading import load_model
-from mean_geo.inference.localization import embed_images
-from mean_geo.inference.submission import ordered_queries, refuse_existing, write_submission
-from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
-from mean_geo.training.identity import run_config, run_identity, run_summary
-from mean_geo.training.lit_module import MEANLitModule
-from mean_geo.training.media import finish
-from mean_geo.training.results import ResultsWriter, read_metrics
 
 
 def write_challenge_submission(cfg: DictConfig) -> Path:
     """``eval.submission=answer.txt``: rank a gallery folder for every query image (no labels)."""
+    from mean_geo.data.layouts import list_images
+    from mean_geo.inference.loading import load_model
+    from mean_geo.inference.localization import embed_images
+    from mean_geo.inference.submission import ordered_queries, refuse_existing, write_submission
+    from mean_geo.training.composition import to_plain
+
     settings = to_plain(cfg.eval)
     for key in ("submission_queries", "submission_gallery"):
         if not settings.get(key):
@@ -47,6 +42,17 @@ def write_challenge_submission(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt`` (or write a challenge submission); returns the metrics written."""
+    # Lightning and the model stack load here, not when the module does (see mean_geo.train)
+    import lightning as L
+
+    from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+    from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
+    from mean_geo.training.identity import run_config, run_identity, run_summary
+    from mean_geo.training.lit_module import MEANLitModule
+    from mean_geo.training.media import finish
+    from mean_geo.training.results import ResultsWriter, read_metrics
+
     L.seed_everything(cfg.seed, workers=True)
     if cfg.eval.get("submission"):
         out = write_challenge_submission(cfg)

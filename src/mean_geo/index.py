@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 from omegaconf import DictConfig
 
 from mean_geo.cli.hydra_app import hydra_app
@@ -23,8 +23,9 @@ from mean_geo.errors import MeanGeoError, whole_number
 from mean_geo.inference.geo import locate_tiles
 from mean_geo.inference.loading import load_model
 from mean_geo.retrieval.index_store import write_index
-from mean_geo.training.composition import build_trainer
-from mean_geo.training.index_pipeline import PartWriter, embed_in_parts
+
+if TYPE_CHECKING:  # Lightning loads with the embedding, not with --help or a bad value (see mean_geo.train)
+    import lightning as L
 
 log = logging.getLogger(__name__)
 PARTS_VERSION = 2  # positions in part files are gallery positions (version 1: positions within the part)
@@ -45,6 +46,8 @@ def build_index(
 
     ``flip_tta``: each tile's embedding is of it and its mirror image (``eval.flip_tta``); the index
     records it and :func:`~mean_geo.inference.localization.localize` embeds the photos alike."""
+    from mean_geo.training.index_pipeline import embed_in_parts
+
     for key, value, least in (
         ("batch_size", batch_size, 1),
         ("num_workers", num_workers, 0),
@@ -93,6 +96,9 @@ def build_index(
 
 @hydra_app("index")
 def main(cfg: DictConfig) -> None:
+    from mean_geo.training.composition import build_trainer
+    from mean_geo.training.index_pipeline import PartWriter
+
     trainer = build_trainer(cfg.trainer, callbacks=[PartWriter()], logger=False)
     out = build_index(
         cfg.gallery_dir,
