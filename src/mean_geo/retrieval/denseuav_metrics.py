@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mean_geo.retrieval.distances import haversine_m
+from mean_geo.retrieval.distances import haversine_m, sdm_at_k
 
 SDM_KS = (1, 3, 5, 10)
 SDM_SCALE_PER_DEGREE = 5000.0
@@ -57,9 +57,7 @@ def denseuav_metrics(
     degrees = degree_distances(q, ranked)
     for k in ks:
         if k <= degrees.shape[1]:
-            weights = torch.arange(k, 0, -1, dtype=torch.float64)
-            sdm = (weights * torch.exp(-SDM_SCALE_PER_DEGREE * degrees[:, :k])).sum(1) / weights.sum()
-            out[f"DenseUAV_SDM@{k}"] = 100.0 * sdm.mean().item()
+            out[f"DenseUAV_SDM@{k}"] = 100.0 * sdm_at_k(degrees, k, SDM_SCALE_PER_DEGREE).mean().item()
     top1_m = haversine_m(q, ranked[:, 0], radius_m=RADIUS_M)
     for t in thresholds_m:
         out[f"DenseUAV_MA@{t}m"] = 100.0 * (top1_m < t).double().mean().item()
