@@ -96,10 +96,13 @@ def build_index(
 
 @hydra_app("index")
 def main(cfg: DictConfig) -> None:
-    from mean_geo.training.composition import build_trainer
+    from mean_geo.training.composition import build_trainer, to_plain
     from mean_geo.training.index_pipeline import PartWriter
 
-    trainer = build_trainer(cfg.trainer, callbacks=[PartWriter()], logger=False)
+    # training's use_distributed_sampler is false (its batch sampler splits batches per rank); the
+    # tiles are split by Lightning's sampler, or every rank would embed every tile
+    trainer_cfg = {**to_plain(cfg.trainer), "use_distributed_sampler": True}
+    trainer = build_trainer(trainer_cfg, callbacks=[PartWriter()], logger=False)
     out = build_index(
         cfg.gallery_dir,
         cfg.ckpt,

@@ -4,6 +4,7 @@ GPUs and nodes, in parts written atomically: an interrupted run continues where 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from mean_geo.errors import MeanGeoError
 from mean_geo.models.mean import retrieval_embedding
 from mean_geo.utils.atomic import atomic_path, write_text
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(L.LightningModule):
@@ -41,6 +44,9 @@ class PartWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         emb = torch.cat([p[0] for p in predictions]) if predictions else torch.zeros(0)
         pos = torch.cat([p[1] for p in predictions]) if predictions else torch.zeros(0, dtype=torch.long)
+        log.info(
+            "%s: rank %d of %d embedded %d tiles", Path(str(self.target)).name, trainer.global_rank, trainer.world_size, len(pos)
+        )
         target = Path(f"{self.target}.rank{trainer.global_rank}")
         with atomic_path(target) as partial:
             save_file({"embeddings": emb.contiguous(), "positions": pos.long().contiguous()}, str(partial))

@@ -48,11 +48,17 @@ def finish(loggers: Sequence[Logger]) -> None:
 def adopt_csv_header(loggers: Sequence[Logger]) -> None:
     """After ``fit`` in spawned processes (``ddp_spawn``: ``hardware=ddp_cpu``), this process's CSV
     logger has not seen the keys the training wrote into metrics.csv, and Lightning's rewrite of the
-    header for the test metrics then fails on the old rows.  The file's header becomes its keys."""
+    header for the test metrics then fails on the old rows.  The file's header becomes its keys.
+
+    Only global rank 0 writes metrics.csv: on the other ranks of ``strategy=ddp`` (every rank runs
+    the entry point) ``logger.experiment`` is Lightning's rank-zero dummy, with no file to read."""
     import csv
 
+    from lightning.fabric.utilities.rank_zero import rank_zero_only  # what the loggers' experiment asks
     from lightning.pytorch.loggers import CSVLogger
 
+    if getattr(rank_zero_only, "rank", 0) > 0:
+        return
     for logger in loggers:
         if not isinstance(logger, CSVLogger):
             continue

@@ -381,8 +381,13 @@ class ResultsWriter(L.Callback):
             log_images(trainer.loggers, {f"val/{k}": v for k, v in figures.items()}, trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
+        if trainer.is_global_zero:
+            self._write_test_results(trainer, pl_module)
+        # every rank of strategy=ddp runs the entry point on, and reads metrics.json next: none may
+        # pass before rank 0 has written it (Lightning puts no barrier after the evaluation loop)
+        trainer.strategy.barrier("metrics.json written")
+
+    def _write_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         extra = dict(self.extra)
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
