@@ -55,12 +55,13 @@ def evaluate_positive_sets(
     refuse_non_finite(q, g)
     n_gallery = g.shape[0]
     chunk = max(1, max_chunk_elements // max(n_gallery, 1))
-    first = torch.empty(q.shape[0], dtype=torch.long)
-    ap = torch.empty(q.shape[0], dtype=torch.float64)
+    device = q.device  # every index tensor beside the scores: CUDA refuses CPU ones in scatter/index ops
+    first = torch.empty(q.shape[0], dtype=torch.long, device=device)
+    ap = torch.empty(q.shape[0], dtype=torch.float64, device=device)
     for start in range(0, q.shape[0], chunk):
         end = min(start + chunk, q.shape[0])
         scores = q[start:end] @ g.T
-        good = torch.zeros(end - start, n_gallery, dtype=torch.bool)
+        good = torch.zeros(end - start, n_gallery, dtype=torch.bool, device=device)
         for row, cols in enumerate(positives[start:end]):
             good[row, list(cols)] = True
         rows, ranks = positive_ranks(scores, good, max_chunk_elements)
@@ -68,9 +69,11 @@ def evaluate_positive_sets(
         rows, r = rows[order], ranks[order].double()
         n_good = good.sum(dim=1)
         row_start = torch.cumsum(n_good, 0) - n_good
-        i = (torch.arange(rows.numel()) - row_start[rows] + 1).double()
-        ap[start:end] = torch.zeros(end - start, dtype=torch.float64).index_add_(0, rows, i / (r + 1)) / n_good
-        first[start:end] = torch.full((end - start,), n_gallery, dtype=torch.long).scatter_reduce(
+        i = (torch.arange(rows.numel(), device=device) - row_start[rows] + 1).double()
+        ap[start:end] = (
+            torch.zeros(end - start, dtype=torch.float64, device=device).index_add_(0, rows, i / (r + 1)) / n_good
+        )
+        first[start:end] = torch.full((end - start,), n_gallery, dtype=torch.long, device=device).scatter_reduce(
             0, rows, ranks, reduce="amin"
         )
     out = {f"R@{k}": 100.0 * (first < k).double().mean().item() for k in ks}
@@ -79,6 +82,8 @@ def evaluate_positive_sets(
     if query_xy_m is not None and gallery_xy_m is not None:
         k = min(max(distance_ks), n_gallery)
         top = topk_search(q, g, k)[1].cpu()
-        errors = torch.linalg.vector_norm(gallery_xy_m.double()[top] - query_xy_m.double()[:, None, :], dim=-1)
+        errors = torch.linalg.vector_norm(
+            gallery_xy_m.double().cpu()[top] - query_xy_m.double().cpu()[:, None, :], dim=-1
+        )
         out.update(ranked_distance_metrics(errors, distance_ks))
     return out
