@@ -20,6 +20,7 @@ from mean_geo.inference.localization import localize
 from mean_geo.losses import CAMPLoss, DACLoss, InfoNCELoss, Sample4GeoLoss
 from mean_geo.models.peers import CAMP, DAC, Sample4Geo
 from mean_geo.retrieval.index_store import read_index
+from mean_geo.training.composition import build_config_of, build_lit_module
 from mean_geo.training.grad_cache import grad_cached_backward
 from mean_geo.training.index_pipeline import PartWriter
 from tests.helpers.config import compose_config, quiet_overrides
@@ -133,11 +134,12 @@ def test_gradient_caching_is_exact_for_the_baselines(method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dac", "camp"])
-def test_a_baseline_trains_under_ddp(method, tmp_path, data_dir):
+@pytest.mark.parametrize("method, weights", [("dac", []), ("camp", []), ("camp", ["loss.weight_blocks=0"])])
+def test_a_baseline_trains_under_ddp(method, weights, tmp_path, data_dir):
     """hardware=ddp_cpu (2 gloo processes): every parameter of the method gets a gradient on every
-    rank (no find_unused_parameters), the InfoNCE negatives (and CAMP's part blocks) gathered."""
-    overrides = ["experiment=smoke", f"method={method}", "hardware=ddp_cpu", "dataset.batch_size=2"]
+    rank (no find_unused_parameters), the InfoNCE negatives (and CAMP's part blocks) gathered; a
+    zero-weighted term's learnt scalars (CAMP's w and block temperature) are frozen, not left unused."""
+    overrides = ["experiment=smoke", f"method={method}", "hardware=ddp_cpu", "dataset.batch_size=2", *weights]
     cfg = compose_config(
         "train", [*overrides, "trainer.max_steps=2", "test=false", *quiet_overrides(tmp_path, data_dir)]
     )
@@ -145,3 +147,32 @@ def test_a_baseline_trains_under_ddp(method, tmp_path, data_dir):
     ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
     assert ckpt["hyper_parameters"]["build_config"]["model"]["architecture"] == method
+
+
+ZEROED = {
+    "mean": ["weight_infonce", "weight_ce", "weight_cda"],
+    "sample4geo": [],
+    "dac": ["weight_infonce", "weight_ce", "weight_dsa"],
+    "camp": ["weight_infonce", "weight_blocks", "weight_part_mse"],
+}
+
+
+@pytest.mark.parametrize("method, zeroed", [(m, w) for m, ws in ZEROED.items() for w in [None, *ws]])
+def test_every_parameter_left_trainable_gets_a_gradient(method, zeroed, tmp_path):
+    """What DDP without find_unused_parameters needs, for every method with any one term weighted 0:
+    after freeze_untrained (the meta-device dry run), a real step gives every trainable parameter a
+    gradient, and only parameters that got none were frozen."""
+    overrides = ["experiment=smoke", f"method={method}", *([f"loss.{zeroed}=0"] if zeroed else [])]
+    cfg = compose_config("train", [*overrides, *quiet_overrides(tmp_path, tmp_path)])
+    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    torch.manual_seed(0)
+    drone, sat = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64)
+    lit.loss(*lit.model.forward_pair(drone, sat), torch.arange(4))["loss"].backward()
+    unused = {n for n, p in lit.named_parameters() if p.grad is None}
+    lit.zero_grad(set_to_none=True)
+    frozen = set(lit.freeze_untrained())
+    assert frozen == unused
+    lit.loss(*lit.model.forward_pair(drone, sat), torch.arange(4))["loss"].backward()
+    assert all(p.grad is not None for p in lit.parameters() if p.requires_grad)
+    if zeroed in ("weight_infonce", "weight_blocks"):  # a learnt temperature with nothing to learn from
+        assert frozen

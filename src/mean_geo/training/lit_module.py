@@ -22,6 +22,7 @@ from mean_geo.retrieval.multi_query import check_mode, query_groups
 from mean_geo.retrieval.positive_sets import evaluate_positive_sets
 from mean_geo.retrieval.rerank import RerankSettings
 from mean_geo.training.grad_cache import grad_cached_backward
+from mean_geo.training.untrained import untrained_parameters
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,10 @@ class MEANLitModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Lightning's hook: settle the gallery convention the dataset's protocol uses when
         ``eval.drop_unmatched_gallery`` left it open (None), and refuse the conventions a dataset
-        evaluated by positive sets (GTA-UAV) has no meaning for, before any work."""
+        evaluated by positive sets (GTA-UAV) has no meaning for, before any work; before fitting,
+        freeze what no loss term trains (before DDP wraps the model: see :mod:`mean_geo.training.untrained`)."""
+        if stage == "fit":
+            self.freeze_untrained()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.drop_unmatched_gallery is None:
             self.drop_unmatched_gallery = bool(getattr(datamodule, "drop_unmatched_gallery", True))
@@ -259,6 +263,18 @@ class MEANLitModule(L.LightningModule):
                 "positive sets (true matches shared between queries), without re-ranking, multi-query or "
                 "corrupted queries; leave them off"
             )
+
+    def freeze_untrained(self) -> list[str]:
+        """Stop training the parameters no term with a weight gives a gradient (a zero-weighted
+        term's temperature, say), so DDP needs no ``find_unused_parameters``; returns their names."""
+        size = int((self.build_config.get("dataset") or {}).get("image_size") or 224)
+        names = untrained_parameters(self.model, self.loss, size)
+        if names:
+            found = dict(self.named_parameters())
+            for name in names:
+                found[name].requires_grad_(False)
+            log.info("not trained (no loss term with a weight above 0 uses them): %s", ", ".join(names))
+        return names
 
     def _finish_eval(self, stage: str) -> None:
         sets = self._eval_sets()
