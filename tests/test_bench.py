@@ -6,7 +6,7 @@ import torch
 
 from mean_geo.bench import main
 from mean_geo.benchmarks import cases
-from mean_geo.benchmarks.suite import plan, ratios
+from mean_geo.benchmarks.suite import peak_memory, plan, ratios
 
 
 @pytest.mark.slow
@@ -103,3 +103,24 @@ def test_grad_cache_ratios_compare_memory_and_time_of_the_same_batch():
     r = ratios(results)
     assert r["grad cache 64 pairs 256px fp32: peak memory chunked / one piece"] == 0.25
     assert r["grad cache 64 pairs 256px fp32: step time chunked / one piece"] == pytest.approx(4 / 3)
+
+
+def test_the_gpu_suites_ratios_and_memory_are_reported():
+    """bench-gpu's lines carry a "gpu " prefix: its ratios (precisions, channels-last, compile, ours
+    vs the authors') were matched by the CPU names only and never printed; its memory is the GPU's."""
+    results = {
+        "gpu train 384px fp32": {"images_per_s": 100.0, "pairs_per_s": 50.0, "peak_gpu_mb": 9000.0},
+        "gpu train 384px fp16": {"images_per_s": 250.0, "pairs_per_s": 125.0, "peak_gpu_mb": 5000.0},
+        "gpu train 384px bf16+torch.compile": {"images_per_s": 300.0, "pairs_per_s": 150.0},
+        "gpu authors' train 384px fp16": {"pairs_per_s": 75.0, "ours_vs_authors": 1.6},
+    }
+    r = ratios(results)
+    assert r["gpu train 384px fp16 / fp32"] == 2.5
+    assert r["gpu train 384px bf16+torch.compile / fp32"] == 3.0
+    assert r["gpu train 384px fp16: ours / authors' (interleaved)"] == 1.6
+    assert r["gpu train 384px: our best setting / authors' fp16 (separate processes)"] == 2.0
+    assert peak_memory(results["gpu train 384px fp16"]) == "5000 GPU"
+    assert peak_memory({"peak_rss_mb": 812.4}) == "812 RSS"
+    named = ratios_of_plan([name for name, _, _ in plan(quick=False, gpu=True, suite="gpu")])
+    for ratio in ("gpu train 384px fp16 / fp32", "gpu train 384px bf16+channels_last / fp32"):
+        assert ratio in named

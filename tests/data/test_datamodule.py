@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -72,3 +74,18 @@ def test_geometric_augmentation_moves_pixels_and_changes_none(u1652_world):
 def test_an_unknown_augmentation_is_named(u1652_world):
     with pytest.raises(ConfigError, match="dataset.augment='colour': expected true, false or geometric"):
         University1652DataModule(u1652_world, augment="colour")
+
+
+@pytest.mark.parametrize(
+    "setting, device, pinned", [(None, "cuda", True), (None, "cpu", False), (False, "cuda", False), (True, "cpu", True)]
+)
+def test_memory_is_pinned_for_the_trainers_device_not_for_a_gpu_being_present(u1652_world, setting, device, pinned):
+    """dataset.pin_memory=null follows the trainer: a hardware=cpu run on a GPU node pins nothing
+    (pinning creates a CUDA context on GPU 0 in every process); set, the setting wins."""
+    dm = University1652DataModule(u1652_world, image_size=32, batch_size=2, num_workers=0, pin_memory=setting)
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1, global_rank=0
+    )
+    dm.setup("fit")
+    assert dm.train_dataloader().pin_memory is pinned
+    assert all(loader.pin_memory is pinned for loader in dm.test_dataloader())

@@ -106,6 +106,18 @@ def test_fast_bottleneck_equals_the_released_convolutions():
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref_grads, strict=True))
 
 
+def test_the_bottleneck_stays_finite_under_fp16_autocast():
+    """Summing ~2000 channels of 40 before dividing passed fp16's 65504 in the half-precision
+    product (a CUDA fp16 run: NaN heads); the mean first cannot overflow."""
+    torch.manual_seed(0)
+    fusion = MultiScaleDilatedFusion(2048, 512, channel_axis_conv=True)
+    x = 40.0 + torch.randn(2, 2048)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = fusion(x)
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), fusion(x), rtol=0.02, atol=0.05)
+
+
 def test_joint_backbone_pass_equals_two_separate_passes():
     torch.manual_seed(0)
     model = MEAN(6, backbone="test_convnext").train()

@@ -91,7 +91,9 @@ def evaluate_twice(lit: MEANLitModule, dm) -> tuple[dict, dict]:
         found["device"] = dict(lit.last_metrics)
 
     lit._finish_eval = on_both_devices
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False
+    )
     trainer.test(lit, datamodule=dm, verbose=False)
     return found["cpu"], found["device"]
 

@@ -214,3 +214,25 @@ def test_gradient_caching_under_ddp_with_two_processes(tmp_path, data_dir):
     assert 0 <= metrics["test/d2s/R@1"] <= 100
     header = (next((tmp_path / "out" / "csv").glob("*/metrics.csv"))).read_text().splitlines()[0]
     assert "train/loss" in header and "test/d2s/R@1" in header
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_fp16_amp_with_a_grad_scaler_trains_as_on_a_gpu(chunk, tmp_path, data_dir, monkeypatch):
+    """`hardware=gpu_amp`'s precision path on the CPU: fp16 autocast and a GradScaler (CPU's) that
+    starts at the authors' 2**10, in automatic optimisation and with gradient caching (manual: the
+    step unscales, then clips, then steps or skips).  The scale after training is in the
+    checkpoint; the weights stay finite."""
+    from mean_geo import train as train_entry
+    from mean_geo.training import composition
+
+    monkeypatch.setattr(composition, "uses_gpu", lambda accelerator: True)
+    gpu_plugin = composition.amp_plugin
+    monkeypatch.setattr(composition, "amp_plugin", lambda: gpu_plugin("cpu"))
+    overrides = ["experiment=smoke", "trainer.precision=16-mixed", "trainer.max_steps=3", "test=false"]
+    overrides += [f"grad_cache.chunk_size={chunk}"] if chunk else []
+    train_entry.run(compose_config("train", [*overrides, *quiet_overrides(tmp_path, data_dir)]))
+    state = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3
+    assert 0 < state["MixedPrecision"]["scale"] <= 2.0**10
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+

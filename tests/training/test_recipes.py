@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning.pytorch.plugins import MixedPrecision
 
 from mean_geo.errors import ConfigError
 from mean_geo.models.backbone import create_timm_backbone, hub_weights_reachable
+from mean_geo.training import composition
 from mean_geo.training.composition import AMP_INIT_SCALE, amp_plugin, cpu_supports_bf16, resolve_precision
 from tests.helpers.cli import run_hydra_entry
 from tests.helpers.config import compose_config, quiet_overrides
@@ -49,6 +51,37 @@ def test_fp16_amp_starts_its_grad_scaler_at_the_authors_scale():
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a CUDA scaler is disabled without a GPU
     plugin = amp_plugin(device)
     assert plugin.precision == "16-mixed" and plugin.scaler.get_scale() == AMP_INIT_SCALE == 1024
+
+
+@pytest.mark.parametrize(
+    "user_plugins, keeps_ours",
+    [
+        ([], True),
+        ([{"_target_": "lightning.pytorch.plugins.environments.LightningEnvironment"}], True),
+        ([{"_target_": "lightning.pytorch.plugins.MixedPrecision", "precision": "16-mixed", "device": "cuda"}], False),
+    ],
+)
+def test_a_users_plugins_keep_the_authors_grad_scaler_unless_one_sets_the_precision(
+    user_plugins, keeps_ours, monkeypatch
+):
+    """``trainer.plugins=[a cluster environment]`` silently replaced the 2**10 GradScaler by
+    Lightning's 2**16 one; a precision plugin of the user's own still wins."""
+    built = {}
+    monkeypatch.setattr(composition.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(composition, "instantiate", lambda cfg, **kwargs: built.update(cfg=cfg, **kwargs))
+    composition.build_trainer(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "accelerator": "gpu",
+            "precision": "16-mixed",
+            "plugins": user_plugins,
+        },
+        callbacks=[],
+        logger=False,
+    )
+    ours = [p for p in built["plugins"] if isinstance(p, MixedPrecision)]
+    assert len(ours) == int(keeps_ours) and all(p.scaler.get_scale() == AMP_INIT_SCALE for p in ours)
+    assert ("precision" in built["cfg"]) is not keeps_ours
 
 
 def test_offline_pretrained_weights_fail_at_once_with_the_two_ways_out(monkeypatch, tmp_path):

@@ -284,10 +284,15 @@ def loader_rates(
     device: torch.device, image_size: int, batch: int, workers: int, batches: int, source_size: int = 512
 ) -> dict:
     """The training loader alone, in pairs/s with ``workers`` workers, both ways: decode_on=cpu (the
-    batch moved to ``device`` and normalised) and decode_on=gpu (decoded and augmented on ``device``)."""
+    batch moved to ``device`` and normalised) and decode_on=gpu (decoded and augmented on ``device``
+    by the datamodule's own code); and the device's share of decode_on=gpu alone, in seconds per
+    batch (it runs in the training stream, so it adds to each step instead of overlapping it)."""
+    from torch.utils.data import DataLoader
+
+    from mean_geo.benchmarks.timing import sync
     from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, mean_fill, normalize_batch
     from mean_geo.data.datasets import PairedViewsDataset, collate_pairs
-    from mean_geo.data.device_decode import EncodedPairsDataset, collate_encoded, decode_and_augment
+    from mean_geo.data.device_decode import EncodedPairsDataset, collate_encoded, finish_encoded_batch
 
     recipes = {v: ViewRecipe(image_size, rotate=v == "satellite", jitter=COLOR_JITTER[v]) for v in COLOR_JITTER}
     fill = mean_fill(None)
@@ -302,11 +307,23 @@ def loader_rates(
         on_cpu = _loader_rate(cpu_set, collate_pairs, batch, workers, batches, finish_cpu)
         gpu_set = EncodedPairsDataset(files, recipes["drone"], recipes["satellite"], fill=fill)
 
-        def finish_gpu(b):
-            drones, sats, _, dd, sd, flips = b
-            drone = decode_and_augment(drones, dd, flips, recipes["drone"], fill, device)
-            sat = decode_and_augment(sats, sd, flips, recipes["satellite"], fill, device)
+        def finish_gpu(b):  # what Lightning's transfer and the datamodule's on_after_batch_transfer do
+            moved = [x.to(device) if isinstance(x, torch.Tensor) else x for x in b]
+            drone, sat, _ = finish_encoded_batch(moved, recipes["drone"], recipes["satellite"], fill)
             return normalize_batch(drone, None, None), normalize_batch(sat, None, None)
 
         on_device = _loader_rate(gpu_set, collate_encoded, batch, workers, batches, finish_gpu)
-    return {"workers": workers, "loader_pairs_per_s": on_cpu, "loader_gpu_decode_pairs_per_s": on_device}
+        ready = list(DataLoader(gpu_set, batch_size=batch, num_workers=0, collate_fn=collate_encoded))[:batches]
+        finish_gpu(ready[0])  # warm-up
+        sync()
+        start = time.perf_counter()
+        for b in ready:
+            finish_gpu(b)
+        sync()
+        device_s = (time.perf_counter() - start) / len(ready)
+    return {
+        "workers": workers,
+        "loader_pairs_per_s": on_cpu,
+        "loader_gpu_decode_pairs_per_s": on_device,
+        "gpu_decode_device_s_per_batch": device_s,
+    }

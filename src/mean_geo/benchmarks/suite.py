@@ -4,6 +4,7 @@ measured in the same run, and the table."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 from concurrent.futures import ProcessPoolExecutor
 
 from rich.table import Table
@@ -152,12 +153,13 @@ def ratios(results: dict) -> dict:
     def get(name, key):
         return results.get(name, {}).get(key)
 
-    for size in (64, 256, 384):
-        base = get(f"train {size}px fp32", "images_per_s")
-        for variant in ("bf16", "fp16", "bf16+channels_last"):
-            v = get(f"train {size}px {variant}", "images_per_s")
-            if base and v:
-                out[f"train {size}px {variant} / fp32"] = v / base
+    # "train 256px bf16" (CPU suite) and "gpu train 384px bf16+torch.compile" (GPU suite) alike
+    trains = [_train_line(n) for n in results]
+    for prefix, size, variant in (t for t in trains if t is not None and t[2] != "fp32"):
+        base = get(f"{prefix}train {size}px fp32", "images_per_s")
+        v = get(f"{prefix}train {size}px {variant}", "images_per_s")
+        if base and v:
+            out[f"{prefix}train {size}px {variant} / fp32"] = v / base
     pieces = {n.rsplit(": ", 1)[0]: {} for n in results if "grad cache" in n}
     for name, res in results.items():
         if "grad cache" in name and "median_s" in res:
@@ -183,20 +185,39 @@ def ratios(results: dict) -> dict:
             out[f"{name}: ours / authors' pairs per s per worker"] = res["ours_vs_authors"]
         if name.startswith("loader") and "uncached_ceiling_vs_authors" in res and not res.get("cache_images"):
             out[f"{name}: the most any pipeline that decodes every epoch can be"] = res["uncached_ceiling_vs_authors"]
-    for p in ("fp32", "bf16", "fp16"):
-        interleaved = get(f"authors' train 256px {p}", "ours_vs_authors")
+    for name in results:
+        authors = re.fullmatch(r"(gpu )?authors' train (\d+)px (\w+)", name)
+        if authors is None:
+            continue
+        prefix, size, p = authors.group(1) or "", authors.group(2), authors.group(3)
+        interleaved = get(name, "ours_vs_authors")
         if interleaved:  # measured step by step in one process: the robust number
-            out[f"train 256px {p}: ours / authors' (interleaved)"] = interleaved
-        theirs = get(f"authors' train 256px {p}", "pairs_per_s")
-        best = max((r.get("pairs_per_s", 0) for n, r in results.items() if n.startswith("train 256px")), default=0)
+            out[f"{prefix}train {size}px {p}: ours / authors' (interleaved)"] = interleaved
+        theirs = get(name, "pairs_per_s")
+        ours = f"{prefix}train {size}px"
+        best = max((r.get("pairs_per_s", 0) for n, r in results.items() if n.startswith(ours)), default=0)
         if theirs and best:
-            out[f"train 256px: our best setting / authors' {p} (separate processes)"] = best / theirs
+            out[f"{ours}: our best setting / authors' {p} (separate processes)"] = best / theirs
     return out
+
+
+def _train_line(name: str) -> tuple[str, str, str] | None:
+    """(prefix, size, variant) of a training-step line: ``gpu train 384px bf16+channels_last`` ->
+    ``("gpu ", "384", "bf16+channels_last")``; None for other lines."""
+    found = re.fullmatch(r"(gpu )?train (\d+)px (\S+)", name)
+    return None if found is None else (found.group(1) or "", found.group(2), found.group(3))
+
+
+def peak_memory(result: dict) -> str:
+    """The peak that matters for a line: the GPU's allocated memory where it ran on one, else RSS."""
+    if "peak_gpu_mb" in result:
+        return f"{result['peak_gpu_mb']:.0f} GPU"
+    return f"{result.get('peak_rss_mb', 0):.0f} RSS"
 
 
 def table(results: dict, ratio: dict) -> Table:
     t = Table(title="mean_geo benchmarks")
-    for col in ("case", "median", "throughput", "peak RSS MB", "note"):
+    for col in ("case", "median", "throughput", "peak MB", "note"):
         t.add_column(col, justify="left" if col in ("case", "note") else "right")
     for name, r in results.items():
         if "skipped" in r or "error" in r:
@@ -219,8 +240,9 @@ def table(results: dict, ratio: dict) -> Table:
             note = f"a dense version holds {r['dense_matrices_gb']:.1f} GB of (N, N) matrices"
         if "starved" in r:
             note = (
-                f"loader {r['loader_pairs_per_s']:.0f} (GPU decode {r['loader_gpu_decode_pairs_per_s']:.0f}) vs "
-                f"step {r['step_pairs_per_s']:.0f} pairs/s: " + ("starved" if r["starved"] else "fed")
+                f"loader {r['loader_pairs_per_s']:.0f} vs step {r['step_pairs_per_s']:.0f} pairs/s: "
+                + ("starved" if r["starved"] else "fed")
+                + f"; decode_on=gpu trains {r['train_pairs_per_s_with_gpu_decode']:.0f} pairs/s"
             )
         if "chosen" in r:
             note = f"chose {r['chosen']} in a {r['calibration_s']:.2f} s calibration"
@@ -229,7 +251,7 @@ def table(results: dict, ratio: dict) -> Table:
             note = f"authors' {r['authors_pairs_per_s_per_worker']:.1f} pairs/s/worker; ms/pair: {split}"
         elif "ours_vs_authors" in r:
             note = f"ours {r['ours_interleaved_s']:.2f} s interleaved: x{r['ours_vs_authors']:.2f}"
-        t.add_row(name, f"{median:.3f} s", thr, f"{r.get('peak_rss_mb', 0):.0f}", note)
+        t.add_row(name, f"{median:.3f} s", thr, peak_memory(r), note)
     t.add_section()
     for name, value in ratio.items():
         t.add_row(name, "", f"x{value:.2f}", "", "ratio, same run")

@@ -20,6 +20,7 @@ rounding and OpenCV's 8-bit hue (1/256 of a turn): the distribution is the draw'
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import get_worker_info
-from torchvision.io import decode_jpeg, encode_jpeg
 
+from mean_geo.data.jpeg_codec import recompress
 from mean_geo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: colour jitter (brightness, contrast, saturation, hue) per view: MEAN's, DAC's and CAMP's values
@@ -177,7 +178,8 @@ def apply(
     if d.erase is not None:
         top, left, h, w = d.erase
         image = image.clone() if image is original else image  # the caller's tensor stays as it was
-        image[:, top : top + h, left : left + w] = torch.as_tensor(list(fill), dtype=torch.uint8).view(3, 1, 1)
+        for channel, value in enumerate(fill):  # Python scalars: no host-to-device copy on a GPU
+            image[channel, top : top + h, left : left + w] = int(value)
     if d.turns:
         image = torch.rot90(image, d.turns, dims=(-2, -1))
     return image
@@ -224,11 +226,9 @@ os.register_at_fork(
 
 
 def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """Re-encode at ``quality`` (libjpeg-turbo through torchvision; nvJPEG for CUDA tensors)."""
-    data = encode_jpeg(image, quality=quality)
-    if image.device.type == "cpu":
-        return decode_jpeg(data)
-    return decode_jpeg(data.cpu(), device=image.device)
+    """Re-encode at ``quality`` (libjpeg-turbo through torchvision; nvJPEG, with 4:2:0 chroma, for
+    CUDA tensors: :mod:`mean_geo.data.jpeg_codec`, which batches it for ``decode_on=gpu``)."""
+    return recompress([image], [quality])[0]
 
 
 def _lut(hwc: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -302,9 +302,17 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float] | None, std: Seq
     """
     if images.is_floating_point():
         return images
-    mean_t = torch.tensor(list(mean or IMAGENET_MEAN), device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(list(std or IMAGENET_STD), device=images.device).view(1, 3, 1, 1)
+    scale, shift = _normalizer(tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD), images.device)
     # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy, which is
     # contiguous whatever the batch's memory (collate_pairs hands over channels-last uint8)
     floats = images.to(torch.float32, memory_format=torch.contiguous_format)
-    return floats.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
+    return floats.mul_(scale).sub_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``1 / (255 std)`` and ``mean / std`` on ``device``, made once: building them per batch copied
+    them from the host, a sync per batch on a GPU."""
+    mean_t = torch.tensor(list(mean), device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(list(std), device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std_t), mean_t / std_t

@@ -35,7 +35,7 @@ from mean_geo.data.datasets import (
     make_pairs,
 )
 from mean_geo.data.decoded_cache import CACHE_KINDS, CachedPairsDataset, DecodedCache, check_cache_dir
-from mean_geo.data.device_decode import DECODE_ON, EncodedPairsDataset, collate_encoded, decode_and_augment
+from mean_geo.data.device_decode import DECODE_ON, EncodedPairsDataset, collate_encoded, finish_encoded_batch
 from mean_geo.data.layouts import DIRECTIONS, ImageRecord, TrainSplit
 from mean_geo.data.official_counts import differences_of
 from mean_geo.data.samplers import ExclusiveBatchSampler, LocationUniqueBatchSampler
@@ -88,7 +88,8 @@ class CrossViewDataModule(L.LightningDataModule):
         augment: ``True`` (the authors' augmentation), ``"geometric"`` (flips and turns only) or
             ``False``.
         joint_flip_p: the chance that both views of a pair are mirrored together.
-        pin_memory: pin loader memory; None: when a GPU is present.
+        pin_memory: pin loader memory; None: when the trainer runs on a CUDA device (not merely
+            when one is present: a ``hardware=cpu`` run on a GPU node would create a CUDA context).
         synthesize: the synthetic world to write at ``root`` first (:mod:`mean_geo.synthetic`).
         val_locations: share of the training places held out for validation.
         synthetic: the data is a synthetic world (no official sizes to check against).
@@ -173,7 +174,7 @@ class CrossViewDataModule(L.LightningDataModule):
         self.augment = augment
         self.color_jitter = _checked_jitter(color_jitter)
         self.joint_flip_p = joint_flip_p
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.pin_memory = pin_memory
         # only a synthetic dataset is ever written: a real dataset's root is read, never created or
         # filled (an experiment's world settings can survive a dataset=... switch on the command line)
         self.synthetic = synthetic
@@ -443,6 +444,13 @@ class CrossViewDataModule(L.LightningDataModule):
         dataset = self._eval_dataset(stage, direction, role)
         return [record.path for record in dataset.records]
 
+    def _pins(self) -> bool:
+        """``pin_memory``, or when unset whether the trainer's device is a CUDA GPU."""
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -472,12 +480,9 @@ class CrossViewDataModule(L.LightningDataModule):
         are already float and pass unchanged.
         """
         if isinstance(batch, (list, tuple)) and len(batch) == 6 and isinstance(batch[2], torch.Tensor):
-            drones, sats, labels, drone_draws, sat_draws, flips = batch
             assert self.train_set is not None
-            fill, device = self.train_set.fill, labels.device
-            drone = decode_and_augment(drones, drone_draws, flips, self.train_set.drone_recipe, fill, device)
-            sat = decode_and_augment(sats, sat_draws, flips, self.train_set.satellite_recipe, fill, device)
-            batch = (drone, sat, labels)
+            recipes = (self.train_set.drone_recipe, self.train_set.satellite_recipe)
+            batch = finish_encoded_batch(batch, *recipes, self.train_set.fill)
         if isinstance(batch, (list, tuple)) and len(batch) in (3, 4) and isinstance(batch[0], torch.Tensor):
             drone, satellite, *rest = batch  # labels (and each pair's weight)
             if drone.dtype == torch.uint8:
@@ -501,7 +506,7 @@ class CrossViewDataModule(L.LightningDataModule):
             self.train_set,
             batch_sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pins(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_encoded if self.decode_on == "gpu" else collate_pairs,
         )
@@ -519,7 +524,7 @@ class CrossViewDataModule(L.LightningDataModule):
                     sampler=sampler,
                     shuffle=False,
                     num_workers=self.num_workers,
-                    pin_memory=self.pin_memory,
+                    pin_memory=self._pins(),
                 )
             )
         return loaders

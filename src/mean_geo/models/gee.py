@@ -75,7 +75,9 @@ class MultiScaleDilatedFusion(nn.Module):
                 [total - x[:, length - d :].sum(-1, keepdim=True), total, total - x[:, :d].sum(-1, keepdim=True)],
                 dim=-1,
             )  # (B, 3)
-            parts.append(windows @ conv.weight[:, 0, :].T / length + conv.bias)
+            # the mean before the product: a sum over ~1000 channels can pass fp16's 65504 once
+            # autocast runs the product in half precision (a CUDA fp16 run), the mean cannot
+            parts.append((windows / length) @ conv.weight[:, 0, :].T + conv.bias)
         w, b = self.pointwise.weight[:, 0, 0], self.pointwise.bias
         parts.append(F.relu(x[:, None, :] * w[None, :, None] + b[None, :, None]).mean(dim=-1))
         return torch.cat(parts, dim=1)

@@ -2,7 +2,8 @@
 
 Train mode returns a :class:`MEANOutput` for the losses; eval mode returns only the L2-normalised
 retrieval embedding, as the released model does (the branches are training-only, spec §4).
-Branches whose loss weight is zero are not built, so DDP needs no ``find_unused_parameters``.
+Branches whose loss weight is zero are not built, and what a zero-weighted term alone would train is
+frozen before fitting (:mod:`mean_geo.training.untrained`), so DDP needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations

@@ -182,13 +182,30 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
         )
     cfg["precision"] = resolve_precision(accelerator, cfg.get("precision", "32-true"))
     plugins = list(cfg.pop("plugins", None) or [])
-    if cfg["precision"] in ("16-mixed", 16, "16") and uses_gpu(accelerator) and not plugins:
+    # a user's cluster environment or checkpoint plugin must not replace the GradScaler's start;
+    # only a precision plugin of their own does
+    amp = cfg["precision"] in ("16-mixed", 16, "16") and uses_gpu(accelerator)
+    if amp and not any(is_precision_plugin(p) for p in plugins):
         plugins.append(amp_plugin())
         cfg.pop("precision")
     plugins.append(AtomicCheckpointIO())  # a full disk never leaves a truncated checkpoint
     if cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks = [*callbacks, progress_bar()]  # eval, index: lines, not a bar, in a file
     return instantiate(cfg, callbacks=callbacks, logger=logger, plugins=plugins)
+
+
+def is_precision_plugin(plugin) -> bool:
+    """Whether a ``trainer.plugins`` entry (an object, or a config with ``_target_``) sets the precision."""
+    from hydra.utils import get_class
+    from lightning.pytorch.plugins.precision import Precision
+
+    if isinstance(plugin, dict) and "_target_" in plugin:
+        try:
+            plugin = get_class(str(plugin["_target_"]))
+        except Exception:  # noqa: BLE001 - instantiating it will name what is wrong
+            return False
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    return issubclass(cls, Precision)
 
 
 def amp_plugin(device: str = "cuda"):

@@ -45,7 +45,11 @@ class PartWriter(BasePredictionWriter):
         emb = torch.cat([p[0] for p in predictions]) if predictions else torch.zeros(0)
         pos = torch.cat([p[1] for p in predictions]) if predictions else torch.zeros(0, dtype=torch.long)
         log.info(
-            "%s: rank %d of %d embedded %d tiles", Path(str(self.target)).name, trainer.global_rank, trainer.world_size, len(pos)
+            "%s: rank %d of %d embedded %d tiles",
+            Path(str(self.target)).name,
+            trainer.global_rank,
+            trainer.world_size,
+            len(pos),
         )
         target = Path(f"{self.target}.rank{trainer.global_rank}")
         with atomic_path(target) as partial:
@@ -80,12 +84,13 @@ def embed_in_parts(
     n = len(dataset)
     n_parts = (n + part_size - 1) // part_size
     world = trainer.world_size
+    pin = trainer.strategy.root_device.type == "cuda"  # pinned pages copy to a GPU asynchronously
     for k in range(n_parts):
         part = parts_dir / f"part_{k:05d}"
         if all(Path(f"{part}.rank{r}").exists() for r in range(world)):
             continue  # done by an earlier (interrupted) run
         subset = torch.utils.data.Subset(dataset, range(k * part_size, min(n, (k + 1) * part_size)))
-        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, shuffle=False, pin_memory=pin)
         writer.target = part
         trainer.predict(embedder, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()

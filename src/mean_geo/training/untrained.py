@@ -52,8 +52,7 @@ def untrained_parameters(model: nn.Module, loss: nn.Module, image_size: int, bat
 
 def _without_gradient(pair: _ModelAndLoss, image_size: int, batch: int) -> list[str]:
     params = {
-        name: torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
-        for name, p in pair.named_parameters()
+        name: torch.empty_like(p, device="meta").requires_grad_(p.requires_grad) for name, p in pair.named_parameters()
     }
     buffers = {name: torch.empty_like(b, device="meta") for name, b in pair.named_buffers()}
     images = torch.empty(batch, 3, image_size, image_size, device="meta")
