@@ -235,4 +235,3 @@ def test_fp16_amp_with_a_grad_scaler_trains_as_on_a_gpu(chunk, tmp_path, data_di
     assert state["global_step"] == 3
     assert 0 < state["MixedPrecision"]["scale"] <= 2.0**10
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
-
