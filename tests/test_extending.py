@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
 import torch
 from torch import nn
 
@@ -117,3 +118,36 @@ def test_a_plugin_that_does_not_import_is_one_line(tmp_path, monkeypatch, capsys
         "error: plugins: cannot import 'no_such_module' (ModuleNotFoundError"
     )
     assert "plugins=['my-module']: expected a list of module names" in refused("plugins=[my-module]")
+
+
+@pytest.mark.parametrize(
+    "body, shown",
+    [
+        ("raise ValueError('bad default')", "ValueError: bad default at "),
+        ("import json\njson.loads('{')", "JSONDecodeError: "),  # raised in json: the plugin's line named
+        ("CONFIG = {}\nCONFIG['missing']", "KeyError: 'missing' at "),
+        ("def broken(:\n    pass", "SyntaxError: "),
+        ("import no_such_dependency_of_the_plugin", "ModuleNotFoundError: No module named 'no_such_dependency"),
+    ],
+)
+def test_a_plugin_that_raises_while_importing_is_one_line_naming_it(body, shown, tmp_path, monkeypatch, capsys):
+    """Anything a user's module raises at import (not only ImportError) ends in one line naming the
+    plugin and the exception; with MEAN_GEO_VERBOSE=1 the traceback, the plugin's own frame included."""
+    import sys
+
+    from tests.helpers.cli import run_hydra_entry
+
+    module = f"raising_plugin_{abs(hash(body)) % 10**8}"
+    (tmp_path / f"{module}.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", f"plugins=[{module}]"], tmp_path, monkeypatch, capsys)
+    assert line.startswith(f"error: plugins: cannot import '{module}' (") and shown in line
+    if "at " in shown:
+        assert f"{module}.py:" in line  # where in the plugin it raised
+    sys.modules.pop(module, None)
+    monkeypatch.setenv("MEAN_GEO_VERBOSE", "1")
+    monkeypatch.setattr(sys, "argv", ["mean_geo", "experiment=smoke", f"plugins=[{module}]", f"hydra.run.dir={tmp_path}/v"])
+    with pytest.raises(SystemExit):
+        train_entry.main()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "cannot import" in err and f"{module}" in err

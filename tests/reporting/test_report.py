@@ -129,6 +129,11 @@ def test_bad_input_is_one_line(sweep, tmp_path, capsys):
         ([str(sweep), "--out", str(tmp_path / "a.pdf")], "expected a file ending in .md, .csv, .tex, .html"),
         ([str(sweep), "--out", str(tmp_path / "a.md"), "--columns", "colour"], "--columns colour: expected some of"),
         ([str(tmp_path / "empty"), "--out", str(tmp_path / "a.md")], "no metrics.json under"),
+        # every option that names things is checked against what the runs hold, with the closest names
+        ([str(sweep), "--out", str(tmp_path / "a.md"), "--sort", "R1"], "--sort R1: the runs have only"),
+        ([str(sweep), "--out", str(tmp_path / "a.md"), "--sort", "r@1"], "did you mean R@1"),
+        ([str(sweep), "--out", str(tmp_path / "a.md"), "--metrics", "R@1,AP,mAP"], "--metrics mAP: the runs have"),
+        ([str(sweep), "--out", str(tmp_path / "a.md"), "--conventions", "d2s,d2ss"], "--conventions d2ss: the runs"),
     ]
     (tmp_path / "empty").mkdir()
     for args, expected in cases:

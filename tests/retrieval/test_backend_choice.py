@@ -123,6 +123,28 @@ def test_a_broken_cache_is_measured_again_and_replaced(cache):
     assert json.loads(cache.read_text())[backend_choice.machine_key()]["q<=64|d=8|k=5|float32"]["backend"] == choice
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        '"faiss"',
+        '{"MACHINE": "faiss"}',
+        '{"MACHINE": {"q<=64|d=8|k=5|float32": "faiss"}}',
+        '{"MACHINE": {"q<=64|d=8|k=5|float32": {"backend": ["faiss"]}}}',
+        '{"MACHINE": {"q<=64|d=8|k=5|float32": {"backend": "gpu"}}}',
+        '{"MACHINE": {"q<=64|d=8|k=5|float32": {"backend": "torch", "seconds": 3}}}',
+    ],
+)
+def test_a_cache_of_another_shape_is_set_aside_with_a_warning_and_measured_again(cache, content, caplog):
+    """Valid JSON of the wrong structure (what a user forcing a backend by hand writes) crashed
+    every search large enough to calibrate; it is only a cache."""
+    pytest.importorskip("faiss")
+    cache.write_text(content.replace("MACHINE", backend_choice.machine_key()))
+    choice = backend_choice.choose_backend(64, 4096, 8, 5, torch.device("cpu"), torch.float32, topk_search)
+    assert json.loads(cache.read_text())[backend_choice.machine_key()]["q<=64|d=8|k=5|float32"]["backend"] == choice
+    assert "measured again" in caplog.text and str(cache) in caplog.text
+
+
 def test_an_unwritable_cache_folder_still_searches(tmp_path, monkeypatch):
     pytest.importorskip("faiss")
     blocker = tmp_path / "file"

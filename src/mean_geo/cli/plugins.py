@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+import traceback
 from collections.abc import Sequence
 
 from mean_geo.errors import ConfigError
@@ -33,9 +35,27 @@ def import_plugins(names: Sequence[str] | str | None, where: str = "plugins") ->
     for name in checked:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"{where}: cannot import {name!r} ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # noqa: BLE001 - a user's module may raise anything while importing
+            # the original traceback stays chained: MEAN_GEO_VERBOSE=1 prints it
+            raise ConfigError(
+                f"{where}: cannot import {name!r} ({type(exc).__name__}: {exc}{_where(exc, name)})"
+            ) from exc
     return checked
+
+
+def _where(exc: BaseException, name: str) -> str:
+    """`` at file:line``: the plugin's own line where the exception passed through it, else the
+    innermost frame (a syntax error's message already names its file and line)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:  # noqa: BLE001 - a parent package that fails too: the innermost frame will do
+        spec = None
+    mine = [f for f in frames if spec is not None and f.filename == spec.origin]
+    frame = (mine or frames or [None])[-1]
+    return f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
 
 
 def add_plugins_option(parser: argparse.ArgumentParser) -> None:

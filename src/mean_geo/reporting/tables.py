@@ -3,6 +3,7 @@ configuration, the seeds of a configuration summarised as mean ± standard devia
 
 from __future__ import annotations
 
+import difflib
 import json
 import statistics
 from collections.abc import Sequence
@@ -157,9 +158,14 @@ def build_tables(
     Returns:
         The tables, and the protocol fields in which they differ.
     """
-    unknown = [c for c in columns or () if c not in CONFIG_FIELDS and c not in ("seed", "n")]
-    if unknown:
-        raise ConfigError(f"--columns {','.join(unknown)}: expected some of {', '.join(CONFIG_FIELDS)}")
+    refuse_unknown("--columns", columns or (), [*CONFIG_FIELDS, "seed", "n"])
+    found_conventions = sorted({c for run in runs for c in run.metrics})
+    refuse_unknown("--conventions", conventions or (), found_conventions, in_runs=True)
+    found_metrics = sorted(
+        {m for run in runs for c, values in run.metrics.items() if not conventions or c in conventions for m in values}
+    )
+    refuse_unknown("--metrics", metrics or (), found_metrics, in_runs=True)
+    refuse_unknown("--sort", [sort], found_metrics, in_runs=True)
     groups: dict[str, tuple[dict, dict[str, Row]]] = {}
     for run in runs:
         for convention, values in run.metrics.items():
@@ -197,6 +203,22 @@ def build_tables(
         tables.append(ReportTable(protocol, table_rows, shown_columns, shown_metrics, label))
     tables.sort(key=lambda t: (str(t.protocol.get("dataset")), str(t.protocol.get("convention")), t.label))
     return tables, differ
+
+
+def refuse_unknown(option: str, given: Sequence[str], known: Sequence[str], in_runs: bool = False) -> None:
+    """One line for names an option does not know (a typo of ``R@1`` sorted nothing and printed a
+    column of dashes), with the closest known names.
+
+    Raises:
+        ConfigError: some of ``given`` are not in ``known``.
+    """
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return
+    close = sorted({c for name in unknown for c in difflib.get_close_matches(name, known, n=3, cutoff=0.5)})
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    where = "the runs have only" if in_runs else "expected some of"
+    raise ConfigError(f"{option} {','.join(unknown)}: {where} {', '.join(known)}{hint}")
 
 
 def _sort_key(row: Row, metric: str, ascending: bool) -> tuple:

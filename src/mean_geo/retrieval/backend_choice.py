@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from mean_geo.utils import atomic
+
 # a search of fewer (query × gallery) pairs than this takes well under calibrating's time
 CALIBRATE_MIN_PAIRS = 2**25
 # the calibration searches the problem's own number of queries (up to the query chunk): which backend
@@ -35,6 +37,9 @@ CALIBRATION_VERSION = 2
 # environment variables that change which kernels torch, oneDNN and MKL run
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
 CACHE_FILE = "search_backends.json"
+#: what a cached verdict may name
+FIXED_BACKENDS = ("torch", "faiss")
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -179,21 +184,50 @@ def calibrate(
 
 
 def _read_cache() -> dict:
-    """The cached verdicts; an unreadable or foreign file counts as empty (it is only a cache)."""
+    """The cached verdicts.  It is only a cache: an unreadable file, or one of another shape (valid
+    JSON a user edited to force a backend, say), is set aside with a warning and measured again;
+    entries of the expected shape in a partly foreign file are kept."""
+    path = cache_dir() / CACHE_FILE
     try:
-        data = json.loads((cache_dir() / CACHE_FILE).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); search backends are measured again", path, exc)
+        return {}
+    kept = {
+        machine: {shape: v for shape, v in verdicts.items() if _is_verdict(v)}
+        for machine, verdicts in (data.items() if isinstance(data, dict) else ())
+        if isinstance(verdicts, dict)
+    }
+    dropped = _count_verdicts(data) - sum(len(v) for v in kept.values())
+    if not isinstance(data, dict) or dropped:
+        log.warning(
+            "%s: not the shape this version writes ({machine: {problem: {'backend': 'torch'|'faiss', "
+            "'seconds': {...}}}}); the entries of another shape are ignored and measured again",
+            path,
+        )
+    return kept
+
+
+def _is_verdict(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("backend") in FIXED_BACKENDS
+        and isinstance(value.get("seconds", {}), dict)
+    )
+
+
+def _count_verdicts(data: object) -> int:
+    if not isinstance(data, dict):
+        return 1
+    return sum(len(v) if isinstance(v, dict) else 1 for v in data.values())
 
 
 def _write_cache(cache: dict) -> None:
     """Atomic replace; a cache folder that cannot be written only means calibrating again."""
-    folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{CACHE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(folder / CACHE_FILE)
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        atomic.write_text(cache_dir() / CACHE_FILE, json.dumps(cache, indent=1, sort_keys=True))
     except OSError:
         pass
