@@ -146,7 +146,9 @@ def test_a_plugin_that_raises_while_importing_is_one_line_naming_it(body, shown,
         assert f"{module}.py:" in line  # where in the plugin it raised
     sys.modules.pop(module, None)
     monkeypatch.setenv("MEAN_GEO_VERBOSE", "1")
-    monkeypatch.setattr(sys, "argv", ["mean_geo", "experiment=smoke", f"plugins=[{module}]", f"hydra.run.dir={tmp_path}/v"])
+    monkeypatch.setattr(
+        sys, "argv", ["mean_geo", "experiment=smoke", f"plugins=[{module}]", f"hydra.run.dir={tmp_path}/v"]
+    )
     with pytest.raises(SystemExit):
         train_entry.main()
     err = capsys.readouterr().err

@@ -23,6 +23,7 @@ from rich.console import Console
 from mean_geo.benchmarks.suite import SUITES, plan, ratios, run_case, table
 from mean_geo.benchmarks.timing import machine
 from mean_geo.cli import ToolParser, report_user_errors
+from mean_geo.utils.output import writable_file
 
 
 def default_out() -> Path:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.is_available()
     results: dict = {}
     start = time.perf_counter()
+    out = writable_file(args.out if args.out else default_out(), "--out")  # before hours of measuring
     for name, fn, kwargs in plan(args.quick, gpu, args.suite):
         if args.only and not any(s in name for s in args.only):
             continue
@@ -56,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} ...", flush=True)
         results[name] = {"case": fn, "args": kwargs, **run_case(fn, kwargs)}
     ratio = ratios(results)
-    out = Path(args.out) if args.out else default_out()
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": machine(),
         "device": "cuda" if gpu else "cpu",

@@ -23,6 +23,7 @@ from mean_geo.errors import MeanGeoError, whole_number
 from mean_geo.inference.geo import locate_tiles
 from mean_geo.inference.loading import load_model
 from mean_geo.retrieval.index_store import write_index
+from mean_geo.utils.output import writable_file
 
 if TYPE_CHECKING:  # Lightning loads with the embedding, not with --help or a bad value (see mean_geo.train)
     import lightning as L
@@ -57,6 +58,7 @@ def build_index(
     out = Path(out).expanduser()
     if out.exists():
         raise MeanGeoError(f"out={out}: exists; choose another name (an index is never overwritten)")
+    writable_file(out, "out")  # and its parts folder beside it: before any tile is embedded
     root = Path(gallery_dir).expanduser()
     if not root.is_dir():
         raise MeanGeoError(f"gallery_dir={root}: no such folder")

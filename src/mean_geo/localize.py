@@ -19,11 +19,11 @@ from rich.table import Table
 from mean_geo.cli import ToolParser, report_user_errors, whole_number_at_least
 from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.data.layouts import list_images
-from mean_geo.errors import ConfigError
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.retrieval.search import BACKENDS
 from mean_geo.retrieval.strips import QUERY, Cell, write_strips
+from mean_geo.utils.output import writable_folder
 
 
 def parser() -> ToolParser:
@@ -74,13 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import_plugins(args.plugins, "--plugins")
     out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out}: exists and is a file; expected a folder for the strips")
+    writable_folder(out, "--out")  # before any work: a file in the way, no permission, a read-only disk
     photos = list_images(args.photos, "photos")
     results = localize(photos, read_index(args.index), args.ckpt, k=args.k, backend=args.backend)
     if args.coords_csv:
         add_distances(results, photo_positions(photos, args.coords_csv))
-    out.mkdir(parents=True, exist_ok=True)
     for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
         write_strip(photo, matches, out / f"{i:04d}_{photo.stem}.png")
     if args.json:

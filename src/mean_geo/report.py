@@ -18,6 +18,7 @@ from mean_geo.reporting.formats import FORMATS, render
 from mean_geo.reporting.runs import find_runs
 from mean_geo.reporting.tables import CONFIG_FIELDS, build_tables
 from mean_geo.utils import atomic
+from mean_geo.utils.output import writable_file
 
 
 def _names(text: str) -> list[str]:
@@ -60,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
     if out.is_dir() or (out.exists() and not args.overwrite):
         raise ConfigError(f"--out {out}: exists; pass --overwrite to replace it, or another name")
+    writable_file(out, "--out")
     runs = find_runs(args.runs, args.stage)
     tables, differ = build_tables(runs, args.metrics, args.columns, args.sort, args.ascending, args.conventions)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, render(tables, differ, out))
     rows = sum(len(t.rows) for t in tables)
     print(f"wrote {out}: {len(runs)} runs, {len(tables)} tables, {rows} rows")

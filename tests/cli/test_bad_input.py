@@ -112,7 +112,7 @@ def test_index_checks_its_numbers_before_writing_anything(arg, tmp_path, monkeyp
         (["k=0"], "argument --k: '0' is not a whole number >= 1"),
         (["--k", "abc"], "argument --k: 'abc' is not a whole number >= 1"),
         (["backend=annoy"], "argument --backend: invalid choice: 'annoy'"),
-        (["out=FILE"], "exists and is a file"),
+        (["out=FILE"], "cannot write there: is a file"),
     ],
 )
 def test_localize_checks_its_arguments_before_the_work(extra, expected, tmp_path, capsys):
@@ -258,3 +258,61 @@ def test_smoke_model_trains_and_evaluates_on_the_real_layouts(dataset, tmp_path,
     metrics = train_entry.run(cfg)
     assert 0 <= metrics["test/d2s/R@1"] <= 100 and 0 <= metrics["test/s2d/AP"] <= 100
     assert not (tmp_path / "data").exists()  # a real dataset: nothing generated anywhere
+
+
+def blocked_paths(tmp_path: Path) -> dict[str, Path]:
+    """Where no writer can write: under a file, and a file where a folder must be."""
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("mine")
+    return {"under a file": a_file / "sub" / "out", "a file": a_file}
+
+
+@pytest.mark.parametrize("blocked", ["under a file", "a file"])
+@pytest.mark.parametrize("writer", ["report", "localize", "index", "export", "bench", "cache"])
+def test_every_writer_checks_its_output_path_through_one_place(writer, blocked, tmp_path, capsys, monkeypatch):
+    """report --out, localize --out, index out, export out, bench --out and dataset.cache_dir: a path
+    under a file, or a file where a folder goes, is one line naming the option; the file is kept."""
+    from mean_geo import bench as bench_entry
+    from mean_geo import report as report_entry
+    from mean_geo.data.decoded_cache import check_cache_dir
+    from mean_geo.errors import ConfigError
+
+    target = blocked_paths(tmp_path)[blocked]
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    model = [f"index={LEGACY / 'gallery.index'}", f"ckpt={LEGACY / 'export'}"]
+    commands = {
+        "report": (report_entry.main, [str(LEGACY), "--out", f"{target}/r.md"]),
+        "localize": (localize_entry.main, [str(photo), *model, f"out={target}"]),
+        "export": (export_entry.main, [f"ckpt={LEGACY / 'last.ckpt'}", f"out={target}/e"]),
+        "bench": (bench_entry.main, ["--quick", "--only", "nothing", "--out", f"{target}/r.json"]),
+    }
+    if writer == "cache":
+        with pytest.raises(ConfigError) as exc:
+            check_cache_dir(target, tmp_path / "dataset")
+        err = f"error: {exc.value}"
+    elif writer == "index":
+        args = [f"gallery_dir={tmp_path}", f"ckpt={LEGACY / 'export'}", f"out={target}/x.index"]
+        err = run_hydra_entry(index_entry.main, args, tmp_path, monkeypatch, capsys)
+    else:
+        main, args = commands[writer]
+        assert exit_code(main, args) == 2
+        err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "cannot write there" in err, err
+    assert (tmp_path / "a_file.txt").read_text() == "mine"
+
+
+def test_a_folder_that_cannot_be_written_is_named_with_the_reason(tmp_path, monkeypatch):
+    """Root's runs ignore permission bits, so the probe creates a file; a read-only disk says so."""
+    import errno
+    import tempfile
+
+    from mean_geo.errors import ConfigError
+    from mean_geo.utils import output
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ConfigError, match=r"dataset.cache_dir=.*: cannot write there \(read-only file system\)"):
+        output.writable_folder(tmp_path / "cache", "dataset.cache_dir")

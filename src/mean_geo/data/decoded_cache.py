@@ -27,6 +27,7 @@ import torchvision.transforms.v2.functional as TF
 
 from mean_geo.data.datasets import PairedViewsDataset, read_image
 from mean_geo.errors import ConfigError
+from mean_geo.utils.output import writable_folder
 
 log = logging.getLogger(__name__)
 CACHE_KINDS = ("none", "uint8")
@@ -85,7 +86,7 @@ class DecodedCache:
         for it is one line before anything is written."""
         if self.ready():
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.folder, "dataset.cache_dir")
         free = shutil.disk_usage(self.folder).free
         if self.nbytes > free:
             raise ConfigError(
@@ -145,10 +146,12 @@ class CachedPairsDataset(PairedViewsDataset):
 
 
 def check_cache_dir(cache_dir: Path, dataset_root: Path) -> None:
-    """The cache is never written inside the dataset (what the user has is only read)."""
+    """The cache is never written inside the dataset (what the user has is only read), and its
+    folder can be written (checked before any image is decoded)."""
     folder, root = Path(cache_dir).resolve(), Path(dataset_root).resolve()
     if folder == root or root in folder.parents:
         raise ConfigError(
             f"dataset.cache_dir={cache_dir}: inside the dataset root {dataset_root}; the dataset is only read "
             "(put the cache beside the runs, the default)"
         )
+    writable_folder(cache_dir, "dataset.cache_dir")

@@ -16,6 +16,7 @@ from mean_geo.inference.loading import load_model
 from mean_geo.models.mean import MEAN
 from mean_geo.models.official import LoadReport
 from mean_geo.utils.atomic import atomic_path
+from mean_geo.utils.output import writable_folder
 
 
 def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
@@ -100,13 +101,13 @@ def _unused_folder(out_dir: str | Path) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
+    writable_folder(out.parent, "out")
     return out
 
 
 def _new_folder(out_dir: str | Path) -> Path:
     """``out_dir`` made ready for the export to take its place (an empty folder there is removed)."""
     out = _unused_folder(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()
     return out

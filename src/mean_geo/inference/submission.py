@@ -13,6 +13,7 @@ from mean_geo.data.layouts import list_images
 from mean_geo.errors import ConfigError
 from mean_geo.retrieval.search import topk_search
 from mean_geo.utils.atomic import atomic_path
+from mean_geo.utils.output import writable_file
 
 TOP_K = 10
 
@@ -55,8 +56,7 @@ def write_submission(
 ) -> Path:
     """One line per query row of ``query_emb``: its ``k`` best gallery names, tab-separated.
     Written under a partial name, then renamed: complete or absent."""
-    out = refuse_existing(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = writable_file(refuse_existing(out), "eval.submission")
     k = min(k, gallery_emb.shape[0])
     with atomic_path(out) as partial, partial.open("w") as fh:
         for start in range(0, query_emb.shape[0], query_chunk):

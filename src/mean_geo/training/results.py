@@ -26,6 +26,7 @@ from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import log_images, log_table
 from mean_geo.utils import atomic
 from mean_geo.utils.atomic import atomic_path
+from mean_geo.utils.output import writable_folder
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["query", "location", "correct_at_1", "top_locations", "top_scores", "top1_image"]
@@ -256,7 +257,7 @@ def make_figures(
 ) -> dict[str, Path]:
     """Top-5 strips per direction, the recall@K curves of every convention, the distance-error
     histogram (when positions are known) and the embedding map; returns ``{figure name: png}``."""
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(plot_dir, "plots")
     figures: dict[str, Path] = {}
     for direction, v in views.items():
         figures[f"{direction}_top5"] = plot_dir / f"{direction}_top5.png"
@@ -287,8 +288,7 @@ def write_results(
 ) -> dict:
     """metrics.json, predictions_<direction>.csv (+ plots) from the module's last evaluation, and
     the figures and predictions tables to ``loggers``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir, "paths.output_dir")
     payload = {
         "metrics": dict(lit.last_metrics),
         "protocol": {
