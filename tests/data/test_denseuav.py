@@ -101,8 +101,13 @@ def test_gps_lines_put_the_longitude_first(tmp_path, absolute):
     [
         ("train/satellite/000001/H80.tif E120.1 N30.2", "expected '<path>/<place id>/H80.tif E<lon> N<lat> <height>'"),
         ("train/satellite/000001/H80.tif N30.2 E120.1 80", "expected the longitude as E<degrees>, got 'N30.2'"),
-        ("train/satellite/000001/H80.tif E12o.1 N30.2 80", "the longitude 'E12o.1' is not a number"),
-        ("train/satellite/000001/H80.tif E120.1 N30.2 high", "the height 'high' is not a number"),
+        ("train/satellite/000001/H80.tif E12o.1 N30.2 80", "the longitude 'E12o.1' is not a finite number"),
+        ("train/satellite/000001/H80.tif E120.1 N30.2 high", "the height 'high' is not a finite number"),
+        # numbers that parse but are no position: NaN, infinities, a negative height
+        ("train/satellite/000001/H80.tif Enan N30.2 80", "the longitude 'Enan' is not a finite number"),
+        ("train/satellite/000001/H80.tif E120.1 Ninf 80", "the latitude 'Ninf' is not a finite number"),
+        ("train/satellite/000001/H80.tif E120.1 N30.2 nan", "the height 'nan' is not a finite number"),
+        ("train/satellite/000001/H80.tif E120.1 N30.2 -80", "the height '-80' is not a finite number"),
         ("train/satellite/000001/H80.tif E120.1 N95.0 80", "is not a position"),
         ("H80.tif E120.1 N30.2 80", "names no place folder"),
     ],

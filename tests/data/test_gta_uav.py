@@ -87,6 +87,12 @@ def test_records_are_read_and_a_bad_one_is_named(tree):
         ({**raw[2], "pair_pos_semipos_sate_weight_list": [0.6]}, "record 2: 'pair_pos_semipos_sate_weight_list'"),
         ({**raw[2], "pair_pos_sate_img_list": ["7_1_2.png"]}, "record 2: 'pair_pos_sate_img_list' must be"),
         ({**raw[2], "drone_img_name": "missing.png"}, "record 2: its photo"),
+        # numbers of the right type but no value: json reads NaN, Infinity and true as numbers
+        ({**raw[2], "drone_loc_x_y": [float("nan"), 10.0]}, "record 2: 'drone_loc_x_y' must be [x, y]"),
+        ({**raw[2], "drone_loc_x_y": [5.0, float("inf")]}, "record 2: 'drone_loc_x_y' must be [x, y]"),
+        ({**raw[2], "drone_loc_x_y": [True, 1.0]}, "record 2: 'drone_loc_x_y' must be [x, y]"),
+        ({**raw[2], "pair_pos_semipos_sate_weight_list": [float("nan"), 0.2]}, "record 2: 'pair_pos_semipos"),
+        ({**raw[2], "pair_pos_semipos_sate_weight_list": [True, 0.2]}, "record 2: 'pair_pos_semipos"),
     ):
         path.write_text(json.dumps(raw[:2] + [broken] + raw[3:]))
         with pytest.raises(DatasetLayoutError) as exc:

@@ -48,8 +48,10 @@ def test_every_source_in_priority_order(tmp_path):
     "text, message",
     [
         ("file,x,y\na,1,2\n", "expected a header"),
-        ("path,lat,lon\na,north,2\n", "not numbers"),
+        ("path,lat,lon\na,north,2\n", "not finite numbers"),
         ("path,lat,lon\na,95,2\n", "not a latitude"),
+        ("path,lat,lon\na,nan,2\n", "c.csv:2: lat/lon are not finite numbers"),
+        ("place,lat,lon\nb,40,inf\n", "c.csv:2: lat/lon are not finite numbers"),
     ],
 )
 def test_bad_coordinate_csv(tmp_path, text, message):
@@ -57,6 +59,21 @@ def test_bad_coordinate_csv(tmp_path, text, message):
     f.write_text(text)
     with pytest.raises(MeanGeoError, match=message):
         read_coordinates_csv(f)
+
+
+@pytest.mark.parametrize(
+    "world, message",
+    [
+        ("0.01\n0\n0\n-0.01\nnan\n47.5\n", "w.pgw: expected six finite numbers"),
+        ("0.01\n0\n0\n-0.01\n8.5\ninf\n", "w.pgw: expected six finite numbers"),
+        ("0\n0\n0\n0\n8.5\n47.5\n", "a pixel size that is not 0"),
+    ],
+)
+def test_a_world_file_of_non_finite_or_degenerate_numbers_is_named(tmp_path, world, message):
+    png = tile(tmp_path / "w.png", size=(11, 11))
+    (tmp_path / "w.pgw").write_text(world)
+    with pytest.raises(MeanGeoError, match=message):
+        locate_tiles([png], tmp_path)
 
 
 def _geotiff(path, tie, scale, geokeys=None):

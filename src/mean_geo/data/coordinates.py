@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from mean_geo.data.numbers import is_latlon, parse_finite
 from mean_geo.errors import DatasetLayoutError
 
 Coords = tuple[float, float]
@@ -34,11 +35,10 @@ def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
                 f"{path}: expected a header 'path,lat,lon' or 'place,lat,lon', got {reader.fieldnames}"
             )
         for line, row in enumerate(reader, start=2):
-            try:
-                lat, lon = float(row["lat"]), float(row["lon"])
-            except (TypeError, ValueError):
-                raise DatasetLayoutError(f"{path}:{line}: lat/lon are not numbers ({row})") from None
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            lat, lon = parse_finite(row["lat"]), parse_finite(row["lon"])
+            if lat is None or lon is None:
+                raise DatasetLayoutError(f"{path}:{line}: lat/lon are not finite numbers ({row})")
+            if not is_latlon(lat, lon):
                 raise DatasetLayoutError(f"{path}:{line}: ({lat}, {lon}) is not a latitude/longitude")
             out[row[key]] = (lat, lon)
     return key, out

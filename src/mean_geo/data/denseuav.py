@@ -30,6 +30,7 @@ from mean_geo.data.layouts import (
     require_dir,
     scan_view_folder,
 )
+from mean_geo.data.numbers import parse_finite
 from mean_geo.errors import DatasetLayoutError
 
 HEIGHTS = (80, 90, 100)
@@ -130,10 +131,10 @@ class PlaceGPS:
 def _number(token: str, prefix: str, path: Path, line: int, what: str) -> float:
     if not token.upper().startswith(prefix):
         raise DatasetLayoutError(f"{path}:{line}: expected {what} as {prefix}<degrees>, got {token!r}")
-    try:
-        return float(token[1:])
-    except ValueError:
-        raise DatasetLayoutError(f"{path}:{line}: {what} {token!r} is not a number") from None
+    number = parse_finite(token[1:])
+    if number is None:
+        raise DatasetLayoutError(f"{path}:{line}: {what} {token!r} is not a finite number")
+    return number
 
 
 def read_gps(path: str | Path) -> dict[str, PlaceGPS]:
@@ -163,10 +164,9 @@ def read_gps(path: str | Path) -> dict[str, PlaceGPS]:
             raise DatasetLayoutError(f"{path}:{number}: {fields[0]!r} names no place folder (<path>/<id>/H80.tif)")
         lon = _number(fields[1], "E", path, number, "the longitude")
         lat = _number(fields[2], "N", path, number, "the latitude")
-        try:
-            height = float(fields[3])
-        except ValueError:
-            raise DatasetLayoutError(f"{path}:{number}: the height {fields[3]!r} is not a number") from None
+        height = parse_finite(fields[3], 0)
+        if height is None:
+            raise DatasetLayoutError(f"{path}:{number}: the height {fields[3]!r} is not a finite number of metres >= 0")
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise DatasetLayoutError(f"{path}:{number}: (lat {lat}, lon {lon}) is not a position")
         if place in places and (places[place].lat, places[place].lon) != (lat, lon):

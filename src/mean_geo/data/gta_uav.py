@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mean_geo.data.layouts import check_image_file
+from mean_geo.data.numbers import finite
 from mean_geo.errors import DatasetLayoutError
 
 NAME = "GTA-UAV"
@@ -96,13 +97,13 @@ def _record(raw: object, root: Path, path: Path, index: int) -> DroneRecord:
     if not isinstance(name, str) or not isinstance(folder, str) or not name:
         raise _bad(path, index, "'drone_img_dir' and 'drone_img_name' must be strings")
     loc = raw["drone_loc_x_y"]
-    if not (isinstance(loc, list) and len(loc) == 2 and all(isinstance(v, (int, float)) for v in loc)):
-        raise _bad(path, index, f"'drone_loc_x_y' must be [x, y] in metres, got {loc!r}")
+    if not (isinstance(loc, list) and len(loc) == 2 and all(finite(v) is not None for v in loc)):
+        raise _bad(path, index, f"'drone_loc_x_y' must be [x, y] in metres (finite numbers), got {loc!r}")
     positives = _names(raw["pair_pos_sate_img_list"], path, index, "pair_pos_sate_img_list")
     semi = _names(raw["pair_pos_semipos_sate_img_list"], path, index, "pair_pos_semipos_sate_img_list")
     weights = raw["pair_pos_semipos_sate_weight_list"]
     ok = isinstance(weights, list) and len(weights) == len(semi)
-    if not ok or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights):
+    if not ok or not all(finite(w, 0, 1) is not None for w in weights):
         raise _bad(
             path, index, "'pair_pos_semipos_sate_weight_list' must hold one IoU in [0, 1] per semi-positive tile"
         )

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from mean_geo.data.coordinates import Coords, read_coordinates_csv
+from mean_geo.data.numbers import finite
 from mean_geo.errors import MeanGeoError
 from mean_geo.retrieval import distances
 
@@ -40,6 +41,8 @@ def _projected(path: Path, crs: str, where: str) -> MeanGeoError:
 
 
 def _geographic(path: Path, lat: float, lon: float, where: str) -> Coords:
+    if finite(lat) is None or finite(lon) is None:
+        raise MeanGeoError(f"{path}: its {where} georeferencing gives a non-finite position ({lat}, {lon})")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise _projected(path, f"x={lon:.1f}, y={lat:.1f} are not degrees", where)
     return (lat, lon)
@@ -83,6 +86,8 @@ def tile_centre_from_world_file(path: Path) -> Coords | None:
                     w, h = img.size
             except (ValueError, OSError):
                 raise MeanGeoError(f"{wf}: expected six numbers (a world file)") from None
+            if any(finite(v) is None for v in (a, d, b, e, c, f)) or a * e - b * d == 0:
+                raise MeanGeoError(f"{wf}: expected six finite numbers with a pixel size that is not 0 (a world file)")
             prj = path.with_suffix(".prj")
             if prj.is_file() and "PROJCS" in prj.read_text(errors="ignore").upper():
                 raise _projected(path, f"{prj.name} names a PROJCS", "world-file")
