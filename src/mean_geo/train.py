@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
         build_lit_module,
         build_loggers,
         build_trainer,
+        check_gpu_decoding,
         dataset_settings,
         eval_options,
         manual_clipping,
@@ -45,7 +46,9 @@ def run(cfg: DictConfig) -> dict:
     resume = read_checkpoint(cfg.resume, "resume") if cfg.resume else None
     out_dir = Path(cfg.paths.output_dir)
     eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
-    dm = build_datamodule(dataset_settings(cfg), cfg.eval)
+    dataset = dataset_settings(cfg)
+    check_gpu_decoding(dataset, cfg.trainer)
+    dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     chunk = (cfg.get("grad_cache") or {}).get("chunk_size")
     trainer_cfg, clip = manual_clipping(cfg.trainer, chunk)

@@ -72,6 +72,20 @@ def test_hardware_gpu_without_a_gpu(tmp_path, monkeypatch, capsys, data_dir):
     assert "trainer.accelerator=gpu: no CUDA GPU is visible here" in line
 
 
+@pytest.mark.parametrize("hardware", ["cpu", "auto", "ddp_cpu"])
+def test_gpu_decoding_where_training_runs_on_the_cpu_is_refused_before_any_work(
+    hardware, tmp_path, monkeypatch, capsys
+):
+    """decode_on=gpu on a CPU run silently decoded inside the training process; now it is said, as
+    hardware=gpu without a GPU is, before a world is written (no data folder is made)."""
+    monkeypatch.setenv("MEAN_GEO_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["experiment=smoke", f"hardware={hardware}", "dataset.decode_on=gpu"]
+    line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
+    assert "dataset.decode_on=gpu: training runs on the CPU here" in line and "dataset.decode_on=cpu" in line
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("dataset", ["sues200", "university1652"])
 def test_a_root_that_is_a_file_is_called_a_file(dataset, tmp_path, monkeypatch, capsys):
     a_file = tmp_path / "dataset.zip"

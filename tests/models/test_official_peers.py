@@ -163,3 +163,49 @@ def test_fine_tuning_a_baseline_starts_from_its_authors_weights(tmp_path, data_d
         train_entry.run(cfg)
     (line,) = [r.getMessage() for r in caplog.records if "authors' checkpoint" in r.getMessage()]
     assert "loaded" in line and "temperature 0.0450" in line and "missing" not in line
+
+
+@pytest.mark.parametrize(
+    "cls, wrong, right",
+    [(CAMP, "dac", "camp"), (DAC, "camp", "dac"), (MEAN, "dac", "mean"), (DAC, "mean", "dac"), (CAMP, "mean", "camp")],
+)
+def test_a_release_converted_as_another_method_is_named_not_exported(cls, wrong, right, tmp_path, capsys):
+    """CAMP's release with --method dac loaded its ConvNeXt and was exported labelled DAC, with only
+    a list of unexpected keys to tell; the layouts that place every key are compared first."""
+    torch.manual_seed(0)
+    source = cls(num_classes=9, backbone="test_convnext").eval()
+    path = tmp_path / f"{right}.pth"
+    torch.save(mean_layout(source) if cls is MEAN else to_theirs(source), path)
+    out = tmp_path / "export"
+    args = ["--official", str(path), "--method", wrong, "--backbone", "test_convnext", "--out", str(out)]
+    assert exit_code(export_entry.main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: a release of ") and f"pass --method {right}" in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("size", ["0", "-3", "5000"])
+def test_an_export_its_readers_would_refuse_is_not_written(size, tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "dac.pth"
+    torch.save(to_theirs(DAC(num_classes=9, backbone="test_convnext")), path)
+    out = tmp_path / "export"
+    args = ["--official", str(path), "--method", "dac", "--backbone", "test_convnext", "--out", str(out)]
+    assert exit_code(export_entry.main, [*args, "--image-size", size]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--image-size {size}: expected a whole number of pixels" in err and "\n" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_every_export_is_read_back_before_it_gets_its_name(tmp_path, monkeypatch):
+    """The writer runs its readers' checks on what it wrote: a folder they would refuse (here a format
+    tag no reader knows) is not left behind under the export's name, nor half-written."""
+    from mean_geo.errors import CheckpointError
+    from mean_geo.inference import export_format
+    from mean_geo.inference.export import export
+    from tests.helpers.paths import FIXTURES
+
+    monkeypatch.setattr(export_format, "EXPORT_FORMAT", "mean_geo/99")
+    with pytest.raises(CheckpointError, match=r"export: not written, its readers would refuse it: .*mean_geo/99"):
+        export(FIXTURES / "legacy_v1" / "last.ckpt", tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []

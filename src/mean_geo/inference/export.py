@@ -24,10 +24,22 @@ def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -
     target = _unused_folder(out_dir)
     loaded = load_model(ckpt, "ckpt")  # a bad checkpoint is refused before the folder is touched
     out = _new_folder(target)
-    with atomic_path(out) as folder:  # a full disk leaves no half export under the final name
-        folder.mkdir()
-        write_export(folder, loaded, source=Path(ckpt).name, metrics=metrics)
+    _write_checked(out, loaded, source=Path(ckpt).name, metrics=metrics)
     return out
+
+
+def _write_checked(out: Path, loaded, source: str, metrics: dict | None = None) -> None:
+    """Write the export under a partial name, read it back as every reader will, then give it its
+    name: an export its readers would refuse is refused here, and nothing is left behind (a full
+    disk leaves no half export either)."""
+    with atomic_path(out) as folder:
+        folder.mkdir()
+        write_export(folder, loaded, source=source, metrics=metrics)
+        try:
+            load_model(folder, "out")
+        except MeanGeoError as exc:
+            message = str(exc).replace(str(folder), str(out))
+            raise CheckpointError(f"out={out}: not written, its readers would refuse it: {message}") from None
 
 
 def export_official(
@@ -52,7 +64,7 @@ def export_official(
         CheckpointError: an unreadable file, another method's layout, or a retrieval tensor that is
             missing from it or has another shape.
     """
-    from mean_geo.files.specs import model_spec
+    from mean_geo.files.specs import image_size_of, model_spec
     from mean_geo.inference.loading import InferenceModel, fingerprint
     from mean_geo.models.backbone import normalization
     from mean_geo.models.official import OFFICIAL_LAYOUTS, load_official_checkpoint, official_num_classes
@@ -61,6 +73,10 @@ def export_official(
 
     if method not in OFFICIAL_LAYOUTS:
         raise CheckpointError(f"--method {method}: expected one of {', '.join(OFFICIAL_LAYOUTS)}")
+    try:  # what every reader of the export checks, before any work
+        image_size_of({"dataset": {"image_size": image_size}})
+    except MeanGeoError as exc:
+        raise CheckpointError(str(exc).replace("dataset.image_size=", "--image-size ")) from None
     target = _unused_folder(out_dir)
     state = read_official(weights)
     num_classes = official_num_classes(state)
@@ -90,9 +106,7 @@ def export_official(
         *stats,
     )
     out = _new_folder(target)  # only now: a file that does not fit leaves the folder as it was
-    with atomic_path(out) as folder:
-        folder.mkdir()
-        write_export(folder, loaded, source=Path(weights).name)
+    _write_checked(out, loaded, source=Path(weights).name)
     return out, report
 
 

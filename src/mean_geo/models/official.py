@@ -184,7 +184,7 @@ def convert_official_state_dict(
     """
     layout = layout or layout_of(model)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    prefix = "model_1.convnext." if layout.fair_backbone else "model."
+    prefix = _backbone_prefix(layout)
     backbone = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     net = model.backbone.net  # type: ignore[union-attr]
     out: dict[str, torch.Tensor] = {}
@@ -192,6 +192,18 @@ def convert_official_state_dict(
         # FAIR's ConvNeXt layout: timm's own remapping; Sample4Geo saved timm's keys already
         converted = checkpoint_filter_fn(backbone, net) if layout.fair_backbone else backbone
         out.update({f"backbone.net.{k}": v for k, v in converted.items()})
+    branches, unplaced, loss_state = _place_keys(state, layout)
+    out.update(branches)
+    return out, unplaced, loss_state
+
+
+def _place_keys(
+    state: dict[str, torch.Tensor], layout: OfficialLayout
+) -> tuple[dict[str, torch.Tensor], list[str], dict[str, torch.Tensor]]:
+    """The keys outside the backbone, by what ``layout`` makes of them (no model needed):
+    (our branch keys, their keys it cannot place, their learnt scalars by our loss key)."""
+    prefix = "model_1.convnext." if layout.fair_backbone else "model."
+    out: dict[str, torch.Tensor] = {}
     unplaced: list[str] = []
     loss_state: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -208,6 +220,35 @@ def convert_official_state_dict(
         else:
             unplaced.append(key)
     return out, unplaced, loss_state
+
+
+def refuse_another_methods_file(state: dict[str, torch.Tensor], method: str, path: str | Path) -> None:
+    """A release of another method is named, not converted under the wrong label: CAMP's file read as
+    DAC's loads its ConvNeXt and drops CAMP's position embedding and weights as "unexpected".
+
+    Raises:
+        CheckpointError: ``method``'s layout leaves keys unplaced that another method's places all of.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    backbone = {
+        name: any(k.startswith(_backbone_prefix(layout)) for k in state) for name, layout in OFFICIAL_LAYOUTS.items()
+    }
+    left = {name: _place_keys(state, layout)[1] for name, layout in OFFICIAL_LAYOUTS.items() if backbone[name]}
+    if method not in left or not left[method]:
+        return
+    fits = [name for name, keys in left.items() if not keys]
+    if fits:
+        ours = left[method]
+        raise CheckpointError(
+            f"{path}: a release of {' or '.join(OFFICIAL_LAYOUTS[n].title for n in fits)}, not of "
+            f"{OFFICIAL_LAYOUTS[method].title}: {len(ours)} of its tensors have no place in {OFFICIAL_LAYOUTS[method].title} "
+            f"({', '.join(ours[:3])}{', …' if len(ours) > 3 else ''}) while {fits[0]}'s layout places every one; "
+            f"pass --method {fits[0]}"
+        )
+
+
+def _backbone_prefix(layout: OfficialLayout) -> str:
+    return "model_1.convnext." if layout.fair_backbone else "model."
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -255,7 +296,9 @@ def load_official_checkpoint(
         CheckpointError: an unreadable file, or nothing of it fits (another model entirely).
     """
     layout = OFFICIAL_LAYOUTS[method] if method else layout_of(model)
-    converted, unplaced, loss_state = convert_official_state_dict(read_checkpoint(path), model, layout)
+    state = read_checkpoint(path)
+    refuse_another_methods_file(state, method or getattr(model, "official_layout", "mean"), path)
+    converted, unplaced, loss_state = convert_official_state_dict(state, model, layout)
     ours = model.state_dict()
     report = LoadReport(unexpected=unplaced, loss_state={k: float(v) for k, v in loss_state.items()})
     report.logit_scale = report.loss_state.get("infonce.logit_scale")

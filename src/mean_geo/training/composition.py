@@ -171,6 +171,21 @@ def resolve_precision(accelerator: str, precision: str) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+def check_gpu_decoding(dataset: dict, trainer_cfg: DictConfig | dict) -> None:
+    """``dataset.decode_on=gpu`` where training does not run on a CUDA GPU is refused before any work,
+    as ``hardware=gpu`` without one is: the images would be decoded inside the training process,
+    one batch after the other, the slowest arrangement there is."""
+    if dataset.get("decode_on", "cpu") != "gpu":
+        return
+    accelerator = str(to_plain(trainer_cfg).get("accelerator", "auto"))
+    if not uses_gpu(accelerator) or not torch.cuda.is_available():
+        raise ConfigError(
+            f"dataset.decode_on=gpu: training runs on the CPU here (trainer.accelerator={accelerator}"
+            f"{'' if torch.cuda.is_available() else ', no CUDA GPU visible'}); use dataset.decode_on=cpu, "
+            "where the loader's workers decode in parallel"
+        )
+
+
 def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.Trainer:
     """The Trainer of train/eval/index: ``precision: auto`` resolved, fp16 AMP on a GPU with the
     authors' GradScaler start (``init_scale=2**10``), checkpoints written atomically."""
