@@ -47,6 +47,8 @@ def run(cfg: DictConfig) -> dict:
     import lightning as L
 
     from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
+    from mean_geo.files.specs import image_size_of
+    from mean_geo.models.input_size import check_spec_image_size
     from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
     from mean_geo.training.identity import run_config, run_identity, run_summary
     from mean_geo.training.lit_module import MEANLitModule
@@ -68,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError("dataset.altitude: the checkpoint's dataset has no altitudes (not SUES-200)")
         dataset.update(override)
     options = eval_options(cfg.eval)
+    check_spec_image_size(ckpt.spec["model"], image_size_of({"dataset": dataset}))  # an override too
     dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()
     lit = MEANLitModule(build_config=ckpt.spec, **options, channels_last=cfg.channels_last)

@@ -32,6 +32,7 @@ def run(cfg: DictConfig) -> dict:
         build_loggers,
         build_trainer,
         check_gpu_decoding,
+        check_input_size,
         dataset_settings,
         eval_options,
         manual_clipping,
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict:
     eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
     dataset = dataset_settings(cfg)
     check_gpu_decoding(dataset, cfg.trainer)
+    check_input_size(cfg)
     dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     chunk = (cfg.get("grad_cache") or {}).get("chunk_size")

@@ -6,6 +6,7 @@ without paying a new interpreter per case).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,32 @@ def test_gpu_decoding_where_training_runs_on_the_cpu_is_refused_before_any_work(
     line = run_hydra_entry(train_entry.main, args, tmp_path, monkeypatch, capsys)
     assert "dataset.decode_on=gpu: training runs on the CPU here" in line and "dataset.decode_on=cpu" in line
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["method=camp", "dataset.image_size=48"], "dataset.image_size=48: CAMP's 3 part blocks need"),
+        (["method=camp", "model.part_blocks=5"], "dataset.image_size=64: CAMP's 5 part blocks need"),
+        (["dataset.image_size=24"], "dataset.image_size=24: test_convnext reduces its input 32x"),
+        (["method=dac", "dataset.image_size=16"], "dataset.image_size=16: test_convnext reduces its input 32x"),
+    ],
+)
+def test_an_input_size_the_model_cannot_run_at_is_refused_before_any_work(args, says, tmp_path, monkeypatch, capsys):
+    """CAMP's part blocks at a small dataset.image_size raised a ValueError in the first forward pass;
+    each architecture says what it needs, checked before a world is written."""
+    monkeypatch.setenv("MEAN_GEO_DATA", str(tmp_path / "data"))
+    line = run_hydra_entry(train_entry.main, ["experiment=smoke", *args], tmp_path, monkeypatch, capsys)
+    smallest = {"48": "64", "64": "96", "24": "32", "16": "32"}[says.split("=")[1].split(":")[0]]
+    assert says in line and f"use dataset.image_size={smallest} or more" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_eval_checks_an_image_size_override_against_the_checkpoints_model(smoke_run, tmp_path, monkeypatch, capsys):
+    out, _, _ = smoke_run
+    best = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    line = run_hydra_entry(eval_entry.main, [f"ckpt={best}", "dataset.image_size=20"], tmp_path, monkeypatch, capsys)
+    assert "dataset.image_size=20: test_convnext reduces its input 32x" in line
 
 
 @pytest.mark.parametrize("dataset", ["sues200", "university1652"])

@@ -133,6 +133,8 @@ class TimmBackbone(nn.Module):
             raise ConfigError(f"model.backbone={name}: expected a timm model with forward_intermediates")
         self.num_features: int = self.net.num_features
         self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
+        #: how many input pixels one cell of the last feature map spans (32 for a ConvNeXt)
+        self.reduction: int = int(self.net.feature_info[-1]["reduction"])
 
     def forward(
         self, x: torch.Tensor, return_stages: bool = False

@@ -110,6 +110,13 @@ class MEAN(nn.Module):
         if fast_small_maps:  # convs with ≤ 2x2 outputs (a ResNet's last stage at 64 px): 2.3x faster CPU training
             use_small_map_conv(self)
 
+    def input_needs(self) -> tuple[int, str]:
+        """The smallest square input this model runs at, and why (checked before any work:
+        :func:`mean_geo.models.input_size.check_image_size`): the last feature map must have a
+        cell, and the backbone's downsampling a pixel to work on."""
+        reduction = self.backbone.reduction
+        return reduction, f"{self.backbone.name} reduces its input {reduction}x: its last feature map needs one cell"
+
     @property
     def per_sample_backbone(self) -> bool:
         """True when the backbone has no batch statistics (ConvNeXt: LayerNorm only).

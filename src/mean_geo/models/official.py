@@ -238,12 +238,11 @@ def refuse_another_methods_file(state: dict[str, torch.Tensor], method: str, pat
         return
     fits = [name for name, keys in left.items() if not keys]
     if fits:
-        ours = left[method]
+        ours, title = left[method], OFFICIAL_LAYOUTS[method].title
         raise CheckpointError(
-            f"{path}: a release of {' or '.join(OFFICIAL_LAYOUTS[n].title for n in fits)}, not of "
-            f"{OFFICIAL_LAYOUTS[method].title}: {len(ours)} of its tensors have no place in {OFFICIAL_LAYOUTS[method].title} "
-            f"({', '.join(ours[:3])}{', …' if len(ours) > 3 else ''}) while {fits[0]}'s layout places every one; "
-            f"pass --method {fits[0]}"
+            f"{path}: a release of {' or '.join(OFFICIAL_LAYOUTS[n].title for n in fits)}, not of {title}: "
+            f"{len(ours)} of its tensors have no place in {title} ({', '.join(ours[:3])}"
+            f"{', …' if len(ours) > 3 else ''}) while {fits[0]}'s layout places every one; pass --method {fits[0]}"
         )
 
 

@@ -11,6 +11,7 @@ gradient caching, evaluation, export, index and localize treat them alike.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -158,6 +159,18 @@ class CAMP(DAC):
             raise ConfigError(f"model.part_blocks={part_blocks}, model.position_grid={position_grid}: expected >= 1")
         self.position = PositionEmbedding(self.embedding_dim, position_grid, position_scale)
         self.part_blocks = part_blocks
+
+    def input_needs(self) -> tuple[int, str]:
+        """As many cells of the last feature map as part blocks: ``reduction · ⌈√blocks⌉`` pixels."""
+        reduction = self.backbone.reduction
+        side = reduction * math.ceil(math.sqrt(self.part_blocks))
+        base, why = super().input_needs()
+        if side <= base:
+            return base, why
+        return (
+            side,
+            f"CAMP's {self.part_blocks} part blocks need as many cells of the last feature map ({reduction}x reduced)",
+        )
 
     def branches(self, fmap: torch.Tensor, pooled: torch.Tensor, embedding: torch.Tensor) -> MEANOutput:
         """The heads (if built) on the positioned map, and its part blocks."""

@@ -25,6 +25,7 @@ from mean_geo.errors import ConfigError, MeanGeoError
 from mean_geo.files.specs import checkpoint_spec, dataset_spec, loss_spec
 from mean_geo.losses import LOSSES, build_loss
 from mean_geo.models.backbone import normalization
+from mean_geo.models.input_size import check_spec_image_size
 from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.multi_query import check_mode
 from mean_geo.retrieval.rerank import RerankSettings
@@ -84,6 +85,13 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
     return checkpoint_spec(
         {"model": model, "loss": loss, "dataset": dataset_settings(cfg), "plugins": plugins}, "config"
     )
+
+
+def check_input_size(cfg: DictConfig) -> None:
+    """The model of ``cfg`` runs at ``dataset.image_size``, checked before any work (a world
+    written, a step trained): :mod:`mean_geo.models.input_size`."""
+    spec = build_config_of(cfg, num_classes=2)
+    check_spec_image_size(spec["model"], int(spec["dataset"]["image_size"]))
 
 
 def build_lit_module(
