@@ -57,6 +57,15 @@ def run(cfg: DictConfig) -> dict:
     lit = build_lit_module(
         build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last, chunk, gradient_clip=clip
     )
+    if cfg.get("init_from"):  # fine-tune from a mean_geo checkpoint or export (a LoRA run's merged)
+        from mean_geo.inference.export_format import retrieval_state
+        from mean_geo.inference.loading import load_model
+        from mean_geo.models.finetune import load_plain_state
+
+        source = load_model(cfg.init_from, "init_from")
+        parts = tuple(f"{p}." for p in getattr(lit.model, "retrieval_parts", ()))
+        taken = load_plain_state(lit.model, retrieval_state(source.model), parts)
+        log.info("initialised %d tensors of the retrieval network from %s", len(taken), cfg.init_from)
     if cfg.get("init_from_official"):  # fine-tune from the authors' released weights
         loss = lit.loss if cfg.get("official_temperature", True) else None
         report = load_official_checkpoint(cfg.init_from_official, lit.model, loss)

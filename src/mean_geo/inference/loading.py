@@ -32,6 +32,7 @@ from mean_geo.inference.export_format import (
     write_export,
 )
 from mean_geo.models.backbone import IMAGENET_STATS
+from mean_geo.models.finetune import merge_lora_state
 from mean_geo.models.mean import MEAN
 from mean_geo.models.registry import build_architecture
 
@@ -135,6 +136,8 @@ def _build(spec: dict, state: dict[str, torch.Tensor], source: str) -> MEAN:
         model = build_architecture(model_spec(inference_spec(spec)))
     except SpecError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
+    # a LoRA run's adapters folded into plain weights: inference never needs peft
+    state = merge_lora_state(state, spec.get("lora"))
     own = {k: state[k] for k in model.state_dict() if k in state}  # training-only branches are not built
     # the retrieval network must all be there; a training-only part that is built anyway (CAMP's
     # position embedding) keeps its initial values: the embedding does not read it

@@ -64,9 +64,14 @@ def hub_weights_reachable(name: str, timeout: float = 3.0) -> bool:
     return True
 
 
-def create_timm_backbone(name: str, pretrained: bool = False, weights_file: str | None = None) -> nn.Module:
-    """Build ``name`` with random init, hub-cached weights, or a local weights file."""
+def create_timm_backbone(
+    name: str, pretrained: bool = False, weights_file: str | None = None, global_pool: str | None = None
+) -> nn.Module:
+    """Build ``name`` with random init, hub-cached weights, or a local weights file (``global_pool``:
+    timm's pooling of a transformer, which also decides where its final norm goes)."""
     kwargs: dict = {"num_classes": 0}
+    if global_pool is not None:
+        kwargs["global_pool"] = global_pool
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
@@ -112,6 +117,36 @@ def _create_any_size(name: str, kwargs: dict) -> nn.Module:
     raise AssertionError("unreachable: the last attempt has no extra arguments")
 
 
+POOLINGS = ("auto", "token", "avg", "gem")
+#: transformer families whose authors pool the class token (DINOv3's timm default is the average)
+CLASS_TOKEN_FAMILIES = ("dinov2", "dinov3")
+
+
+def _is_transformer(name: str) -> bool:
+    """A timm vision transformer (ViT, DeiT, EVA and the DINO families built on them)."""
+    return name.split(".")[0].startswith(("vit_", "deit", "eva", "beit"))
+
+
+def resolve_pooling(name: str, pooling: str) -> str:
+    """``model.pooling=auto``: the class token for DINOv2/DINOv3 ViTs (their authors' retrieval
+    feature), the average for everything else (ConvNeXt: GAP then its LayerNorm, as before).
+
+    Raises:
+        ConfigError: an unknown pooling.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling={pooling!r}: expected one of {', '.join(POOLINGS)}")
+    if pooling != "auto":
+        return pooling
+    family = name.split(".")[0]
+    return "token" if _is_transformer(name) and any(f in family for f in CLASS_TOKEN_FAMILIES) else "avg"
+
+
+def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean pooling ``(mean(clamp(x, eps)^p))^(1/p)`` over the map: ``(B, C, H, W) -> (B, C)``."""
+    return fmap.float().clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p).to(fmap.dtype)
+
+
 def _not_weights(path: str, name: str, exc: BaseException) -> ConfigError:
     detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
     return ConfigError(f"model.weights_file={path}: not loadable as {name} weights ({type(exc).__name__}: {detail})")
@@ -124,13 +159,28 @@ class TimmBackbone(nn.Module):
     through timm's generic feature API (the demo's ResNet-18).  Was ``ConvNeXtBackbone``; the
     module names of its weights are unchanged, so checkpoints load as before."""
 
-    def __init__(self, name: str = DEFAULT_BACKBONE, pretrained: bool = False, weights_file: str | None = None):
+    def __init__(
+        self,
+        name: str = DEFAULT_BACKBONE,
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        pooling: str = "auto",
+    ):
         super().__init__()
         self.name = name
-        self.net = create_timm_backbone(name, pretrained, weights_file)
+        self.pooling = resolve_pooling(name, pooling)
+        transformer = _is_transformer(name)
+        # a transformer pools as timm builds it (class token: final norm on every token; avg: its
+        # fc_norm after pooling); GeM pools the normed patch tokens itself
+        timm_pool = {"token": "token", "avg": "avg", "gem": "token"}[self.pooling] if transformer else None
+        self.net = create_timm_backbone(name, pretrained, weights_file, timm_pool)
         self.convnext_layout = all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre"))
         if not self.convnext_layout and not hasattr(self.net, "forward_intermediates"):
             raise ConfigError(f"model.backbone={name}: expected a timm model with forward_intermediates")
+        if not transformer and self.pooling == "token":
+            raise ConfigError(f"model.pooling=token: {name} has no class token; use avg or gem")
+        #: tokens before the patch tokens (class token, registers): not part of the map
+        self.prefix_tokens: int = int(getattr(self.net, "num_prefix_tokens", 0)) if transformer else 0
         self.num_features: int = self.net.num_features
         self.stage_channels: list[int] = [int(info["num_chs"]) for info in self.net.feature_info]
         #: how many input pixels one cell of the last feature map spans (32 for a ConvNeXt)
@@ -146,13 +196,21 @@ class TimmBackbone(nn.Module):
                 x = stage(x)
                 stages.append(x)
             fmap = self.net.norm_pre(x)
-            pooled = self.net.forward_head(fmap, pre_logits=True)  # GAP + ConvNeXt's pretrained LayerNorm
+            pooled = (
+                gem(fmap) if self.pooling == "gem" else self.net.forward_head(fmap, pre_logits=True)
+            )  # GAP + ConvNeXt's pretrained LayerNorm (or GeM)
         else:
             # CNNs: the last stage's map; transformers: tokens (ViT) or NHWC maps (Swin) as ``final``,
-            # and every block's output as an NCHW map among the intermediates
-            final, stages = self.net.forward_intermediates(x)
+            # and every block's output as an NCHW map among the intermediates (the last alone
+            # when no branch reads the others)
+            final, stages = self.net.forward_intermediates(x, indices=None if return_stages else 1)
             fmap = stages[-1]
-            pooled = self.net.forward_head(final, pre_logits=True)  # the model's own pooling
+            if self.pooling == "gem" and final.ndim == 3:  # the normed patch tokens as a (B, C, N, 1) map
+                pooled = gem(final[:, self.prefix_tokens :].transpose(1, 2).unsqueeze(-1))
+            elif self.pooling == "gem" and final.ndim == 4:
+                pooled = gem(final)
+            else:
+                pooled = self.net.forward_head(final, pre_logits=True)  # the model's own pooling
         if fmap.ndim != 4:
             raise ConfigError(f"model.backbone={self.name}: expected a convolutional feature map (B, C, H, W)")
         return (fmap, pooled, stages) if return_stages else (fmap, pooled)

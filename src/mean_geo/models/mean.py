@@ -9,6 +9,7 @@ frozen before fitting (:mod:`mean_geo.training.untrained`), so DDP needs no ``fi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from mean_geo.errors import ConfigError
 from mean_geo.models.backbone import DEFAULT_BACKBONE, TimmBackbone
 from mean_geo.models.cea import CrossDomainEnhancedAlignment
 from mean_geo.models.depthwise import use_fast_depthwise
+from mean_geo.models.finetune import apply_finetune
 from mean_geo.models.gee import GlobalExtensionEmbedding
 from mean_geo.models.pee import ProgressiveExtensionEmbedding
 from mean_geo.models.registry import register_architecture
@@ -61,6 +63,12 @@ class MEAN(nn.Module):
         cea_out_dim: CEA's output width.
         fast_depthwise: a faster CPU backward of the depthwise convolutions (same maths).
         fast_small_maps: convolutions on at most 2×2 maps as unfold + matmul on CPU (same maths).
+        pooling: the backbone's pooled vector: ``auto`` (the class token for DINOv2/DINOv3 ViTs, as
+            their authors; the average elsewhere), ``token``, ``avg`` or ``gem``.
+        finetune: ``full``, ``frozen`` or ``lora`` (:mod:`mean_geo.models.finetune`).
+        trainable_blocks: with ``frozen``/``lora``, the backbone's last k blocks train fully.
+        lora: ``{r, alpha, dropout, targets}`` of ``finetune=lora``.
+        grad_checkpointing: recompute the backbone's activations in the backward pass (memory).
 
     Raises:
         ConfigError: an unknown ``pee``, or GEE with fewer than 2 places.
@@ -92,6 +100,11 @@ class MEAN(nn.Module):
         cea_out_dim: int = 512,
         fast_depthwise: bool = True,
         fast_small_maps: bool = True,
+        pooling: str = "auto",
+        finetune: str = "full",
+        trainable_blocks: int = 0,
+        lora: dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if pee not in PEE_MODES:
@@ -99,7 +112,7 @@ class MEAN(nn.Module):
         if use_gee and num_classes < 2:
             raise ConfigError(f"num_classes={num_classes}: the GEE heads need at least 2 training locations")
         self.num_classes = num_classes
-        self.backbone = TimmBackbone(backbone, pretrained, weights_file)
+        self.backbone = TimmBackbone(backbone, pretrained, weights_file, pooling)
         if fast_depthwise:  # ConvNeXt's 7x7 depthwise convs: same maths, 1.5x faster bf16 CPU training step
             use_fast_depthwise(self.backbone)
         dim = self.backbone.num_features
@@ -109,6 +122,11 @@ class MEAN(nn.Module):
         self.cea = CrossDomainEnhancedAlignment(dim, cea_proj_dim, cea_out_dim, double_softmax) if use_cea else None
         if fast_small_maps:  # convs with ≤ 2x2 outputs (a ResNet's last stage at 64 px): 2.3x faster CPU training
             use_small_map_conv(self)
+        # how much of the backbone trains (the branches above always do), and its activation memory
+        apply_finetune(self.backbone.net, finetune, trainable_blocks, lora)
+        self.finetune = finetune
+        if grad_checkpointing:
+            self.backbone.net.set_grad_checkpointing(True)
 
     def input_needs(self) -> tuple[int, str]:
         """The smallest square input this model runs at, and why (checked before any work:

@@ -56,6 +56,26 @@ class Sample4Geo(MEAN):
         super().__init__(num_classes, backbone, use_gee=use_gee, use_cea=use_cea, **kwargs)
 
 
+#: method=dino's default: DINOv2 ViT-B/14 (CVCities' University-1652 backbone); any DINOv2/DINOv3 name works
+DINO_BACKBONE = "vit_base_patch14_dinov2.lvd142m"
+
+
+@register_architecture("dino")
+class DINO(Sample4Geo):
+    """A DINO foundation backbone alone (DINOv2 or DINOv3: ViTs, registers, ``.sat493m``, ConvNeXts),
+    its pooled vector the embedding (the class token by default, as the DINO authors retrieve),
+    trained with InfoNCE; ``model.finetune=full|frozen|lora`` picks how much of it trains.
+
+    Args:
+        num_classes: training places (only used if a loss asks for MEAN's GEE heads).
+        backbone: a timm model name (default :data:`DINO_BACKBONE`).
+        **kwargs: MEAN's other arguments (``pooling``, ``finetune``, ``lora``, ``grad_checkpointing``, …).
+    """
+
+    def __init__(self, num_classes: int = 1, backbone: str = DINO_BACKBONE, **kwargs: Any) -> None:
+        super().__init__(num_classes, backbone, **kwargs)
+
+
 @register_architecture("dac")
 class DAC(MEAN):
     """DAC (IEEE TCSVT 2024; SummerpanKing/DAC): ConvNeXt-Base, triplet-attention heads and DSA, as released.

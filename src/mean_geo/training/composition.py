@@ -113,6 +113,7 @@ def build_lit_module(
         build_config=build_config,
         grad_cache_chunk=grad_cache_chunk,
         gradient_clip=gradient_clip,
+        backbone_lr_factor=float((optim_cfg or {}).get("backbone_lr_factor", 1.0)),
     )
 
 

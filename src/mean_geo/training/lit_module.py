@@ -14,6 +14,7 @@ from mean_geo.errors import CheckpointError, ConfigError, TrainingDiverged, whol
 from mean_geo.files.checkpoints import read_checkpoint
 from mean_geo.files.specs import checkpoint_spec, model_spec
 from mean_geo.losses import MEANLoss, build_loss
+from mean_geo.models.finetune import parameter_counts
 from mean_geo.models.mean import MEAN, retrieval_embedding
 from mean_geo.models.registry import build_architecture
 from mean_geo.retrieval.conventions import evaluate_conventions
@@ -52,6 +53,7 @@ class MEANLitModule(L.LightningModule):
         multi_query: str = "none",
         flip_tta: bool = False,
         rerank: RerankSettings | None = None,
+        backbone_lr_factor: float = 1.0,
     ) -> None:
         super().__init__()
         if model is None or loss is None:
@@ -66,6 +68,14 @@ class MEANLitModule(L.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        if (
+            isinstance(backbone_lr_factor, bool)
+            or not isinstance(backbone_lr_factor, (int, float))
+            or not (0 < backbone_lr_factor)
+        ):
+            raise ConfigError(f"optim.backbone_lr_factor={backbone_lr_factor!r}: expected a number > 0")
+        #: the backbone's learning rate relative to the rest (a foundation backbone is often tuned slower)
+        self.backbone_lr_factor = float(backbone_lr_factor)
         self.eval_ks = tuple(eval_ks)
         #: None: the dataset's protocol decides (its datamodule's ``drop_unmatched_gallery``), at setup
         self.drop_unmatched_gallery = drop_unmatched_gallery
@@ -208,11 +218,24 @@ class MEANLitModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer factory given")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self._parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _parameter_groups(self):
+        """Every parameter in one group, or with ``optim.backbone_lr_factor`` the backbone's in a
+        group of its own at that share of the learning rate (the schedule scales both alike)."""
+        if self.backbone_lr_factor == 1.0:
+            return self.parameters()
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if lr is None:
+            raise ConfigError("optim.backbone_lr_factor: the optimizer factory names no lr to scale")
+        backbone = list(self.model.backbone.parameters())
+        mine = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if id(p) not in mine]
+        return [{"params": backbone, "lr": lr * self.backbone_lr_factor}, {"params": rest}]
 
     # --- evaluation --------------------------------------------------------------------------------
     def _eval_sets(self) -> list[tuple[str, str]]:
@@ -253,6 +276,8 @@ class MEANLitModule(L.LightningModule):
         freeze what no loss term trains (before DDP wraps the model: see :mod:`mean_geo.training.untrained`)."""
         if stage == "fit":
             self.freeze_untrained()
+            if self._trainer is None or self.trainer.is_global_zero:
+                log.info("parameters: %s", parameter_counts(self, self.model.backbone))
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.drop_unmatched_gallery is None:
             self.drop_unmatched_gallery = bool(getattr(datamodule, "drop_unmatched_gallery", True))
