@@ -124,3 +124,19 @@ def test_the_gpu_suites_ratios_and_memory_are_reported():
     named = ratios_of_plan([name for name, _, _ in plan(quick=False, gpu=True, suite="gpu")])
     for ratio in ("gpu train 384px fp16 / fp32", "gpu train 384px bf16+channels_last / fp32"):
         assert ratio in named
+
+
+def test_the_dino_lines_count_what_trains_and_compare_with_full_fine_tuning():
+    from mean_geo.benchmarks.suite import DINO_S, TINY_DINO
+
+    r = cases.dino_step(**DINO_S, **TINY_DINO, finetune="lora")
+    assert 0 < r["trainable_m"] < 0.05 * r["total_m"] and r["median_s"] > 0 and r["peak_rss_mb"] > 0
+    made_up = {
+        "dino ViT-S/16 224px full": {"median_s": 2.0, "peak_rss_mb": 1000.0},
+        "dino ViT-S/16 224px lora": {"median_s": 1.5, "peak_rss_mb": 600.0},
+        "dino ViT-S/16 224px lora +checkpointing": {"median_s": 2.0, "peak_rss_mb": 450.0},
+    }
+    found = ratios(made_up)
+    assert found["dino ViT-S/16 224px lora: step time / full"] == 0.75
+    assert found["dino ViT-S/16 224px lora: peak memory / full"] == 0.6
+    assert found["dino ViT-S/16 224px lora +checkpointing: peak memory / without"] == 0.75

@@ -357,3 +357,42 @@ def starvation(
         "median_s": step_s,
         **peak_memory_mb(),
     }
+
+
+def dino_step(
+    backbone: str,
+    finetune: str,
+    grad_checkpointing: bool = False,
+    image_size: int = 224,
+    batch: int = 8,
+    repeats: int = 3,
+) -> dict:
+    """One training step of method=dino (both views, InfoNCE, AdamW on what trains) with the backbone
+    fully, not at all, or LoRA-fine-tuned, with or without gradient checkpointing: seconds per step,
+    trainable and total parameters, peak memory of the process (a fresh one per case)."""
+    from mean_geo.files.specs import model_spec
+    from mean_geo.losses import build_loss
+    from mean_geo.models.registry import build_architecture
+
+    torch.manual_seed(0)
+    spec = {
+        "architecture": "dino",
+        "backbone": backbone,
+        "pretrained": False,
+        "finetune": finetune,
+        "grad_checkpointing": grad_checkpointing,
+    }
+    model = build_architecture(model_spec(spec)).to(DEVICE)
+    loss = build_loss({"name": "sample4geo"}).to(DEVICE)
+    drone = torch.randn(batch, 3, image_size, image_size, device=DEVICE)
+    step = _our_step(model, loss, drone, torch.randn_like(drone), "fp32")
+    t = median_time(step, repeats=repeats)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        **t,
+        "pairs_per_s": batch / t["median_s"],
+        "trainable_m": trainable / 1e6,
+        "total_m": total / 1e6,
+        **peak_memory_mb(),
+    }

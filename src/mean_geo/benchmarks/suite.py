@@ -12,6 +12,8 @@ from rich.table import Table
 from mean_geo.benchmarks import cases
 
 SUITES = ("main", "gpu")
+DINO_S = {"backbone": "vit_small_patch16_dinov3"}
+TINY_DINO = {"image_size": 32, "batch": 2, "repeats": 1}
 
 
 def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, dict]]:
@@ -40,6 +42,11 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
             ("search 20k top-10 auto", "search", {"n_gallery": 20_000, "n_query": 2000, "backend": "auto"}),
             ("rerank 200x40", "rerank", {"n_query": 200, "n_gallery": 40, "positives": 1, "reference": True}),
             ("loader 64px", "loader", {"image_size": 64, "source_size": 96, "pairs": 32, "batch": 8, "places": 4}),
+            (
+                "dino ViT-S/16 32px lora",
+                "dino_step",
+                {**DINO_S, "finetune": "lora", "image_size": 32, "batch": 2, "repeats": 1},
+            ),
         ]
     batch = 16 if gpu else 4
     precisions = ["fp32", "bf16", "fp16"] if gpu else ["fp32", "bf16"]
@@ -87,6 +94,13 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
         out.append(
             (f"authors' train 256px {p}", "reference_train_step", {"image_size": 256, "batch": batch, "precision": p})
         )
+    # DINOv3 ViT-S and ViT-B at 224 px: full, frozen and LoRA fine-tuning, with and without checkpointing
+    for label, backbone in (("ViT-S/16", DINO_S), ("ViT-B/16", {"backbone": "vit_base_patch16_dinov3"})):
+        for finetune in ("full", "frozen", "lora"):
+            for ckpt in (False, True):
+                name = f"dino {label} 224px {finetune}{' +checkpointing' if ckpt else ''}"
+                kwargs = {**backbone, "finetune": finetune, "grad_checkpointing": ckpt, "batch": 8, "repeats": 3}
+                out.append((name, "dino_step", kwargs))
     size = 384 if gpu else 256
     for chunk in (None, 16 if gpu else 8):
         name = f"grad cache 64 pairs {size}px fp32: " + ("one piece" if chunk is None else f"chunks of {chunk}")
@@ -170,6 +184,16 @@ def ratios(results: dict) -> dict:
             out[f"{base}: peak memory chunked / one piece"] = pair["chunked"][memory] / pair["one"][memory]
             out[f"{base}: step time chunked / one piece"] = pair["chunked"]["median_s"] / pair["one"]["median_s"]
     for name, res in results.items():
+        found = re.fullmatch(r"(dino \S+ \d+px) (frozen|lora)", name)
+        full = results.get(f"{found.group(1)} full", {}) if found else {}
+        if found and "median_s" in res and "median_s" in full:
+            out[f"{name}: step time / full"] = res["median_s"] / full["median_s"]
+            out[f"{name}: peak memory / full"] = res["peak_rss_mb"] / full["peak_rss_mb"]
+        plain = results.get(name.removesuffix(" +checkpointing"), {}) if name.endswith(" +checkpointing") else {}
+        if "median_s" in plain and "median_s" in res:
+            out[f"{name}: step time / without"] = res["median_s"] / plain["median_s"]
+            out[f"{name}: peak memory / without"] = res["peak_rss_mb"] / plain["peak_rss_mb"]
+    for name, res in results.items():
         if name.startswith(("eval", "gpu eval")) and "speedup" in res:
             out[f"{name}: ours vs official loop"] = res["speedup"]
         if "rerank" in name and "speedup" in res:
@@ -246,6 +270,8 @@ def table(results: dict, ratio: dict) -> Table:
             )
         if "chosen" in r:
             note = f"chose {r['chosen']} in a {r['calibration_s']:.2f} s calibration"
+        if "trainable_m" in r:
+            note = f"{r['trainable_m']:.2f} M of {r['total_m']:.2f} M parameters trained"
         if "authors_pairs_per_s_per_worker" in r:
             split = " ".join(f"{k} {v:.2f}" for k, v in r["ms_per_pair"].items())
             note = f"authors' {r['authors_pairs_per_s_per_worker']:.1f} pairs/s/worker; ms/pair: {split}"
