@@ -99,7 +99,7 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
         for finetune in ("full", "frozen", "lora"):
             for ckpt in (False, True):
                 name = f"dino {label} 224px {finetune}{' +checkpointing' if ckpt else ''}"
-                kwargs = {**backbone, "finetune": finetune, "grad_checkpointing": ckpt, "batch": 8, "repeats": 3}
+                kwargs = {**backbone, "finetune": finetune, "grad_checkpointing": ckpt, "batch": 4, "repeats": 2}
                 out.append((name, "dino_step", kwargs))
     size = 384 if gpu else 256
     for chunk in (None, 16 if gpu else 8):
