@@ -51,6 +51,13 @@ SMOKE_SIZED = {
         "trainer.max_steps=2",
         "eval.plots=false",
     ],
+    "experiment=demo_dino": [
+        "dataset.synthesize.locations=12",
+        "dataset.synthesize.test_locations=4",
+        "dataset.batch_size=4",
+        "trainer.max_steps=2",
+        "eval.plots=false",
+    ],
     # the four-method demo sweep (docs/methods.md): each method on a smoke-sized world, two steps
     "experiment=demo method=": [
         "dataset.synthesize.locations=12",
