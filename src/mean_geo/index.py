@@ -58,7 +58,7 @@ def build_index(
     out = Path(out).expanduser()
     if out.exists():
         raise MeanGeoError(f"out={out}: exists; choose another name (an index is never overwritten)")
-    writable_file(out, "out")  # and its parts folder beside it: before any tile is embedded
+    writable_file(out, "out", create=False)  # and its parts folder beside it: before any tile is embedded
     root = Path(gallery_dir).expanduser()
     if not root.is_dir():
         raise MeanGeoError(f"gallery_dir={root}: no such folder")

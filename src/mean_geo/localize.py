@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import_plugins(args.plugins, "--plugins")
     out = Path(args.out).expanduser()
-    writable_folder(out, "--out")  # before any work: a file in the way, no permission, a read-only disk
+    writable_folder(out, "--out", create=False)  # before any work: a file in the way, no permission, a read-only disk
     photos = list_images(args.photos, "photos")
     results = localize(photos, read_index(args.index), args.ckpt, k=args.k, backend=args.backend)
     if args.coords_csv:
         add_distances(results, photo_positions(photos, args.coords_csv))
+    writable_folder(out, "--out")
     for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
         write_strip(photo, matches, out / f"{i:04d}_{photo.stem}.png")
     if args.json:

@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
     if out.is_dir() or (out.exists() and not args.overwrite):
         raise ConfigError(f"--out {out}: exists; pass --overwrite to replace it, or another name")
-    writable_file(out, "--out")
+    writable_file(out, "--out", create=False)
     runs = find_runs(args.runs, args.stage)
     tables, differ = build_tables(runs, args.metrics, args.columns, args.sort, args.ascending, args.conventions)
-    atomic.write_text(out, render(tables, differ, out))
+    atomic.write_text(writable_file(out, "--out"), render(tables, differ, out))
     rows = sum(len(t.rows) for t in tables)
     print(f"wrote {out}: {len(runs)} runs, {len(tables)} tables, {rows} rows")
     if differ:

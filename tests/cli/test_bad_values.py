@@ -151,7 +151,7 @@ def _hydra_error(main, argv: list[str], tmp_path, monkeypatch, capsys) -> str:
         (
             ["experiment=smok"],
             "error: experiment=smok: no such option (available: demo, demo_convnext, demo_denseuav, "
-            "demo_gta_uav, smoke)",
+            "demo_dino, demo_gta_uav, smoke)",
         ),
         (["hardware=tpu"], "error: hardware=tpu: no such option (available: auto, cpu,"),
         (["experiment=smoke", "eval.kss=3"], "error: Could not override 'eval.kss'"),

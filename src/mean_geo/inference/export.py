@@ -115,13 +115,14 @@ def _unused_folder(out_dir: str | Path) -> Path:
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"out={out}: exists and is not an empty folder; choose a new folder")
-    writable_folder(out.parent, "out")
+    writable_folder(out.parent, "out", create=False)  # made once the model has loaded
     return out
 
 
 def _new_folder(out_dir: str | Path) -> Path:
     """``out_dir`` made ready for the export to take its place (an empty folder there is removed)."""
     out = _unused_folder(out_dir)
+    writable_folder(out.parent, "out")
     if out.exists():
         out.rmdir()
     return out

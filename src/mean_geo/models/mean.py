@@ -129,9 +129,14 @@ class MEAN(nn.Module):
             self.backbone.net.set_grad_checkpointing(True)
 
     def input_needs(self) -> tuple[int, str]:
-        """The smallest square input this model runs at, and why (checked before any work:
-        :func:`mean_geo.models.input_size.check_image_size`): the last feature map must have a
-        cell, and the backbone's downsampling a pixel to work on."""
+        """The smallest square input this model runs at, and why.
+
+        Checked before any work (:func:`mean_geo.models.input_size.check_image_size`): the last
+        feature map must have a cell, and the backbone's downsampling a pixel to work on.
+
+        Returns:
+            (the smallest side in pixels, the reason in words).
+        """
         reduction = self.backbone.reduction
         return reduction, f"{self.backbone.name} reduces its input {reduction}x: its last feature map needs one cell"
 

@@ -62,9 +62,10 @@ DINO_BACKBONE = "vit_base_patch14_dinov2.lvd142m"
 
 @register_architecture("dino")
 class DINO(Sample4Geo):
-    """A DINO foundation backbone alone (DINOv2 or DINOv3: ViTs, registers, ``.sat493m``, ConvNeXts),
-    its pooled vector the embedding (the class token by default, as the DINO authors retrieve),
-    trained with InfoNCE; ``model.finetune=full|frozen|lora`` picks how much of it trains.
+    """A DINO foundation backbone alone, its pooled vector the embedding, trained with InfoNCE.
+
+    DINOv2 or DINOv3 (ViTs, registers, ``.sat493m``, ConvNeXts); the class token by default, as the
+    DINO authors retrieve; ``model.finetune=full|frozen|lora`` picks how much of it trains.
 
     Args:
         num_classes: training places (only used if a loss asks for MEAN's GEE heads).
@@ -96,6 +97,11 @@ class DAC(MEAN):
         dsa_dim: the DSA assignments' width (256).
         fast_depthwise: a faster CPU backward of the depthwise convolutions (same maths).
         fast_small_maps: convolutions on at most 2×2 maps as unfold + matmul on CPU (same maths).
+        pooling: the backbone's pooling (MEAN's ``pooling``).
+        finetune: how much of the backbone trains (MEAN's ``finetune``; the heads always train).
+        trainable_blocks: MEAN's ``trainable_blocks``.
+        lora: MEAN's ``lora``.
+        grad_checkpointing: MEAN's ``grad_checkpointing``.
 
     Raises:
         ConfigError: heads with fewer than 2 places.
@@ -117,6 +123,11 @@ class DAC(MEAN):
         dsa_dim: int = 256,
         fast_depthwise: bool = True,
         fast_small_maps: bool = True,
+        pooling: str = "auto",
+        finetune: str = "full",
+        trainable_blocks: int = 0,
+        lora: dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__(
             num_classes,
@@ -127,6 +138,11 @@ class DAC(MEAN):
             use_cea=False,
             fast_depthwise=fast_depthwise,
             fast_small_maps=False,
+            pooling=pooling,
+            finetune=finetune,
+            trainable_blocks=trainable_blocks,
+            lora=lora,
+            grad_checkpointing=grad_checkpointing,
         )
         if use_gee and num_classes < 2:
             raise ConfigError(f"num_classes={num_classes}: the classifier heads need at least 2 training locations")

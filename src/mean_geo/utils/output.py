@@ -17,12 +17,14 @@ from pathlib import Path
 from mean_geo.errors import ConfigError
 
 
-def writable_folder(folder: str | Path, key: str) -> Path:
+def writable_folder(folder: str | Path, key: str, create: bool = True) -> Path:
     """``folder``, made if missing and checked writable.
 
     Args:
         folder: the folder a writer will write into.
         key: the option or setting that named it (``--out``, ``dataset.cache_dir``), for the message.
+        create: make it now; False only checks that it could be made (before work that may be
+            refused, so nothing is left behind: its nearest existing folder is probed instead).
 
     Returns:
         The folder, as a ``Path``.
@@ -35,9 +37,11 @@ def writable_folder(folder: str | Path, key: str) -> Path:
     if blocker is not None:
         where = "is a file" if blocker == folder else f"lies under {blocker}, a file"
         raise ConfigError(f"{key}={folder}: cannot write there: {where}, not a folder")
+    probed = folder if create else next((p for p in (folder, *folder.parents) if p.exists()), folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe, name = tempfile.mkstemp(prefix=".write_probe_", dir=folder)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(prefix=".write_probe_", dir=probed)
         os.close(probe)
         os.unlink(name)
     except OSError as exc:
@@ -46,8 +50,8 @@ def writable_folder(folder: str | Path, key: str) -> Path:
     return folder
 
 
-def writable_file(path: str | Path, key: str) -> Path:
-    """``path``'s folder made and checked (:func:`writable_folder`); ``path`` itself must not be a folder.
+def writable_file(path: str | Path, key: str, create: bool = True) -> Path:
+    """``path``'s folder made (``create``) and checked (:func:`writable_folder`); ``path`` itself must not be a folder.
 
     Returns:
         The path, as a ``Path``.
@@ -58,7 +62,7 @@ def writable_file(path: str | Path, key: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{key}={path}: is a folder; give a file name")
-    writable_folder(path.parent, key)
+    writable_folder(path.parent, key, create)
     return path
 
 
