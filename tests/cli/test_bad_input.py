@@ -153,7 +153,7 @@ def test_index_checks_its_numbers_before_writing_anything(arg, tmp_path, monkeyp
         (["k=0"], "argument --k: '0' is not a whole number >= 1"),
         (["--k", "abc"], "argument --k: 'abc' is not a whole number >= 1"),
         (["backend=annoy"], "argument --backend: invalid choice: 'annoy'"),
-        (["out=FILE"], "cannot write there: is a file"),
+        (["out=FILE"], "is a file, not a folder"),
     ],
 )
 def test_localize_checks_its_arguments_before_the_work(extra, expected, tmp_path, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 from mean_geo.errors import ConfigError
 
 
-def writable_folder(folder: str | Path, key: str, create: bool = True) -> Path:
+def writable_folder(folder: str | Path, key: str, create: bool = True, shown: str | Path | None = None) -> Path:
     """``folder``, made if missing and checked writable.
 
     Args:
@@ -25,6 +25,7 @@ def writable_folder(folder: str | Path, key: str, create: bool = True) -> Path:
         key: the option or setting that named it (``--out``, ``dataset.cache_dir``), for the message.
         create: make it now; False only checks that it could be made (before work that may be
             refused, so nothing is left behind: its nearest existing folder is probed instead).
+        shown: the path the user gave (a file inside ``folder``), for the message.
 
     Returns:
         The folder, as a ``Path``.
@@ -33,10 +34,10 @@ def writable_folder(folder: str | Path, key: str, create: bool = True) -> Path:
         ConfigError: it cannot be made or written into.
     """
     folder = Path(folder).expanduser()
+    shown = folder if shown is None else shown
     blocker = _file_in_the_way(folder)
     if blocker is not None:
-        where = "is a file" if blocker == folder else f"lies under {blocker}, a file"
-        raise ConfigError(f"{key}={folder}: cannot write there: {where}, not a folder")
+        raise ConfigError(f"{key}={shown}: cannot write there: {blocker} is a file, not a folder")
     probed = folder if create else next((p for p in (folder, *folder.parents) if p.exists()), folder)
     try:
         if create:
@@ -46,7 +47,7 @@ def writable_folder(folder: str | Path, key: str, create: bool = True) -> Path:
         os.unlink(name)
     except OSError as exc:
         reason = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or type(exc).__name__)
-        raise ConfigError(f"{key}={folder}: cannot write there ({reason})") from None
+        raise ConfigError(f"{key}={shown}: cannot write there ({reason})") from None
     return folder
 
 
@@ -62,7 +63,7 @@ def writable_file(path: str | Path, key: str, create: bool = True) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{key}={path}: is a folder; give a file name")
-    writable_folder(path.parent, key, create)
+    writable_folder(path.parent, key, create, shown=path)
     return path
 
 
