@@ -54,7 +54,8 @@ def test_auto_pooling_and_statistics_follow_the_family():
     assert resolve_pooling("vit_base_patch14_dinov2.lvd142m", "auto") == "token"
     assert resolve_pooling("vit_large_patch16_dinov3_qkvb.sat493m", "auto") == "token"
     assert resolve_pooling("convnext_tiny.dinov3_lvd1689m", "auto") == "avg"
-    assert resolve_pooling("vit_base_patch16_224.augreg_in21k", "auto") == "avg"
+    assert resolve_pooling("resnet18", "auto") == "avg"
+    assert resolve_pooling("vit_base_patch16_224.augreg_in21k", "auto") == "auto"  # timm's own, unchanged
     with pytest.raises(ConfigError, match="model.pooling='cls': expected one of auto, token, avg, gem"):
         resolve_pooling(DINOV2, "cls")
     with pytest.raises(ConfigError, match="has no class token"):

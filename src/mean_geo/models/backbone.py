@@ -129,7 +129,8 @@ def _is_transformer(name: str) -> bool:
 
 def resolve_pooling(name: str, pooling: str) -> str:
     """``model.pooling=auto``: the class token for DINOv2/DINOv3 ViTs (their authors' retrieval
-    feature), the average for everything else (ConvNeXt: GAP then its LayerNorm, as before).
+    feature), the average for CNNs (ConvNeXt: GAP then its LayerNorm, as before), and timm's own
+    pooling for other transformers (``auto`` is returned: nothing is changed).
 
     Raises:
         ConfigError: an unknown pooling.
@@ -139,7 +140,10 @@ def resolve_pooling(name: str, pooling: str) -> str:
     if pooling != "auto":
         return pooling
     family = name.split(".")[0]
-    return "token" if _is_transformer(name) and any(f in family for f in CLASS_TOKEN_FAMILIES) else "avg"
+    if not _is_transformer(name):
+        return "avg"
+    # another transformer keeps the pooling timm builds it with (and the module layout of its weights)
+    return "token" if any(f in family for f in CLASS_TOKEN_FAMILIES) else "auto"
 
 
 def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -172,7 +176,7 @@ class TimmBackbone(nn.Module):
         transformer = _is_transformer(name)
         # a transformer pools as timm builds it (class token: final norm on every token; avg: its
         # fc_norm after pooling); GeM pools the normed patch tokens itself
-        timm_pool = {"token": "token", "avg": "avg", "gem": "token"}[self.pooling] if transformer else None
+        timm_pool = {"token": "token", "avg": "avg", "gem": "token"}.get(self.pooling) if transformer else None
         self.net = create_timm_backbone(name, pretrained, weights_file, timm_pool)
         self.convnext_layout = all(hasattr(self.net, a) for a in ("stem", "stages", "norm_pre"))
         if not self.convnext_layout and not hasattr(self.net, "forward_intermediates"):

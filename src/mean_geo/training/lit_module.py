@@ -293,7 +293,11 @@ class MEANLitModule(L.LightningModule):
         """Stop training the parameters no term with a weight gives a gradient (a zero-weighted
         term's temperature, say), so DDP needs no ``find_unused_parameters``; returns their names."""
         size = int((self.build_config.get("dataset") or {}).get("image_size") or 224)
-        names = untrained_parameters(self.model, self.loss, size)
+        try:
+            names = untrained_parameters(self.model, self.loss, size)
+        except Exception as exc:  # noqa: BLE001 - an op without a meta kernel (a plugin's): train as before
+            log.warning("could not look for parameters no loss term trains (%s: %s)", type(exc).__name__, exc)
+            return []
         if names:
             found = dict(self.named_parameters())
             for name in names:
