@@ -114,12 +114,17 @@ def test_sample4geo_checkpoint_is_timms_keys(tmp_path):
     assert report.logit_scale == pytest.approx(3.1)
 
 
-@pytest.mark.parametrize("cls,method", [(Sample4Geo, "sample4geo"), (DAC, "dac"), (CAMP, "camp"), (MEAN, "mean")])
-def test_export_official_gives_the_eval_embedding_of_the_model_it_came_from(cls, method, tmp_path, capsys):
+def their_release(cls, path):
+    """A seeded model of ``cls`` and its weights saved in its authors' layout at ``path``."""
     torch.manual_seed(0)
     source = cls(num_classes=9, backbone="test_convnext").eval()
-    path = tmp_path / f"{method}.pth"
     torch.save(mean_layout(source) if cls is MEAN else to_theirs(source), path)
+    return source, path
+
+
+@pytest.mark.parametrize("cls,method", [(Sample4Geo, "sample4geo"), (DAC, "dac"), (CAMP, "camp"), (MEAN, "mean")])
+def test_export_official_gives_the_eval_embedding_of_the_model_it_came_from(cls, method, tmp_path, capsys):
+    source, path = their_release(cls, tmp_path / f"{method}.pth")
     out = tmp_path / "export"
     args = ["--official", str(path), "--method", method, "--backbone", "test_convnext", "--out", str(out)]
     assert exit_code(export_entry.main, args) == 0
@@ -172,10 +177,7 @@ def test_fine_tuning_a_baseline_starts_from_its_authors_weights(tmp_path, data_d
 def test_a_release_converted_as_another_method_is_named_not_exported(cls, wrong, right, tmp_path, capsys):
     """CAMP's release with --method dac loaded its ConvNeXt and was exported labelled DAC, with only
     a list of unexpected keys to tell; the layouts that place every key are compared first."""
-    torch.manual_seed(0)
-    source = cls(num_classes=9, backbone="test_convnext").eval()
-    path = tmp_path / f"{right}.pth"
-    torch.save(mean_layout(source) if cls is MEAN else to_theirs(source), path)
+    _, path = their_release(cls, tmp_path / f"{right}.pth")
     out = tmp_path / "export"
     args = ["--official", str(path), "--method", wrong, "--backbone", "test_convnext", "--out", str(out)]
     assert exit_code(export_entry.main, args) == 2
@@ -186,9 +188,7 @@ def test_a_release_converted_as_another_method_is_named_not_exported(cls, wrong,
 
 @pytest.mark.parametrize("size", ["0", "-3", "5000"])
 def test_an_export_its_readers_would_refuse_is_not_written(size, tmp_path, capsys):
-    torch.manual_seed(0)
-    path = tmp_path / "dac.pth"
-    torch.save(to_theirs(DAC(num_classes=9, backbone="test_convnext")), path)
+    _, path = their_release(DAC, tmp_path / "dac.pth")
     out = tmp_path / "export"
     args = ["--official", str(path), "--method", "dac", "--backbone", "test_convnext", "--out", str(out)]
     assert exit_code(export_entry.main, [*args, "--image-size", size]) == 2
