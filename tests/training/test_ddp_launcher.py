@@ -18,6 +18,7 @@ from tests.helpers.cli import run_module
 from tests.helpers.config import compose_config, quiet_overrides
 
 DDP = ["hardware=ddp_cpu", "trainer.strategy=ddp", "trainer.enable_progress_bar=false"]
+pytestmark = pytest.mark.slow  # DDP on CPU, as the other DDP tests: the whole suite runs them, the fast lane not
 
 
 def run_ddp(args: list[str], cwd: Path, data_dir: Path):
