@@ -45,7 +45,7 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
             (
                 "dino ViT-S/16 32px lora",
                 "dino_step",
-                {**DINO_S, "finetune": "lora", "image_size": 32, "batch": 2, "repeats": 1},
+                {**DINO_S, **TINY_DINO, "finetune": "lora"},
             ),
         ]
     batch = 16 if gpu else 4

@@ -30,7 +30,7 @@ from mean_geo.data.layouts import (
     require_dir,
     scan_view_folder,
 )
-from mean_geo.data.numbers import parse_finite
+from mean_geo.data.numbers import is_latlon, parse_finite
 from mean_geo.errors import DatasetLayoutError
 
 HEIGHTS = (80, 90, 100)
@@ -167,7 +167,7 @@ def read_gps(path: str | Path) -> dict[str, PlaceGPS]:
         height = parse_finite(fields[3], 0)
         if height is None:
             raise DatasetLayoutError(f"{path}:{number}: the height {fields[3]!r} is not a finite number of metres >= 0")
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        if not is_latlon(lat, lon):
             raise DatasetLayoutError(f"{path}:{number}: (lat {lat}, lon {lon}) is not a position")
         if place in places and (places[place].lat, places[place].lon) != (lat, lon):
             raise DatasetLayoutError(f"{path}:{number}: place {place} has a second, different position")

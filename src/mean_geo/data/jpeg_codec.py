@@ -14,6 +14,7 @@ Three things the GPU codecs of torchvision 0.29 do differently from the CPU path
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -40,13 +41,19 @@ def subsample_chroma_420(image: torch.Tensor) -> torch.Tensor:
     batched = image if image.dim() == 4 else image[None]
     h, w = batched.shape[-2:]
     x = batched.float()
-    to_ycc = _RGB_TO_YCBCR.to(x.device)
+    to_ycc, to_rgb = _colour_matrices(x.device)
     ycc = torch.einsum("ij,bjhw->bihw", to_ycc, x)
     chroma = F.pad(ycc[:, 1:], (0, w % 2, 0, h % 2), mode="replicate")
     chroma = F.interpolate(F.avg_pool2d(chroma, 2), scale_factor=2, mode="bilinear", align_corners=False)
     ycc = torch.cat([ycc[:, :1], chroma[..., :h, :w]], dim=1)
-    rgb = torch.einsum("ij,bjhw->bihw", _YCBCR_TO_RGB.to(x.device), ycc).round_().clamp_(0, 255).to(torch.uint8)
+    rgb = torch.einsum("ij,bjhw->bihw", to_rgb, ycc).round_().clamp_(0, 255).to(torch.uint8)
     return rgb if image.dim() == 4 else rgb[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _colour_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two conversion matrices on ``device``, copied there once (not once per image)."""
+    return _RGB_TO_YCBCR.to(device), _YCBCR_TO_RGB.to(device)
 
 
 def decode_batch(data: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

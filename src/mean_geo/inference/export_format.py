@@ -49,7 +49,8 @@ def retrieval_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def inference_spec(model_spec: dict) -> dict:
     """The model spec an export records: the retrieval network only, nothing to download, plain
-    weights (a LoRA run's adapters are merged: :func:`write_export`), nothing of training."""
+    weights (a LoRA run's adapters are merged on loading: :func:`mean_geo.models.finetune.merge_lora_state`),
+    nothing of training."""
     spec = {**model_spec, "use_gee": False, "use_cea": False, "pretrained": False, "weights_file": None}
     for key, plain in (("finetune", "full"), ("trainable_blocks", 0), ("lora", None), ("grad_checkpointing", False)):
         if key in spec:
@@ -57,21 +58,10 @@ def inference_spec(model_spec: dict) -> dict:
     return spec
 
 
-def plain_model(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` itself, or a copy with its LoRA adapters merged into plain linear layers."""
-    from mean_geo.models.finetune import has_lora, merge_lora
-
-    if not has_lora(model):
-        return model
-    import copy
-
-    return merge_lora(copy.deepcopy(model))
-
-
 def write_export(out: Path, loaded: Exportable, source: str | None = None, metrics: dict | None = None) -> None:
     """The export files of ``loaded`` into the existing folder ``out``; a model read from an export
     keeps the metrics and source recorded there."""
-    state = {k: v.contiguous() for k, v in retrieval_state(plain_model(loaded.model)).items()}
+    state = {k: v.contiguous() for k, v in retrieval_state(loaded.model).items()}
     save_file(state, str(out / WEIGHTS))
     dataset = loaded.spec.get("dataset") or {}
     config = {

@@ -4,8 +4,8 @@ Foundation backbones (DINOv2/DINOv3) are mostly fine-tuned partly: frozen with a
 (AdaptGeo), or with low-rank adapters on their linear layers (DINO-GFSA).  LoRA comes from ``peft``
 (``inject_adapter_in_model``: the adapters are added in place, the module tree is otherwise ours,
 so MEAN's branches and the baselines' heads train fully as before).  What leaves training is plain:
-:func:`merge_lora` folds each adapter into its linear layer, so exports, ONNX, ``index`` and
-``localize`` need no ``peft`` and checkpoints of a LoRA run stay small to share once exported.
+:func:`merge_lora_state` folds each adapter into its linear layer's weight whenever a model is
+loaded for inference, so exports, ONNX, ``index`` and ``localize`` need no ``peft``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mean_geo.errors import ConfigError
+from mean_geo.errors import ConfigError, whole_number
 
 FINETUNE = ("full", "frozen", "lora")
 #: LoRA's defaults: timm ViTs name their attention and MLP linear layers qkv, proj, fc1, fc2
@@ -35,8 +35,7 @@ def lora_settings(lora: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"model.lora.{unknown[0]}: not a LoRA setting (expected {', '.join(LORA_DEFAULTS)})")
     out = {**LORA_DEFAULTS, **given}
     r, alpha, dropout, targets = out["r"], out["alpha"], out["dropout"], out["targets"]
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ConfigError(f"model.lora.r={r!r}: expected a whole number >= 1")
+    whole_number("model.lora.r", r, 1)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise ConfigError(f"model.lora.alpha={alpha!r}: expected a number > 0")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -72,8 +71,7 @@ def apply_finetune(net: nn.Module, mode: str, trainable_blocks: int = 0, lora: M
     if mode not in FINETUNE:
         raise ConfigError(f"model.finetune={mode!r}: expected one of {', '.join(FINETUNE)}")
     blocks = backbone_blocks(net)
-    if isinstance(trainable_blocks, bool) or not isinstance(trainable_blocks, int) or trainable_blocks < 0:
-        raise ConfigError(f"model.trainable_blocks={trainable_blocks!r}: expected a whole number >= 0")
+    whole_number("model.trainable_blocks", trainable_blocks, 0)
     if trainable_blocks > len(blocks):
         raise ConfigError(f"model.trainable_blocks={trainable_blocks}: the backbone has {len(blocks)} blocks")
     if mode == "full":
@@ -92,12 +90,13 @@ def apply_finetune(net: nn.Module, mode: str, trainable_blocks: int = 0, lora: M
 
 
 def _add_lora(net: nn.Module, settings: dict[str, Any]) -> None:
-    linear = sorted({name.rsplit(".", 1)[-1] for name, m in net.named_modules() if isinstance(m, nn.Linear)})
-    missing = [t for t in settings["targets"] if t not in linear]
-    if len(missing) == len(settings["targets"]):
+    # the linear layers by their full names: a bare "proj" would also match a patch embedding's conv
+    linear = {name: name.rsplit(".", 1)[-1] for name, m in net.named_modules() if isinstance(m, nn.Linear)}
+    chosen = [name for name, leaf in linear.items() if leaf in settings["targets"]]
+    if not chosen:
         raise ConfigError(
             f"model.lora.targets={settings['targets']}: no linear layer of the backbone has these names; "
-            f"its linear layers are named {', '.join(linear) or '(none)'}"
+            f"its linear layers are named {', '.join(sorted(set(linear.values()))) or '(none)'}"
         )
     try:
         from peft import LoraConfig, inject_adapter_in_model
@@ -105,12 +104,6 @@ def _add_lora(net: nn.Module, settings: dict[str, Any]) -> None:
         raise ConfigError(
             "model.finetune=lora needs peft: pip install 'mean-geo[lora]' (make install has it)"
         ) from None
-    # the linear layers by their full names: a bare "proj" would also match a patch embedding's conv
-    chosen = [
-        name
-        for name, m in net.named_modules()
-        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in settings["targets"]
-    ]
     config = LoraConfig(
         r=settings["r"],
         lora_alpha=settings["alpha"],
@@ -120,35 +113,12 @@ def _add_lora(net: nn.Module, settings: dict[str, Any]) -> None:
     inject_adapter_in_model(config, net)
 
 
-def has_lora(model: nn.Module) -> bool:
-    """Whether ``model`` holds LoRA adapters (without importing peft)."""
-    return any(hasattr(m, "lora_A") and hasattr(m, "base_layer") for m in model.modules())
-
-
-@torch.no_grad()
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every LoRA adapter of ``model`` into its linear layer, in place: ``W + (α/r)·B·A``.
-
-    The module tree becomes the plain one (each adapted layer replaced by its base ``nn.Linear``),
-    so the state dict has the plain model's keys and loads without peft.
-
-    Returns:
-        ``model``.
-    """
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if hasattr(child, "lora_A") and hasattr(child, "base_layer"):
-                child.merge()
-                setattr(parent, child_name, child.get_base_layer())
-    return model
-
-
 LORA_KEY = ".base_layer.weight"
 
 
 def merge_lora_state(state: Mapping[str, torch.Tensor], lora: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
     """A LoRA run's state dict with every adapter folded into its layer, on tensors (no peft, no model):
-    ``W + (α/r)·B·A`` under the plain layer's keys, as :func:`merge_lora` does to modules.
+    ``W + (α/r)·B·A`` under the plain layer's keys.
 
     A state dict without adapters is returned as it is.
     """
