@@ -28,6 +28,7 @@ RANKS = {
     "retrieval": 2,
     "files": 3,
     "reporting": 3,  # reads what evaluations wrote (the browser, the report across runs)
+    "localization": 3,  # after retrieval, without Lightning: flights decoded as tracks
     "inference": 4,
     "training": 4,
     "cli": 4,

@@ -1,25 +1,53 @@
-"""``python -m mean_geo.localize PHOTO_OR_FOLDER… --index FILE --ckpt MODEL [--k 5] [--coords-csv F] [--json]``
+"""``python -m mean_geo.localize PHOTO_OR_FOLDER_OR_VIDEO… --index FILE --ckpt MODEL [--k 5] [--track] [--json]``
 
 For each drone photo: the ``k`` most similar satellite tiles of the index with their scores and
 coordinates, printed as a table (or JSON with ``--json``), and a PNG strip per photo in ``--out``.
+With ``--track``, the photos are one flight's frames (or a video): decoded together as a track
+(docs/tracking.md), written to ``--out`` as track.csv and track.png, and measured in metres
+(metrics.json) when ``--coords-csv`` knows where the frames were taken.
 The model is the one the index was built with (a training checkpoint or an export folder); an
 index from another model is refused.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from mean_geo.cli import ToolParser, report_user_errors, whole_number_at_least
 from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.data.layouts import list_images
+from mean_geo.errors import MeanGeoError
+from mean_geo.inference.flight import (
+    FRAME_CORRUPTIONS,
+    STATIC,
+    FlightTrack,
+    corrupt_frames,
+    decode_flight,
+    flight_metrics,
+)
+from mean_geo.inference.flight_files import (
+    METRICS,
+    TRACK_CSV,
+    TRACK_PNG,
+    flight_payload,
+    track_rows,
+    write_flight_metrics,
+    write_track_csv,
+    write_track_plot,
+)
+from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
+from mean_geo.localization.sequence import SequenceFrame, is_video, order_frames, read_video
+from mean_geo.localization.track import MotionModel, tile_spacing_m
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.retrieval.search import BACKENDS
 from mean_geo.retrieval.strips import QUERY, Cell, write_strips
@@ -31,7 +59,9 @@ def parser() -> ToolParser:
     p.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="drone photos, or folders of them")
     p.add_argument("--index", required=True, help="a gallery index written by python -m mean_geo.index")
     p.add_argument("--ckpt", required=True, help="the model that built the index (.ckpt or export folder)")
-    p.add_argument("--k", type=whole_number_at_least(1), default=5, help="matches per photo (default 5)")
+    p.add_argument(
+        "--k", type=whole_number_at_least(1), default=None, help="matches per photo (default 5; 20 with --track)"
+    )
     p.add_argument("--out", default="localize_out", help="folder for the PNG strips (default localize_out)")
     p.add_argument(
         "--backend",
@@ -46,8 +76,191 @@ def parser() -> ToolParser:
         "adds each match's distance in metres",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_track_options(p)
     add_plugins_option(p)
     return p
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def frame_range(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(":")
+    if not (sep and start.strip().isdigit() and end.strip().isdigit() and int(start) < int(end)):
+        raise argparse.ArgumentTypeError(f"expected START:END frame numbers with START < END, got '{text}'")
+    return int(start), int(end)
+
+
+TRACK_ONLY = ("fps", "frames_csv", "sample_fps", "corrupt_frames")
+MOTION = MotionModel()
+
+
+def add_track_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("flights (--track; docs/tracking.md)")
+    g.add_argument(
+        "--track",
+        nargs="?",
+        const="offline",
+        choices=("offline", "online"),
+        default=None,
+        help="the photos are one flight's frames (or a video): decode them as a track; offline (default: "
+        "the smoother over all frames) or online (each frame from the frames before it)",
+    )
+    g.add_argument("--fps", type=positive_number, default=None, help="frames a second of frames in name order")
+    g.add_argument("--frames-csv", default=None, help="the frames' times: path,time_s[,course_deg][,altitude_m]")
+    g.add_argument("--sample-fps", type=positive_number, default=None, help="a video: keep this many frames a second")
+    g.add_argument("--max-speed", type=positive_number, default=MOTION.max_speed_mps, help="m/s (default %(default)s)")
+    g.add_argument(
+        "--position-sigma",
+        type=positive_number,
+        default=None,
+        help="metres a frame's right tile centre may lie from where it looks (default: the tiles' spacing)",
+    )
+    g.add_argument(
+        "--temperature", type=positive_number, default=MOTION.temperature, help="score softmax (default %(default)s)"
+    )
+    g.add_argument(
+        "--jump-probability",
+        type=positive_number,
+        default=MOTION.jump_probability,
+        help="weight of a move the speed forbids: re-acquisition (default %(default)s)",
+    )
+    g.add_argument(
+        "--corrupt-frames",
+        type=frame_range,
+        default=None,
+        metavar="START:END",
+        help="evaluate re-acquisition: corrupt frames START..END-1 (0-based, time order) on purpose",
+    )
+    g.add_argument(
+        "--corruption", choices=FRAME_CORRUPTIONS, default=STATIC, help="what --corrupt-frames does (default static)"
+    )
+
+
+def check_track_options(args: argparse.Namespace) -> None:
+    """Flight options without ``--track`` would be silently ignored: refused before any work."""
+    if args.track:
+        if args.fps is not None and args.frames_csv is not None:
+            raise MeanGeoError("--fps and --frames-csv: give the frames' times one way")
+        return
+    given = [name for name in TRACK_ONLY if getattr(args, name) is not None]
+    if given:
+        raise MeanGeoError(f"--{given[0].replace('_', '-')}: a flight option; add --track")
+
+
+def read_flight(items: list[str], args: argparse.Namespace, out: Path) -> list[SequenceFrame]:
+    """The flight's frames in time order, from one video or from image files and folders."""
+    paths = [Path(p).expanduser() for p in items]
+    videos = [p for p in paths if is_video(p)]
+    if videos:
+        if len(paths) > 1:
+            raise MeanGeoError(f"{videos[0]}: --track reads one video, or frames (files and folders), not both")
+        if not videos[0].is_file():
+            raise MeanGeoError(f"{videos[0]}: no such video")
+        if args.frames_csv is not None:
+            raise MeanGeoError("--frames-csv: a video's frames are timed by the video; leave it out")
+        return read_video(videos[0], out / "frames", args.sample_fps)
+    if args.sample_fps is not None:
+        raise MeanGeoError("--sample-fps: only for a video")
+    return order_frames(list_images(items, "photos"), fps=args.fps, frames_csv=args.frames_csv)
+
+
+def note_frame_sizes(frames: list[SequenceFrame]) -> None:
+    """A frame of another size mid-flight is embedded like the others (resized to the model's
+    input): said once, with its name, so a mixed-up folder does not pass unnoticed."""
+    from PIL import Image
+
+    first = None
+    for frame in frames:
+        with Image.open(frame.path) as img:
+            size = img.size
+        if first is None:
+            first = size
+        elif size != first:
+            print(
+                f"note: {frame.path} is {size[0]}x{size[1]} while the flight's first frame is {first[0]}x{first[1]}: "
+                "resized to the model's input like every frame",
+                file=sys.stderr,
+            )
+            return
+
+
+def print_track(flight: FlightTrack, mode: str, truth: list | None) -> None:
+    console = Console()
+    table = Table(title=f"track ({mode})")
+    for col in ("frame", "t (s)", "top-1 tile", "track tile", "lat", "lon", "confidence", "state", "metres off"):
+        table.add_column(col, justify="left" if "tile" in col or col in ("frame", "state") else "right")
+    for i, (frame, point) in enumerate(zip(flight.frames, flight.chosen(mode), strict=True)):
+        off = "-"
+        if truth and truth[i] is not None:
+            from mean_geo.inference.geo import haversine_m
+
+            off = f"{haversine_m(truth[i], (point.lat, point.lon)):.0f}"
+        tile = point.tile + (" *" if point.overrode_top1 else "")
+        row = (frame.path.name, f"{frame.time_s:.1f}", flight.matches[i][0].id, tile)
+        table.add_row(*row, f"{point.lat:.6f}", f"{point.lon:.6f}", f"{point.confidence:.2f}", point.state, off)
+    console.print(table)
+    console.print("* the track overrode the frame's own top-1")
+
+
+def run_track(args: argparse.Namespace, out: Path) -> int:
+    """``--track``: one flight, decoded; track.csv, track.png, strips and (with truth) metrics.json."""
+    index = read_index(args.index)
+    sigma = args.position_sigma
+    if sigma is None:
+        placed = [t["latlon"] for t in index.tiles if t.get("latlon")]
+        sigma = tile_spacing_m(np.array(placed)) if len(placed) > 1 else MOTION.position_sigma_m
+    motion = MotionModel(
+        max_speed_mps=args.max_speed,
+        position_sigma_m=sigma,
+        jump_probability=args.jump_probability,
+        temperature=args.temperature,
+    )
+    loaded = load_model(args.ckpt, "ckpt")
+    writable_folder(out, "--out")
+    frames = read_flight(args.photos, args, out)
+    note_frame_sizes(frames)
+    if args.corrupt_frames is not None:
+        frames = corrupt_frames(frames, args.corrupt_frames, args.corruption, out / "corrupted")
+    photos = [f.path for f in frames]
+    results = localize(photos, index, loaded, k=args.k or 20, backend=args.backend)
+    flight = decode_flight(frames, results, motion)
+    truth = photo_positions(photos, args.coords_csv) if args.coords_csv else None
+    if truth is not None:
+        add_distances(results, truth)
+        metrics = flight_metrics(flight, truth, args.corrupt_frames)
+        payload = flight_payload(
+            metrics, flight, index, loaded, motion, args.track, args.corrupt_frames, args.corruption
+        )
+        write_flight_metrics(out / METRICS, payload)
+    write_track_csv(out / TRACK_CSV, track_rows(flight, truth))
+    write_track_plot(out / TRACK_PNG, flight, index, truth)
+    for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
+        write_strip(photo, matches[:5], out / f"{i:04d}_{photo.stem}.png")
+    if args.json:
+        rows = []
+        for frame, matches, point in zip(frames, results, flight.chosen(args.track), strict=True):
+            rows.append(
+                {
+                    "photo": str(frame.path),
+                    "time_s": frame.time_s,
+                    "matches": [asdict(m) for m in matches],
+                    "track": {"mode": args.track, **point.to_json()},
+                }
+            )
+        print(json.dumps(rows, indent=1))
+    else:
+        print_track(flight, args.track, truth)
+        written = [TRACK_CSV, TRACK_PNG] + ([METRICS] if truth is not None else [])
+        Console().print(f"{', '.join(written)} and strips written to {out}/")
+    return 0
 
 
 def write_strip(photo: Path, matches: list[Match], out: Path, size: int = 128) -> None:
@@ -75,8 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     import_plugins(args.plugins, "--plugins")
     out = Path(args.out).expanduser()
     writable_folder(out, "--out", create=False)  # before any work: a file in the way, no permission, a read-only disk
+    check_track_options(args)
+    if args.track:
+        return run_track(args, out)
+    videos = [p for p in args.photos if is_video(Path(p))]
+    if videos:
+        raise MeanGeoError(f"{videos[0]}: a video is a flight's frames; localize it with --track")
     photos = list_images(args.photos, "photos")
-    results = localize(photos, read_index(args.index), args.ckpt, k=args.k, backend=args.backend)
+    results = localize(photos, read_index(args.index), args.ckpt, k=args.k or 5, backend=args.backend)
     if args.coords_csv:
         add_distances(results, photo_positions(photos, args.coords_csv))
     writable_folder(out, "--out")

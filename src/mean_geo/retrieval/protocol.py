@@ -152,5 +152,7 @@ def convention_protocol(fingerprint: dict, convention: str) -> dict:
         split=(fingerprint.get("directions") or {}).get(direction),
         rerank=fingerprint.get("rerank") if convention.endswith("_rerank") else None,
     )
+    if fingerprint.get("track") is not None:  # a flight's rows (mean_geo.localization.track_metrics)
+        found["track"] = fingerprint["track"]
     found["id"] = digest(found)
     return found

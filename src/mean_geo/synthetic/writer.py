@@ -17,7 +17,9 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -334,6 +336,16 @@ def place_coordinates(spec: WorldSpec) -> dict[str, Coords]:
     return out
 
 
+def refuse_foreign_folder(root: Path) -> None:
+    """A world is never written into a folder that holds anything (but the same world, which the
+    callers check first: asking again is a no-op)."""
+    if not root.is_dir() or any(root.iterdir()):
+        raise MeanGeoError(
+            f"{root}: exists and is not this synthetic world (world.json differs or is missing); "
+            "choose another --out or remove it yourself"
+        )
+
+
 def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, progress: bool = True) -> Path:
     """Render ``spec`` into ``root``; a no-op if ``root`` already holds exactly this world.
 
@@ -346,15 +358,8 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
                 with atomic_path(root / COORDINATES) as partial:
                     write_place_coordinates(partial, place_coordinates(spec))
             return root
-        if not root.is_dir() or any(root.iterdir()):
-            raise MeanGeoError(
-                f"{root}: exists and is not this synthetic world (world.json differs or is missing); "
-                "choose another --out or remove it yourself"
-            )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(root)
-    tmp = unique_partial_dir(root)
-    try:
+        refuse_foreign_folder(root)
+    with partial_world(root) as tmp:
         if spec.layout == "gta_uav":  # one map, not places: its own writer
             with _terminate_cleanly():
                 write_gta_world(tmp, spec.locations, spec.image_size, spec.seed)
@@ -362,10 +367,21 @@ def write_world(spec: WorldSpec, root: str | Path, workers: int | None = None, p
             _write_places(spec, tmp, workers, progress)
         (tmp / "world.json").write_text(json.dumps({**spec.to_json()}, indent=1) + "\n")
         _move_into_place(tmp, root, spec)
+    return root
+
+
+@contextmanager
+def partial_world(root: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``root`` to write a world into (the caller renames it into
+    place when complete); removed when the writing fails or is interrupted."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(root)
+    tmp = unique_partial_dir(root)
+    try:
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return root
 
 
 def _write_places(spec: WorldSpec, tmp: Path, workers: int | None, progress: bool) -> None:
