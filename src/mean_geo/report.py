@@ -29,7 +29,9 @@ def parser() -> ToolParser:
     p = ToolParser(prog="python -m mean_geo.report", description=__doc__.split("\n\n")[1])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep folders (searched recursively)")
     p.add_argument("--out", required=True, help="the report: a .md, .csv, .tex or .html file")
-    p.add_argument("--sort", default="R@1", help="the metric rows are ordered by (default R@1, highest first)")
+    p.add_argument(
+        "--sort", default=None, help="the metric rows are ordered by (default R@1, flights Acc@50m; highest first)"
+    )
     p.add_argument("--ascending", action="store_true", help="lowest first (for metres such as Dis@1)")
     p.add_argument(
         "--metrics",

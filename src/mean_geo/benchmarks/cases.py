@@ -396,3 +396,52 @@ def dino_step(
         "total_m": total / 1e6,
         **peak_memory_mb(),
     }
+
+
+def track(n_gallery: int, k: int, frames: int, image_size: int = 256, backbone: str = "resnet18") -> dict:
+    """A flight of ``frames`` frames against a gallery of ``n_gallery`` tiles (a square grid 100 m
+    apart, 512-d embeddings): frames per second of the top-``k`` search, of the online filter and of
+    the offline smoother over those candidates, next to the embedding of one frame at a time (what a
+    drone in flight runs) with the demo's ResNet-18.  Torch's threads as the machine gives them."""
+    from mean_geo.localization.track import Frames, MotionModel, decode_offline, filter_online
+    from mean_geo.retrieval.search import topk_search
+
+    gen = torch.Generator().manual_seed(0)
+    side = int(round(n_gallery**0.5))
+    grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    positions = grid.double() * 100.0
+    gallery = torch.nn.functional.normalize(torch.randn(len(grid), 512, generator=gen), dim=1)
+    # a straight flight at 10 m/s, 1 frame a second; each frame looks like its nearest tile plus noise
+    path = torch.stack([torch.arange(frames) * 10.0 % (side * 100.0), torch.full((frames,), side * 50.0)], 1)
+    nearest = torch.cdist(path.double(), positions).argmin(1)
+    queries = torch.nn.functional.normalize(gallery[nearest] + 0.06 * torch.randn(frames, 512, generator=gen), dim=1)
+    found: dict = {}
+
+    def search():
+        found["scores"], found["idx"] = topk_search(queries, gallery, k=k, backend="torch")
+
+    t_search = median_time(search, repeats=3)
+    candidates = Frames(
+        times_s=np.arange(frames, dtype=np.float64),
+        positions_m=positions[found["idx"]].numpy(),
+        scores=found["scores"].double().numpy(),
+    )
+    motion = MotionModel(position_sigma_m=100.0)
+    t_online = median_time(lambda: filter_online(candidates, motion), repeats=3)
+    t_offline = median_time(lambda: decode_offline(candidates, motion), repeats=3)
+    model, _, x = _setup(backbone, False, 1, image_size)
+    model.eval()
+
+    def embed_one():
+        with torch.inference_mode():
+            model(x)
+
+    t_embed = median_time(embed_one, repeats=5)
+    return {
+        "search_fps": frames / t_search["median_s"],
+        "online_fps": frames / t_online["median_s"],
+        "offline_fps": frames / t_offline["median_s"],
+        "embed_fps": 1.0 / t_embed["median_s"],
+        "median_s": t_online["median_s"] / frames,
+        **peak_memory_mb(),
+    }

@@ -47,6 +47,7 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
                 "dino_step",
                 {**DINO_S, **TINY_DINO, "finetune": "lora"},
             ),
+            ("track 400 tiles k=5", "track", {"n_gallery": 400, "k": 5, "frames": 50, "image_size": 64}),
         ]
     batch = 16 if gpu else 4
     precisions = ["fp32", "bf16", "fp16"] if gpu else ["fp32", "bf16"]
@@ -101,6 +102,8 @@ def plan(quick: bool, gpu: bool, suite: str = "main") -> list[tuple[str, str, di
                 name = f"dino {label} 224px {finetune}{' +checkpointing' if ckpt else ''}"
                 kwargs = {**backbone, "finetune": finetune, "grad_checkpointing": ckpt, "batch": 4, "repeats": 2}
                 out.append((name, "dino_step", kwargs))
+    # a flight: the decoders over each frame's candidates, next to one frame's embedding (issue 42)
+    out.append(("track 10k tiles k=20", "track", {"n_gallery": 10_000, "k": 20, "frames": 1000}))
     size = 384 if gpu else 256
     for chunk in (None, 16 if gpu else 8):
         name = f"grad cache 64 pairs {size}px fp32: " + ("one piece" if chunk is None else f"chunks of {chunk}")
@@ -255,6 +258,8 @@ def table(results: dict, ratio: dict) -> Table:
             if "pairs_per_s" in r
             else f"{r['pairs_per_s_per_worker']:.1f} pairs/s/worker"
             if "pairs_per_s_per_worker" in r
+            else f"{r['online_fps']:.0f} frames/s online"
+            if "online_fps" in r
             else ""
         )
         note = f"official loop {r['official_loop_s']:.2f} s, x{r['speedup']:.0f}" if "official_loop_s" in r else ""
@@ -270,6 +275,11 @@ def table(results: dict, ratio: dict) -> Table:
             )
         if "chosen" in r:
             note = f"chose {r['chosen']} in a {r['calibration_s']:.2f} s calibration"
+        if "offline_fps" in r:
+            note = (
+                f"offline {r['offline_fps']:.0f}, search {r['search_fps']:.0f}, "
+                f"embedding {r['embed_fps']:.1f} frames/s (one frame at a time)"
+            )
         if "trainable_m" in r:
             note = f"{r['trainable_m']:.2f} M of {r['total_m']:.2f} M parameters trained"
         if "authors_pairs_per_s_per_worker" in r:

@@ -40,20 +40,26 @@ def plot_track(
 
     origin = (float(np.mean(offline[:, 0])), float(np.mean(offline[:, 1])))
     local = {k: to_local_m(v, origin) for k, v in {"top1": top1, "online": online, "offline": offline}.items()}
-    shown = np.concatenate(list(local.values()) + ([to_local_m(truth, origin)] if truth is not None else []))
-    lo, hi = shown.min(axis=0), shown.max(axis=0)
-    margin = 0.1 * max(float((hi - lo).max()), 100.0)
+    # the view: the true path where known (else the offline track), so far-off wrong tiles do not
+    # shrink it to a dot; what falls outside is counted in the legend
+    framed = to_local_m(truth, origin) if truth is not None else local["offline"]
+    lo, hi = framed.min(axis=0), framed.max(axis=0)
+    margin = 0.25 * max(float((hi - lo).max()), 200.0)
+    lo, hi = lo - margin, hi + margin
     grid = to_local_m(tiles, origin)
-    near = np.all((grid >= lo - margin) & (grid <= hi + margin), axis=1)
+    near = np.all((grid >= lo) & (grid <= hi), axis=1)
+    outside = int(np.sum(~np.all((local["top1"] >= lo) & (local["top1"] <= hi), axis=1)))
     fig, ax = plt.subplots(figsize=(6.4, 6.4), dpi=110)
-    ax.scatter(*grid[near].T, s=6, c="#c8c8c8", label="tile centres", zorder=1)
+    ax.scatter(*grid[near].T, s=5, c="#d0d0d0", label="tile centres", zorder=1)
     if truth is not None:
-        ax.plot(*to_local_m(truth, origin).T, c="black", lw=2.2, label="truth", zorder=2)
-    ax.scatter(*local["top1"].T, s=14, marker="x", c="#d62728", label="per-frame top-1", zorder=3)
-    ax.plot(*local["online"].T, c="#ff7f0e", lw=1.2, ls="--", label="online filter", zorder=4)
-    ax.plot(*local["offline"].T, c="#1f77b4", lw=1.6, label="offline smoother", zorder=5)
-    ax.set_xlim(lo[0] - margin, hi[0] + margin)
-    ax.set_ylim(lo[1] - margin, hi[1] + margin)
+        ax.plot(*framed.T, c="black", lw=2.4, label="truth", zorder=2)
+    ax.scatter(
+        *local["top1"].T, s=16, marker="x", c="#d62728", lw=1, label=f"per-frame top-1 ({outside} off view)", zorder=3
+    )
+    ax.scatter(*local["online"].T, s=10, c="#ff7f0e", label="online filter", zorder=4)
+    ax.plot(*local["offline"].T, c="#1f77b4", lw=1.4, marker=".", ms=4, label="offline smoother", zorder=5)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
     ax.set_xlabel("east (m)")
     ax.set_ylabel("north (m)")

@@ -30,7 +30,9 @@ CONFIG_FIELDS = (
     "overrides",
 )
 #: metrics shown by default, where a table has them
-DEFAULT_METRICS = ("R@1", "R@5", "R@10", "AP", "Dis@1", "SDM@1", "Acc@50m")
+DEFAULT_METRICS = ("R@1", "R@5", "R@10", "AP", "Dis@1", "SDM@1", "mean_m", "median_m", "Acc@20m", "Acc@50m", "Acc@100m")
+#: what rows are ordered by when not told: retrieval's R@1, else (flights: no R@1) Acc@50m
+DEFAULT_SORTS = ("R@1", "Acc@50m")
 #: protocol fields, in the order a table's heading names them
 PROTOCOL_FIELDS = (
     "dataset",
@@ -141,7 +143,7 @@ def build_tables(
     runs: Sequence[RunResult],
     metrics: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
-    sort: str = "R@1",
+    sort: str | None = None,
     ascending: bool = False,
     conventions: Sequence[str] | None = None,
 ) -> tuple[list[ReportTable], list[str]]:
@@ -151,7 +153,7 @@ def build_tables(
         runs: as :func:`mean_geo.reporting.runs.find_runs` reads them.
         metrics: the metric columns (default: those of :data:`DEFAULT_METRICS` the table has).
         columns: the configuration columns (default: those that vary within the table).
-        sort: the metric rows are ordered by (mean).
+        sort: the metric rows are ordered by (mean); default the first of :data:`DEFAULT_SORTS` found.
         ascending: lowest first (for metres), instead of highest first.
         conventions: only these conventions (``d2s``, ``s2d_rerank``, …); default all.
 
@@ -165,6 +167,8 @@ def build_tables(
         {m for run in runs for c, values in run.metrics.items() if not conventions or c in conventions for m in values}
     )
     refuse_unknown("--metrics", metrics or (), found_metrics, in_runs=True)
+    if sort is None:
+        sort = next((m for m in DEFAULT_SORTS if m in found_metrics), found_metrics[0] if found_metrics else "R@1")
     refuse_unknown("--sort", [sort], found_metrics, in_runs=True)
     groups: dict[str, tuple[dict, dict[str, Row]]] = {}
     for run in runs:

@@ -63,7 +63,11 @@ class FlightSpec:
             (0 < self.speed_mps <= 50, f"speed_mps={self.speed_mps}: expected 0-50 m/s"),
             (30 <= self.altitude_m <= 500, f"altitude_m={self.altitude_m}: expected 30-500 m"),
             (45 <= self.pitch_deg <= 90, f"pitch_deg={self.pitch_deg}: expected 45 (oblique) to 90 (nadir)"),
-            (self.image_size >= 32, f"image_size={self.image_size}: expected at least 32 px"),
+            (
+                self.image_size >= 32 and self.image_size % 8 == 0,
+                f"image_size={self.image_size}: expected a multiple of 8 from 32 px "
+                "(4:3 MPEG-4 frames need even sides)",
+            ),
             (50 <= self.tile_m <= 1000, f"tile_m={self.tile_m}: expected 50-1000 m"),
             (0 <= self.overlap < 1, f"overlap={self.overlap}: expected a share in [0, 1)"),
             (self.map_m >= 2 * self.tile_m and self.map_m <= 8000, f"map_m={self.map_m}: expected 2 tiles to 8 km"),
@@ -123,7 +127,7 @@ def flight_path(spec: FlightSpec, rng: np.random.Generator) -> tuple[np.ndarray,
     for _ in range(spec.frames):
         positions.append(pos.copy())
         courses.append(course % (2 * math.pi))
-        turn = 0.8 * turn + rng.normal(0.0, 0.04)  # rad/s, wandering
+        turn = 0.9 * turn + rng.normal(0.0, 0.01)  # rad/s, wandering (about 1.3°/s)
         inward = math.atan2(centre[0] - pos[0], -(centre[1] - pos[1]))  # bearing to the centre
         if np.any(np.abs(pos - centre) > side / 2 - margin - 2 * spec.speed_mps * dt):
             turn = ((inward - course + math.pi) % (2 * math.pi) - math.pi) / max(4 * dt, 1.0)
@@ -156,7 +160,7 @@ def _write_tiles(root: Path, albedo: Image.Image, spec: FlightSpec, per_m: float
             x0, y0 = col * stride, row * stride
             box = (x0 * per_m, y0 * per_m, (x0 + spec.tile_m) * per_m, (y0 + spec.tile_m) * per_m)
             tile = albedo.resize((spec.image_size, spec.image_size), Image.BILINEAR, box=box)
-            name = f"{row:03d}_{col:03d}"
+            name = f"r{row:03d}_c{col:03d}"  # not "<a>_<b>": that reads as a <lat>_<lon> name
             tile.save(folder / f"{name}.png", compress_level=1)
             # world file: pixel centre (col, row) -> lon = A·col + C, lat = E·row + F (north-up)
             lat, lon = latlon(x0 + px_m / 2, y0 + px_m / 2, spec.map_m)
@@ -174,7 +178,7 @@ def _write_flight(root: Path, albedo: Image.Image, spec: FlightSpec, per_m: floa
     (folder / "frames").mkdir(parents=True)
     rng = np.random.default_rng([spec.seed, 31, flight])
     positions, courses = flight_path(spec, rng)
-    width, height = spec.image_size, max(8, round(spec.image_size * 3 / 4))
+    width, height = spec.image_size, spec.image_size * 3 // 4  # 4:3, both even
     video = cv2.VideoWriter(str(folder / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (width, height))
     if not video.isOpened():
         raise MeanGeoError(f"{folder / name}.mp4: OpenCV cannot write MP4 (mp4v) videos here")
