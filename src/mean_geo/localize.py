@@ -30,6 +30,7 @@ from mean_geo.inference.flight import (
     FRAME_CORRUPTIONS,
     STATIC,
     FlightTrack,
+    TrackPoint,
     corrupt_frames,
     decode_flight,
     flight_metrics,
@@ -44,6 +45,7 @@ from mean_geo.inference.flight_files import (
     write_track_csv,
     write_track_plot,
 )
+from mean_geo.inference.geo import haversine_m
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
 from mean_geo.localization.sequence import SequenceFrame, is_video, order_frames, read_video
@@ -192,22 +194,44 @@ def note_frame_sizes(frames: list[SequenceFrame]) -> None:
             return
 
 
+def state_summary(points: list[TrackPoint]) -> str:
+    """The lost stretches and re-acquisitions of a track, in frame numbers (0-based, time order)."""
+    parts, start = [], None
+    for i, p in enumerate([*points, None]):
+        lost = p is not None and p.state == "lost"
+        if lost and start is None:
+            start = i
+        elif not lost and start is not None:
+            parts.append(f"lost at frames {start}-{i - 1}" if i - 1 > start else f"lost at frame {start}")
+            start = None
+        if p is not None and p.state == "reacquired":
+            parts.append(f"re-acquired at frame {i}")
+    return "; ".join(parts) if parts else "tracked throughout"
+
+
 def print_track(flight: FlightTrack, mode: str, truth: list | None) -> None:
     console = Console()
     table = Table(title=f"track ({mode})")
-    for col in ("frame", "t (s)", "top-1 tile", "track tile", "lat", "lon", "confidence", "state", "metres off"):
-        table.add_column(col, justify="left" if "tile" in col or col in ("frame", "state") else "right")
-    for i, (frame, point) in enumerate(zip(flight.frames, flight.chosen(mode), strict=True)):
+    for col in ("frame", "t (s)", "tile", "lat", "lon", "conf.", "state", "m off"):
+        table.add_column(col, justify="left" if col in ("frame", "tile", "state") else "right")
+    points = flight.chosen(mode)
+    for i, (frame, point) in enumerate(zip(flight.frames, points, strict=True)):
         off = "-"
         if truth and truth[i] is not None:
-            from mean_geo.inference.geo import haversine_m
-
             off = f"{haversine_m(truth[i], (point.lat, point.lon)):.0f}"
         tile = point.tile + (" *" if point.overrode_top1 else "")
-        row = (frame.path.name, f"{frame.time_s:.1f}", flight.matches[i][0].id, tile)
-        table.add_row(*row, f"{point.lat:.6f}", f"{point.lon:.6f}", f"{point.confidence:.2f}", point.state, off)
+        table.add_row(
+            frame.path.name,
+            f"{frame.time_s:.1f}",
+            tile,
+            f"{point.lat:.6f}",
+            f"{point.lon:.6f}",
+            f"{point.confidence:.2f}",
+            point.state,
+            off,
+        )
     console.print(table)
-    console.print("* the track overrode the frame's own top-1")
+    console.print(f"* the track overrode the frame's own top-1; {mode} track: {state_summary(points)}")
 
 
 def run_track(args: argparse.Namespace, out: Path) -> int:

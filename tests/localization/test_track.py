@@ -163,3 +163,26 @@ def test_local_metres_match_haversine():
     point = (31.2345, 121.4812)
     east, north = to_local_m(np.array(point), origin)
     assert math.hypot(east, north) == pytest.approx(haversine_m(origin, point), rel=1e-3)
+
+
+def test_a_gap_in_time_is_a_longer_allowed_move_not_an_error():
+    """Frames 1 s apart, then 10 minutes of nothing: a move of 5 km after the gap is within reach."""
+    truth = np.array([[0, 0], [10, 0], [20, 0], [5020, 0], [5030, 0]], dtype=float)
+    decoy = truth + np.array([0.0, 3000.0])
+    decoy[3] = [30, 3000]  # after the gap the decoy is the one near where the drone was
+    positions = np.stack([truth, decoy], axis=1)
+    frames = Frames([0.0, 1.0, 2.0, 602.0, 603.0], positions, np.tile([0.6, 0.55], (5, 1)))
+    for track in (decode_offline(frames, MOTION), filter_online(frames, MOTION)):
+        assert list(track.choice) == [0, 0, 0, 0, 0]
+
+
+def test_the_printed_summary_names_lost_stretches_and_reacquisitions():
+    from mean_geo.inference.flight import TrackPoint
+    from mean_geo.localize import state_summary
+
+    states = ["tracking", "lost", "lost", "reacquired", "tracking", "lost", "reacquired"]
+    points = [TrackPoint(0.0, 0.0, 0.9, False, s, "t", 1) for s in states]
+    assert (
+        state_summary(points) == "lost at frames 1-2; re-acquired at frame 3; lost at frame 5; re-acquired at frame 6"
+    )
+    assert state_summary(points[:1]) == "tracked throughout"
