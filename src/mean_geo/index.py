@@ -20,7 +20,7 @@ from mean_geo.data.datasets import ImageFiles
 from mean_geo.data.layouts import list_images
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError, whole_number
-from mean_geo.inference.geo import locate_tiles
+from mean_geo.inference.geo import locate_tiles_on_ground
 from mean_geo.inference.loading import load_model
 from mean_geo.retrieval.index_store import write_index
 from mean_geo.utils.output import writable_file
@@ -29,7 +29,11 @@ if TYPE_CHECKING:  # Lightning loads with the embedding, not with --help or a ba
     import lightning as L
 
 log = logging.getLogger(__name__)
-PARTS_VERSION = 2  # positions in part files are gallery positions (version 1: positions within the part)
+PARTS_VERSION = 2
+STORABLE_FEATURES = (
+    "sift",
+    "orb",
+)  # positions in part files are gallery positions (version 1: positions within the part)
 
 
 def build_index(
@@ -42,11 +46,14 @@ def build_index(
     part_size: int = 4096,
     coords_csv: str | Path | None = None,
     flip_tta: bool = False,
+    features: str | None = None,
 ) -> Path | None:
     """Embed every tile; returns the index path (on global rank 0; None on other ranks).
 
     ``flip_tta``: each tile's embedding is of it and its mirror image (``eval.flip_tta``); the index
-    records it and :func:`~mean_geo.inference.localization.localize` embeds the photos alike."""
+    records it and :func:`~mean_geo.inference.localization.localize` embeds the photos alike.
+    ``features`` (``sift`` or ``orb``): each tile's local features are stored too, so ``localize
+    --refine`` with that matcher computes only the photo's."""
     from mean_geo.training.index_pipeline import embed_in_parts
 
     for key, value, least in (
@@ -62,8 +69,10 @@ def build_index(
     root = Path(gallery_dir).expanduser()
     if not root.is_dir():
         raise MeanGeoError(f"gallery_dir={root}: no such folder")
+    if features is not None and features not in STORABLE_FEATURES:
+        raise MeanGeoError(f"features={features}: expected one of {', '.join(STORABLE_FEATURES)} (or null)")
     paths = list_images([root], "gallery_dir")
-    coords = locate_tiles(paths, root, coords_csv)
+    coords, geometries = locate_tiles_on_ground(paths, root, coords_csv)
     missing = sum(c is None for c in coords)
     if missing and (coords_csv or missing < len(coords)):
         log.warning(
@@ -93,7 +102,17 @@ def build_index(
     )
     if embeddings is None:
         return None
-    return write_index(out, embeddings, paths, root, coords, loaded.fingerprint, loaded.image_size, flip_tta)
+    stored = None
+    if features is not None:
+        from mean_geo.inference.refinement import MAX_SIDE, tile_features
+        from mean_geo.localization.matching import build_matcher
+
+        log.info("computing the tiles' %s features", features)
+        stored = tile_features(paths, build_matcher(features), MAX_SIDE)
+    placed = [g.as_list() if g is not None else None for g in geometries]
+    return write_index(
+        out, embeddings, paths, root, coords, loaded.fingerprint, loaded.image_size, flip_tta, placed, stored
+    )
 
 
 @hydra_app("index")
@@ -115,6 +134,7 @@ def main(cfg: DictConfig) -> None:
         cfg.part_size,
         cfg.coords_csv,
         cfg.flip_tta,
+        cfg.features,
     )
     if out is not None:
         print(f"wrote {out}")

@@ -48,6 +48,9 @@ from mean_geo.inference.flight_files import (
 from mean_geo.inference.geo import haversine_m
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
+from mean_geo.inference.refinement import RefinedPhoto, TileStore, draw_inliers, refine_photos
+from mean_geo.localization.matching import MATCHERS, Matcher, build_matcher
+from mean_geo.localization.refine import RERANK, RefinedPosition, RefineSettings
 from mean_geo.localization.sequence import SequenceFrame, is_video, order_frames, read_video
 from mean_geo.localization.track import MotionModel, tile_spacing_m
 from mean_geo.retrieval.index_store import read_index
@@ -78,6 +81,7 @@ def parser() -> ToolParser:
         "adds each match's distance in metres",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_refine_options(p)
     add_track_options(p)
     add_plugins_option(p)
     return p
@@ -144,6 +148,34 @@ def add_track_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--corruption", choices=FRAME_CORRUPTIONS, default=STATIC, help="what --corrupt-frames does (default static)"
     )
+
+
+def add_refine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("refinement (--refine; docs/refinement.md)")
+    g.add_argument(
+        "--refine",
+        action="store_true",
+        help="verify the top-N tiles with local features and a homography: a position inside the tile, re-ranked "
+        "by inliers (needs the tiles' ground geometry: world files, GeoTIFF tags, z/x/y names or m_per_px)",
+    )
+    g.add_argument("--top-n", type=whole_number_at_least(1), default=5, help="tiles verified per photo (default 5)")
+    g.add_argument("--matcher", choices=MATCHERS, default="sift", help="local features (default sift; loftr: kornia)")
+    g.add_argument("--matcher-weights", default=None, help="the learned matcher's weights file (loftr)")
+    g.add_argument("--rerank", choices=RERANK, default="inliers", help="order of the verified tiles (default inliers)")
+    g.add_argument("--min-inliers", type=whole_number_at_least(4), default=15, help="fewer is a refusal (default 15)")
+
+
+REFINE_ONLY = ("matcher_weights",)
+
+
+def refine_settings(args: argparse.Namespace) -> RefineSettings | None:
+    """The refinement asked for, checked before any work (its options without --refine refused)."""
+    if not args.refine:
+        given = [name for name in REFINE_ONLY if getattr(args, name) is not None]
+        if given:
+            raise MeanGeoError(f"--{given[0].replace('_', '-')}: a refinement option; add --refine")
+        return None
+    return RefineSettings(top_n=args.top_n, min_inliers=args.min_inliers, rerank=args.rerank)
 
 
 def check_track_options(args: argparse.Namespace) -> None:
@@ -234,8 +266,11 @@ def print_track(flight: FlightTrack, mode: str, truth: list | None) -> None:
     console.print(f"* the track overrode the frame's own top-1; {mode} track: {state_summary(points)}")
 
 
-def run_track(args: argparse.Namespace, out: Path) -> int:
-    """``--track``: one flight, decoded; track.csv, track.png, strips and (with truth) metrics.json."""
+def run_track(
+    args: argparse.Namespace, out: Path, settings: RefineSettings | None = None, matcher: Matcher | None = None
+) -> int:
+    """``--track``: one flight, decoded; track.csv, track.png, strips and (with truth) metrics.json.
+    With ``--refine``, each frame's accepted tile is placed at its refined position for the decoder."""
     index = read_index(args.index)
     sigma = args.position_sigma
     if sigma is None:
@@ -254,14 +289,27 @@ def run_track(args: argparse.Namespace, out: Path) -> int:
     if args.corrupt_frames is not None:
         frames = corrupt_frames(frames, args.corrupt_frames, args.corruption, out / "corrupted")
     photos = [f.path for f in frames]
-    results = localize(photos, index, loaded, k=args.k or 20, backend=args.backend)
-    flight = decode_flight(frames, results, motion)
+    results = localize(
+        photos, index, loaded, k=max(args.k or 20, settings.top_n if settings else 0), backend=args.backend
+    )
+    refined = refine_photos(photos, results, TileStore(index, matcher), settings) if settings else None
+    positions = [r.position for r in refined] if refined else None
+    flight = decode_flight(frames, results, motion, positions)
     truth = photo_positions(photos, args.coords_csv) if args.coords_csv else None
     if truth is not None:
         add_distances(results, truth)
-        metrics = flight_metrics(flight, truth, args.corrupt_frames)
+        metrics = flight_metrics(flight, truth, args.corrupt_frames, positions)
         payload = flight_payload(
-            metrics, flight, index, loaded, motion, args.track, args.corrupt_frames, args.corruption
+            metrics,
+            flight,
+            index,
+            loaded,
+            motion,
+            args.track,
+            args.corrupt_frames,
+            args.corruption,
+            settings,
+            args.matcher,
         )
         write_flight_metrics(out / METRICS, payload)
     write_track_csv(out / TRACK_CSV, track_rows(flight, truth))
@@ -279,6 +327,8 @@ def run_track(args: argparse.Namespace, out: Path) -> int:
                     "track": {"mode": args.track, **point.to_json()},
                 }
             )
+            if positions is not None:
+                rows[-1]["refined"] = refined_record(positions[len(rows) - 1], truth[len(rows) - 1] if truth else None)
         print(json.dumps(rows, indent=1))
     else:
         print_track(flight, args.track, truth)
@@ -292,10 +342,12 @@ def write_strip(photo: Path, matches: list[Match], out: Path, size: int = 128) -
     write_strips([cells], out, size)
 
 
-def print_tables(photos: list[Path], results: list[list[Match]], out: Path) -> None:
+def print_tables(
+    photos: list[Path], results: list[list[Match]], out: Path, refined: list[RefinedPhoto] | None = None
+) -> None:
     console = Console()
     fmt = lambda v: "-" if v is None else f"{v:.6f}"  # noqa: E731
-    for photo, matches in zip(photos, results, strict=True):
+    for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
         table = Table(title=str(photo))
         for col in ("rank", "tile", "score", "lat", "lon", "metres off"):
             table.add_column(col, justify="right" if col != "tile" else "left")
@@ -303,6 +355,15 @@ def print_tables(photos: list[Path], results: list[list[Match]], out: Path) -> N
             off = "-" if m.distance_m is None else f"{m.distance_m:.0f}"
             table.add_row(str(m.rank), m.id, f"{m.score:.3f}", fmt(m.lat), fmt(m.lon), off)
         console.print(table)
+        if refined is not None:
+            p = refined[i].position
+            if p.refined:
+                console.print(
+                    f"refined: {p.lat:.7f}, {p.lon:.7f} in tile {p.tile} (#{p.rank}), {p.inliers} inliers, "
+                    f"{p.error_px:.1f} px"
+                )
+            else:
+                console.print(f"not refined: the top-1 tile's centre; {p.reason}")
     console.print(f"strips written to {out}/")
 
 
@@ -313,24 +374,58 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser()
     writable_folder(out, "--out", create=False)  # before any work: a file in the way, no permission, a read-only disk
     check_track_options(args)
+    settings = refine_settings(args)
+    matcher = build_matcher(args.matcher, args.matcher_weights) if settings else None
     if args.track:
-        return run_track(args, out)
+        return run_track(args, out, settings, matcher)
     videos = [p for p in args.photos if is_video(Path(p))]
     if videos:
         raise MeanGeoError(f"{videos[0]}: a video is a flight's frames; localize it with --track")
     photos = list_images(args.photos, "photos")
-    results = localize(photos, read_index(args.index), args.ckpt, k=args.k or 5, backend=args.backend)
-    if args.coords_csv:
-        add_distances(results, photo_positions(photos, args.coords_csv))
+    index = read_index(args.index)
+    results = localize(
+        photos, index, args.ckpt, k=max(args.k or 5, settings.top_n if settings else 0), backend=args.backend
+    )
+    truth = photo_positions(photos, args.coords_csv) if args.coords_csv else None
+    if truth is not None:
+        add_distances(results, truth)
     writable_folder(out, "--out")
+    refined = (
+        refine_photos(photos, results, TileStore(index, matcher), settings, keep_images=True) if settings else None
+    )
     for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
-        write_strip(photo, matches, out / f"{i:04d}_{photo.stem}.png")
+        write_strip(photo, matches[: args.k or 5], out / f"{i:04d}_{photo.stem}.png")
+        if refined is not None:
+            draw_inliers(refined[i], out / f"{i:04d}_{photo.stem}_matches.png")
     if args.json:
-        rows = [{"photo": str(p), "matches": [asdict(m) for m in ms]} for p, ms in zip(photos, results, strict=True)]
+        rows = []
+        for i, (p, ms) in enumerate(zip(photos, results, strict=True)):
+            row = {"photo": str(p), "matches": [asdict(m) for m in ms[: args.k or 5]]}
+            if refined is not None:
+                row["refined"] = refined_record(refined[i].position, truth[i] if truth else None)
+            rows.append(row)
         print(json.dumps(rows, indent=1))
     else:
-        print_tables(photos, results, out)
+        print_tables(photos, results, out, refined)
     return 0
+
+
+def refined_record(position: RefinedPosition, truth: tuple[float, float] | None) -> dict:
+    """A photo's refinement as ``--json`` gives it (with the metres off where the truth is known)."""
+    record = {
+        "lat": position.lat,
+        "lon": position.lon,
+        "refined": position.refined,
+        "reason": position.reason,
+        "tile": position.tile,
+        "rank": position.rank,
+        "inliers": position.inliers,
+        "error_px": position.error_px,
+        "reranked": position.order,
+    }
+    if truth is not None and position.lat is not None:
+        record["distance_m"] = haversine_m(truth, (position.lat, position.lon))
+    return record
 
 
 if __name__ == "__main__":

@@ -44,6 +44,29 @@ def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
     return key, out
 
 
+def read_ground_sizes(path: str | Path) -> dict[str, float]:
+    """``{key: metres per pixel}`` from a coordinates CSV's optional ``m_per_px`` column (north-up
+    tiles of that ground size per pixel; empty cells and files without the column give nothing)."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() == ".txt":
+        return {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "m_per_px" not in (reader.fieldnames or ()):
+            return {}
+        key = next(k for k in KEYS if k in (reader.fieldnames or ()))
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            text = (row.get("m_per_px") or "").strip()
+            if not text:
+                continue
+            value = parse_finite(text)
+            if value is None or value <= 0:
+                raise DatasetLayoutError(f"{path}:{line}: m_per_px '{text}' is not a positive number")
+            out[row[key]] = value
+    return out
+
+
 def write_place_coordinates(path: Path, places: dict[str, Coords]) -> None:
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)

@@ -3,7 +3,7 @@ decoded together (:mod:`mean_geo.localization.track`), and measured against the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from mean_geo.data.corruptions import CORRUPTIONS, condition_seed, corrupt
 from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.localization import Match
+from mean_geo.localization.refine import RefinedPosition
 from mean_geo.localization.sequence import SequenceFrame
 from mean_geo.localization.track import Frames, MotionModel, Track, decode_offline, filter_online, to_local_m
 from mean_geo.localization.track_metrics import error_metrics, frames_to_reacquire
@@ -76,13 +77,20 @@ def _points(track: Track, matches: list[list[Match]]) -> list[TrackPoint]:
     return out
 
 
-def decode_flight(frames: list[SequenceFrame], matches: list[list[Match]], motion: MotionModel) -> FlightTrack:
+def decode_flight(
+    frames: list[SequenceFrame],
+    matches: list[list[Match]],
+    motion: MotionModel,
+    refined: list[RefinedPosition] | None = None,
+) -> FlightTrack:
     """Both decoders over a flight's matches.
 
     Args:
         frames: the frames, in time order.
         matches: each frame's top-k tiles, best first (all with coordinates).
         motion: the motion and retrieval model.
+        refined: each frame's refinement (``--refine``): the decoder sees the refined tile at the
+            refined position instead of its centre.
 
     Returns:
         The flight with its online and offline tracks.
@@ -96,7 +104,8 @@ def decode_flight(frames: list[SequenceFrame], matches: list[list[Match]], motio
             f"--track: {len(unplaced)} matched tiles have no coordinates (e.g. {unplaced[0]}); build the index with "
             "--coords-csv, world files or georeferenced tiles so every tile has a position"
         )
-    latlon = np.array([[(m.lat, m.lon) for m in ms] for ms in matches], dtype=np.float64)
+    placed = with_refined_positions(matches, refined)
+    latlon = np.array([[(m.lat, m.lon) for m in ms] for ms in placed], dtype=np.float64)
     origin = (float(latlon[..., 0].mean()), float(latlon[..., 1].mean()))
     candidates = Frames(
         times_s=[f.time_s for f in frames],
@@ -106,7 +115,18 @@ def decode_flight(frames: list[SequenceFrame], matches: list[list[Match]], motio
         altitudes_m=[f.altitude_m for f in frames],
     )
     online, offline = filter_online(candidates, motion), decode_offline(candidates, motion)
-    return FlightTrack(frames, matches, _points(online, matches), _points(offline, matches))
+    return FlightTrack(frames, matches, _points(online, placed), _points(offline, placed))
+
+
+def with_refined_positions(results: list[list[Match]], positions: list[RefinedPosition] | None) -> list[list[Match]]:
+    """Each frame's matches with the refined tile moved to the refined position (copies: the
+    retrieval's own answers stay as they are)."""
+    if positions is None:
+        return results
+    out = []
+    for matches, p in zip(results, positions, strict=True):
+        out.append([replace(m, lat=p.lat, lon=p.lon) if p.refined and m.rank == p.rank else m for m in matches])
+    return out
 
 
 def corrupt_frames(
@@ -143,14 +163,21 @@ def _errors(points: list[tuple[float, float]], truth: list[Coords]) -> np.ndarra
 
 
 def flight_metrics(
-    flight: FlightTrack, truth: list[Coords | None], corrupted: tuple[int, int] | None = None
+    flight: FlightTrack,
+    truth: list[Coords | None],
+    corrupted: tuple[int, int] | None = None,
+    refined: list[RefinedPosition] | None = None,
 ) -> dict[str, float]:
-    """``test/<flight_top1|flight_online|flight_offline>/<metric>`` over the frames with a known truth.
+    """``test/<flight_top1|flight_refined|flight_online|flight_offline>/<metric>`` over the frames
+    with a known truth.
 
     Args:
         flight: the decoded flight.
         truth: each frame's true position (None where unknown).
         corrupted: the deliberately corrupted stretch ``(start, end)``: adds ``reacquire_frames``.
+        refined: each frame's :class:`~mean_geo.localization.refine.RefinedPosition` (``--refine``):
+            adds ``flight_refined`` (the refined position, else the top-1 tile's centre) and its
+            share of refined frames.
 
     Returns:
         The metrics, as written into ``metrics.json``.
@@ -164,6 +191,7 @@ def flight_metrics(
     true = [truth[i] for i in known]
     ways = {
         "flight_top1": [(ms[0].lat, ms[0].lon) for ms in flight.matches],
+        **({"flight_refined": [(p.lat, p.lon) for p in refined]} if refined is not None else {}),
         "flight_online": [(p.lat, p.lon) for p in flight.online],
         "flight_offline": [(p.lat, p.lon) for p in flight.offline],
     }
@@ -174,6 +202,8 @@ def flight_metrics(
         values = error_metrics(errors)
         if name in overrode:
             values["overrode"] = 100.0 * float(np.mean([p.overrode_top1 for p in overrode[name]]))
+        if name == "flight_refined":
+            values["refined"] = 100.0 * float(np.mean([p.refined for p in refined]))
         if corrupted is not None and len(known) == len(truth):
             values["reacquire_frames"] = float(frames_to_reacquire(errors, corrupted[1]))
         metrics.update({f"test/{name}/{key}": value for key, value in values.items()})

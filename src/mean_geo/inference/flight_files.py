@@ -15,6 +15,7 @@ import numpy as np
 from mean_geo.data.coordinates import Coords
 from mean_geo.inference.flight import FlightTrack
 from mean_geo.inference.loading import InferenceModel
+from mean_geo.localization.refine import RefineSettings
 from mean_geo.localization.track import MotionModel
 from mean_geo.localization.track_metrics import track_fingerprint
 from mean_geo.localization.track_plot import plot_track
@@ -89,6 +90,8 @@ def flight_payload(
     mode: str,
     corrupted: tuple[int, int] | None,
     corruption: str | None,
+    refine: RefineSettings | None = None,
+    matcher_name: str | None = None,
 ) -> dict:
     """``metrics.json`` of a flight: its metrics, the protocol fingerprint, what ran and how it went."""
     model = loaded.spec.get("model", {}) if isinstance(loaded.spec, dict) else {}
@@ -102,6 +105,7 @@ def flight_payload(
         synthetic=is_synthetic_flight(flight.frames[0].path),
         corrupted=corrupted,
         corruption=corruption,
+        refine={"matcher": matcher_name, **asdict(refine)} if refine is not None else None,
     )
     counts = {
         f"{m}_{state}": sum(p.state == state for p in flight.chosen(m))

@@ -61,6 +61,7 @@ def track_fingerprint(
     synthetic: bool,
     corrupted: tuple[int, int] | None,
     corruption: str | None,
+    refine: dict | None = None,
 ) -> dict:
     """What a flight's numbers depend on besides the model and the decoder's settings.
 
@@ -73,6 +74,8 @@ def track_fingerprint(
         synthetic: frames from the synthetic flights.
         corrupted: the deliberately corrupted frames ``(start, end)``, if any.
         corruption: what was done to them.
+        refine: the refinement's matcher and settings, when frames were refined (adds the
+            ``flight_refined`` rows).
 
     Returns:
         A JSON-ready dict; ``id`` identifies the whole of it.
@@ -95,12 +98,13 @@ def track_fingerprint(
                 "split": split_hash(split),
             }
         },
-        "conventions": list(CONVENTIONS),
+        "conventions": [*CONVENTIONS[:1], *(["flight_refined"] if refine else []), *CONVENTIONS[1:]],
         "track": {
             "candidates": int(candidates),
             "corrupted": list(corrupted) if corrupted else None,
             "corruption": corruption if corrupted else None,
             "reacquired_within_m": REACQUIRED_WITHIN_M,
+            **({"refine": refine} if refine else {}),
         },
     }
     fingerprint["id"] = digest(fingerprint)

@@ -27,14 +27,34 @@ INDEX_FORMAT = "mean_geo-index/1"
 
 
 @dataclass
+class TileFeatures:
+    """Local features of every tile, stored in the index so that refinement pays only for the
+    photo and its matches: tile ``i``'s keypoints are rows ``offsets[i]:offsets[i + 1]``."""
+
+    matcher: str
+    max_side: int  # the tiles were read at most this many pixels a side (keypoints in those pixels)
+    xy: torch.Tensor  # (M, 2) float32
+    descriptors: torch.Tensor  # (M, D)
+    offsets: torch.Tensor  # (tiles + 1,) int64
+    sizes: torch.Tensor  # (tiles, 2) int64: width, height the keypoints are in
+
+    def of(self, i: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.xy[lo:hi], self.descriptors[lo:hi], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))
+
+
+@dataclass
 class GalleryIndex:
     """A gallery index as read: its embeddings, tiles and the model it is for."""
 
     embeddings: torch.Tensor
-    tiles: list[dict]  # {"path": str, "id": str, "latlon": [lat, lon] | None}
+    #: {"path": str, "id": str, "latlon": [lat, lon] | None, "geometry": [A, D, B, E, C, F] | None}
+    #: (geometry: the tile's pixel-centre -> lon/lat map, world-file order; absent in older indexes)
+    tiles: list[dict]
     fingerprint: str
     image_size: int
     flip_tta: bool = False  # tiles embedded with their mirror images; localize embeds photos alike
+    features: TileFeatures | None = None
 
 
 def tile_id(path: Path, root: Path) -> str:
@@ -52,23 +72,39 @@ def write_index(
     fingerprint: str,
     image_size: int,
     flip_tta: bool = False,
+    geometries: list[list[float] | None] | None = None,
+    features: TileFeatures | None = None,
 ) -> Path:
     """Write the index atomically (a partial name, then a rename): complete or absent."""
+    geometries = geometries or [None] * len(paths)
+    tiles = [
+        {"path": str(p), "id": tile_id(p, root), "latlon": c, "geometry": g}
+        for p, c, g in zip(paths, coords, geometries, strict=True)
+    ]
     metadata = {
         "format": INDEX_FORMAT,
         "fingerprint": fingerprint,
         "image_size": str(image_size),
         "flip_tta": "true" if flip_tta else "false",
         "root": str(root),
-        "tiles": json.dumps(
-            [{"path": str(p), "id": tile_id(p, root), "latlon": c} for p, c in zip(paths, coords, strict=True)]
-        ),
+        "tiles": json.dumps(tiles),
     }
     require_finite(
         embeddings, f"index {out}: tile embeddings", "not written: the model gives NaN/inf (a diverged run?)"
     )
+    tensors = {"embeddings": embeddings.contiguous()}
+    if features is not None:
+        metadata["features"] = json.dumps({"matcher": features.matcher, "max_side": features.max_side})
+        tensors.update(
+            {
+                "features_xy": features.xy.contiguous(),
+                "features_descriptors": features.descriptors.contiguous(),
+                "features_offsets": features.offsets.contiguous(),
+                "features_sizes": features.sizes.contiguous(),
+            }
+        )
     with atomic_path(out) as partial:
-        save_file({"embeddings": embeddings.contiguous()}, str(partial), metadata=metadata)
+        save_file(tensors, str(partial), metadata=metadata)
     return out
 
 
@@ -91,11 +127,50 @@ def read_index(path: str | Path) -> GalleryIndex:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             embeddings = fh.get_tensor("embeddings")
+            stored = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("features_")}  # noqa: SIM118
     except Exception as exc:  # noqa: BLE001 - any read error is the user's file
         raise MeanGeoError(f"index={path}: not a mean_geo index ({type(exc).__name__})") from None
     if meta.get("format") != INDEX_FORMAT:
         raise MeanGeoError(f"index={path}: not a mean_geo index (format {meta.get('format')!r})")
-    return _checked_index(path, meta, embeddings)
+    index = _checked_index(path, meta, embeddings)
+    if "features" in meta:
+        index.features = _checked_features(path, meta["features"], stored, len(index.tiles))
+    return index
+
+
+def _is_geometry(value: object) -> bool:
+    """None, or six finite numbers (world-file order) with A·E - B·D ≠ 0."""
+    if value is None:
+        return True
+    if not (isinstance(value, list) and len(value) == 6):
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return False
+    return value[0] * value[3] - value[1] * value[2] != 0
+
+
+def _checked_features(path: Path, text: str, stored: dict[str, torch.Tensor], tiles: int) -> TileFeatures:
+    def bad(what: str) -> MeanGeoError:
+        return MeanGeoError(f"index={path}: its tile features {what}; rebuild it with python -m mean_geo.index")
+
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        raise bad("description is not JSON") from None
+    if not (isinstance(info, dict) and isinstance(info.get("matcher"), str) and isinstance(info.get("max_side"), int)):
+        raise bad("description is not {matcher, max_side}")
+    need = ("features_xy", "features_descriptors", "features_offsets", "features_sizes")
+    if any(k not in stored for k in need):
+        raise bad("are incomplete")
+    xy, desc, offsets, sizes = (stored[k] for k in need)
+    ok = xy.ndim == 2 and xy.shape[1] == 2 and desc.ndim == 2 and desc.shape[0] == xy.shape[0]
+    ok = ok and offsets.shape == (tiles + 1,) and sizes.shape == (tiles, 2) and offsets.dtype == torch.int64
+    ok = (
+        ok and int(offsets[0]) == 0 and int(offsets[-1]) == xy.shape[0] and bool(torch.all(offsets[1:] >= offsets[:-1]))
+    )
+    if not ok or not bool(torch.isfinite(xy).all()):
+        raise bad("do not fit the tiles")
+    return TileFeatures(info["matcher"], info["max_side"], xy, desc, offsets, sizes)
 
 
 def _is_latlon(value: object) -> bool:
@@ -131,8 +206,8 @@ def _checked_index(path: Path, meta: dict[str, str], embeddings: torch.Tensor) -
     if not isinstance(tiles, list) or len(tiles) != embeddings.shape[0]:
         raise bad(f"metadata 'tiles' is not a list of {embeddings.shape[0]} tiles")
     for i, tile in enumerate(tiles):
-        ok = isinstance(tile, dict) and set(tile) <= {"path", "id", "latlon"}
+        ok = isinstance(tile, dict) and set(tile) <= {"path", "id", "latlon", "geometry"}
         ok = ok and isinstance(tile.get("path"), str) and isinstance(tile.get("id"), str)
-        if not (ok and _is_latlon(tile.get("latlon"))):
-            raise bad(f"tile {i} in metadata 'tiles' is not {{path, id, latlon}}")
+        if not (ok and _is_latlon(tile.get("latlon")) and _is_geometry(tile.get("geometry"))):
+            raise bad(f"tile {i} in metadata 'tiles' is not {{path, id, latlon, geometry}}")
     return GalleryIndex(embeddings, tiles, meta["fingerprint"], int(meta["image_size"]), meta.get("flip_tta") == "true")
