@@ -49,7 +49,14 @@ def run(cfg: DictConfig) -> dict:
     from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
     from mean_geo.files.specs import image_size_of
     from mean_geo.models.input_size import check_spec_image_size
-    from mean_geo.training.composition import build_datamodule, build_loggers, build_trainer, eval_options, to_plain
+    from mean_geo.training.composition import (
+        build_datamodule,
+        build_loggers,
+        build_trainer,
+        eval_options,
+        refine_request,
+        to_plain,
+    )
     from mean_geo.training.identity import run_config, run_identity, run_summary
     from mean_geo.training.lit_module import MEANLitModule
     from mean_geo.training.media import finish
@@ -70,6 +77,7 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError("dataset.altitude: the checkpoint's dataset has no altitudes (not SUES-200)")
         dataset.update(override)
     options = eval_options(cfg.eval)
+    refine = refine_request(cfg.eval, dataset.get("directions") or ("d2s", "s2d"))
     check_spec_image_size(ckpt.spec["model"], image_size_of({"dataset": dataset}))  # an override too
     dm = build_datamodule(dataset, cfg.eval)
     dm.prepare_data()
@@ -80,7 +88,10 @@ def run(cfg: DictConfig) -> dict:
     identity = run_identity(cfg, "eval")
     summary = run_summary(cfg, identity, model=dict(ckpt.spec.get("model") or {}), dataset=dataset)
     writer = ResultsWriter(
-        out_dir, make_plots=cfg.eval.get("plots", True), extra={"checkpoint": str(cfg.ckpt), "run": summary}
+        out_dir,
+        make_plots=cfg.eval.get("plots", True),
+        extra={"checkpoint": str(cfg.ckpt), "run": summary},
+        refine=refine,
     )
     loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
     try:

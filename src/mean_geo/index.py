@@ -104,8 +104,8 @@ def build_index(
         return None
     stored = None
     if features is not None:
-        from mean_geo.inference.refinement import MAX_SIDE, tile_features
-        from mean_geo.localization.matching import build_matcher
+        from mean_geo.inference.refinement import tile_features
+        from mean_geo.localization.matching import MAX_SIDE, build_matcher
 
         log.info("computing the tiles' %s features", features)
         stored = tile_features(paths, build_matcher(features), MAX_SIDE)

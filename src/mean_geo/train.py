@@ -36,6 +36,7 @@ def run(cfg: DictConfig) -> dict:
         dataset_settings,
         eval_options,
         manual_clipping,
+        refine_request,
     )
     from mean_geo.training.identity import run_config, run_identity, run_summary
     from mean_geo.training.media import adopt_csv_header, finish
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
     dataset = dataset_settings(cfg)
+    refine = refine_request(cfg.eval, dataset.get("directions") or ("d2s", "s2d"))
     check_gpu_decoding(dataset, cfg.trainer)
     check_input_size(cfg)
     dm = build_datamodule(dataset, cfg.eval)
@@ -75,7 +77,9 @@ def run(cfg: DictConfig) -> dict:
         )
     identity = run_identity(cfg, "train")
     log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
-    writer = ResultsWriter(out_dir, make_plots=cfg.eval.get("plots", True), extra={"run": run_summary(cfg, identity)})
+    writer = ResultsWriter(
+        out_dir, make_plots=cfg.eval.get("plots", True), extra={"run": run_summary(cfg, identity)}, refine=refine
+    )
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     if not dm.has_validation:  # nothing to select on (never the test split): keep and test the last
         log.info("no validation places (dataset.val_locations=0): the last checkpoint is tested, as the authors do")

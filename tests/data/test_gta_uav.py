@@ -190,6 +190,23 @@ def test_a_miniature_copy_trains_and_evaluates_by_positive_sets(tree, tmp_path, 
     assert out.returncode == 0, out.stderr[-3000:]
     again = json.loads((tmp_path / "eval_run" / "metrics.json").read_text())["metrics"]
     assert again["test/d2s/AP"] == pytest.approx(metrics["test/d2s/AP"], abs=1e-3)
+    if split == "cross_area":  # refinement: retrieval-only and refined metres side by side
+        args = ["-m", "mean_geo.eval", f"ckpt={ckpt}", "eval.plots=false", "eval.refine=true", "eval.refine_top_n=3"]
+        out = run_module([*args, "hydra.run.dir=eval_refined"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        refined = json.loads((tmp_path / "eval_refined" / "metrics.json").read_text())
+        for key in ("R@1", "median_m", "retrieval_median_m", "Acc@5m", "retrieval_Acc@5m", "refined"):
+            assert f"test/d2s_refined/{key}" in refined["metrics"]
+        assert refined["metrics"]["test/d2s/AP"] == pytest.approx(metrics["test/d2s/AP"], abs=1e-3)
+        fingerprint = refined["protocol"]["fingerprint"]
+        assert fingerprint["refine"]["top_n"] == 3 and "d2s_refined" in fingerprint["conventions"]
+        assert (tmp_path / "eval_refined" / "refined_d2s.csv").is_file()
+        out = run_module([*args[:-1], "eval.refine_matcher=loftr", "hydra.run.dir=bad"], tmp_path)
+        assert (
+            out.returncode == 2
+            and "--matcher-weights" in out.stderr
+            and not (tmp_path / "bad" / "metrics.json").exists()
+        )
 
 
 def test_training_batches_carry_the_ious_and_exclude_linked_pairs(tree):

@@ -15,6 +15,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def _checked_jitter(value: dict[str, list[float]] | None) -> dict[str, tuple[flo
 @rank_zero_only
 def _warn_once(message: str) -> None:
     log.warning(message)
+
+
+@dataclass(frozen=True)
+class RefinementGround:
+    """Ground truth for refinement in one planar frame (metres): each query photo's true point (by
+    path), a tile pixel's ground point (``tile_to_ground(name, col, row, width, height)``) and each
+    photo's positive tiles (by path; re-ranked R@1 counts them)."""
+
+    photos: dict[Path, tuple[float, float]]
+    tile_to_ground: Callable[[str, float, float, int, int], tuple[float, float]]
+    positives: dict[Path, frozenset[str]]
 
 
 class CrossViewDataModule(L.LightningDataModule):
@@ -436,6 +448,15 @@ class CrossViewDataModule(L.LightningDataModule):
             return None
         return torch.tensor(found, dtype=torch.float64)
 
+    def refinement_ground(self, stage: str) -> RefinementGround | str:
+        """What refinement's metres need (each D->S photo's true ground point and each tile's pixel
+        -> ground map), or why this layout does not know them."""
+        return (
+            f"{self.layout or type(self).__name__}: no per-photo ground truth and tile geometry "
+            "(University-1652 and SUES-200 photos look at their place's centre; DenseUAV does not "
+            "define its tiles' scale): refined positions are written, no metres computed"
+        )
+
     def eval_image_paths(self, stage: str, direction: str, role: str) -> list[Path]:
         """The image files of one evaluation set (``role``: "query" or "gallery"), in dataset order.
 
@@ -773,6 +794,16 @@ class GTAUAVDataModule(CrossViewDataModule):
         index = {r.location: i for i, r in enumerate(self.eval_records(stage, direction, "gallery"))}
         positives = self._test_positives()
         return [[index[t] for t in positives[r.path]] for r in self.eval_records(stage, direction, "query")]
+
+    def refinement_ground(self, stage: str) -> RefinementGround | str:
+        """Map metres (east, south): a photo's footprint centre, a tile pixel's ground point from the
+        map geometry of its name, whatever size the tile file has."""
+        records = self.records("test")
+        return RefinementGround(
+            photos={r.path: r.loc_m for r in records},
+            tile_to_ground=gta_uav.tile_pixel_m,
+            positives={r.path: frozenset(r.positives) for r in records if r.positives},
+        )
 
     def eval_positions_m(self, stage: str, direction: str, role: str) -> torch.Tensor:
         """``(N, 2)`` metres on the map: a photo's footprint centre, a tile's centre."""

@@ -65,6 +65,14 @@ def tile_centre_m(name: str) -> tuple[float, float]:
     return side * (x + 0.5 + offset / TILE_PX) * METRES_PER_PX, side * (y + 0.5 + offset / TILE_PX) * METRES_PER_PX
 
 
+def tile_pixel_m(name: str, col: float, row: float, width: int, height: int) -> tuple[float, float]:
+    """(east, south) map metres of a pixel position (centres at whole numbers) of a tile image of
+    ``width`` × ``height`` pixels (the release's 256 px, a synthetic world's any size)."""
+    east, south = tile_centre_m(name)
+    side_m = MAP_PX / 2 ** int(TILE_NAME.match(name).group(1)) * METRES_PER_PX  # type: ignore[union-attr]
+    return east + ((col + 0.5) / width - 0.5) * side_m, south + ((row + 0.5) / height - 0.5) * side_m
+
+
 @dataclass(frozen=True)
 class DroneRecord:
     """One photo of a split: where its footprint's centre is, and its tiles with their IoUs."""

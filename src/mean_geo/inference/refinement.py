@@ -9,27 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.localization import Match
 from mean_geo.localization.geometry import TileGeometry
-from mean_geo.localization.matching import Features, Matcher
+from mean_geo.localization.matching import MAX_SIDE, Features, Matcher, read_for_matching
 from mean_geo.localization.refine import Candidate, RefinedPosition, RefineSettings, Verification, refine
 from mean_geo.retrieval.index_store import GalleryIndex, TileFeatures
-
-#: photos and tiles are matched at most this many pixels a side (the bench's 512 px)
-MAX_SIDE = 512
-
-
-def read_for_matching(path: str | Path, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float, float]:
-    """An image as RGB uint8, shrunk (never enlarged) to at most ``max_side`` pixels a side, and
-    the scale of each axis (new / original)."""
-    image = load_rgb(Path(path))
-    w, h = image.size
-    factor = min(1.0, max_side / max(w, h))
-    if factor < 1.0:
-        image = image.resize((max(1, round(w * factor)), max(1, round(h * factor))))
-    return np.asarray(image), image.size[0] / w, image.size[1] / h
 
 
 @dataclass

@@ -18,11 +18,26 @@ from typing import Protocol
 
 import numpy as np
 
+from mean_geo.data.datasets import load_rgb
 from mean_geo.errors import CheckpointError, MeanGeoError
 
 #: Lowe's ratio test: keep a match whose best distance is below this share of the second best
 RATIO = 0.8
 MAX_FEATURES = 2000
+
+#: photos and tiles are matched at most this many pixels a side (the bench's 512 px)
+MAX_SIDE = 512
+
+
+def read_for_matching(path: str | Path, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float, float]:
+    """An image as RGB uint8, shrunk (never enlarged) to at most ``max_side`` pixels a side, and
+    the scale of each axis (new / original)."""
+    image = load_rgb(Path(path))
+    w, h = image.size
+    factor = min(1.0, max_side / max(w, h))
+    if factor < 1.0:
+        image = image.resize((max(1, round(w * factor)), max(1, round(h * factor))))
+    return np.asarray(image), image.size[0] / w, image.size[1] / h
 
 
 @dataclass
@@ -97,7 +112,7 @@ class LoFTRMatcher:
 
     name = "loftr"
 
-    def __init__(self, weights: str | Path, size: int = 256) -> None:
+    def __init__(self, weights: str | Path, size: int = 256, option: str = "--matcher-weights") -> None:
         try:
             import kornia.feature as KF
             import torch
@@ -105,7 +120,7 @@ class LoFTRMatcher:
             raise MeanGeoError("matcher loftr needs kornia: pip install 'mean_geo[match]'") from None
         self.size = size
         self._model = KF.LoFTR(pretrained=None).eval()
-        self._model.load_state_dict(read_matcher_weights(weights, self._model.state_dict()))
+        self._model.load_state_dict(read_matcher_weights(weights, self._model.state_dict(), option))
         self._torch = torch
 
     def features(self, image: np.ndarray) -> Features:
@@ -130,7 +145,7 @@ class LoFTRMatcher:
         return ((pa + 0.5) * scale_a - 0.5).astype(np.float32), ((pb + 0.5) * scale_b - 0.5).astype(np.float32)
 
 
-def read_matcher_weights(path: str | Path, expected: dict) -> dict:
+def read_matcher_weights(path: str | Path, expected: dict, option: str = "--matcher-weights") -> dict:
     """A matcher's state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, loaded without running
     code (safetensors, or ``torch.load(weights_only=True)``), checked against the model's own keys
     and shapes.
@@ -142,7 +157,7 @@ def read_matcher_weights(path: str | Path, expected: dict) -> dict:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"--matcher-weights {path}: no such file")
+        raise CheckpointError(f"{option} {path}: no such file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -151,18 +166,18 @@ def read_matcher_weights(path: str | Path, expected: dict) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt file of any kind: one line
-        raise CheckpointError(f"--matcher-weights {path}: not a readable weights file ({type(exc).__name__})") from None
+        raise CheckpointError(f"{option} {path}: not a readable weights file ({type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the authors' release wraps it
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"--matcher-weights {path}: expected a state dict of tensors")
+        raise CheckpointError(f"{option} {path}: expected a state dict of tensors")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
         example = (missing or unexpected or wrong)[0]
         raise CheckpointError(
-            f"--matcher-weights {path}: not LoFTR's weights ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{option} {path}: not LoFTR's weights ({len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(wrong)} of another shape, e.g. '{example}')"
         )
     return state
@@ -171,22 +186,26 @@ def read_matcher_weights(path: str | Path, expected: dict) -> dict:
 MATCHERS = ("sift", "orb", "loftr")
 
 
-def build_matcher(name: str, weights: str | Path | None = None) -> Matcher:
+def build_matcher(
+    name: str, weights: str | Path | None = None, options: tuple[str, str] = ("--matcher", "--matcher-weights")
+) -> Matcher:
     """A matcher by name.
 
     Args:
         name: one of :data:`MATCHERS`.
         weights: the learned matcher's weights file (required for ``loftr``, refused otherwise).
+        options: how the user named the two (errors say it their way).
 
     Raises:
         MeanGeoError: an unknown name, or weights missing or given where none are used.
     """
+    option, weights_option = options
     if name not in MATCHERS:
-        raise MeanGeoError(f"--matcher {name}: expected one of {', '.join(MATCHERS)}")
+        raise MeanGeoError(f"{option} {name}: expected one of {', '.join(MATCHERS)}")
     if name == "loftr":
         if weights is None:
-            raise MeanGeoError("--matcher loftr: give its weights file with --matcher-weights (nothing is downloaded)")
-        return LoFTRMatcher(weights)
+            raise MeanGeoError(f"{option} loftr: give its weights file with {weights_option} (nothing is downloaded)")
+        return LoFTRMatcher(weights, option=weights_option)
     if weights is not None:
-        raise MeanGeoError(f"--matcher-weights: matcher {name} uses no weights")
+        raise MeanGeoError(f"{weights_option}: matcher {name} uses no weights")
     return OpenCVMatcher(name)

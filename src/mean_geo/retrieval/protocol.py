@@ -32,6 +32,16 @@ DATASET_METRIC_DEFINITIONS: dict[str, dict[str, str]] = {
     },
 }
 
+#: the d2s_refined row's metrics (mean_geo.training.refined_eval)
+REFINED_METRIC_DEFINITIONS: dict[str, str] = {
+    "R@1 (refined row)": "R@1 after re-ranking the verified top-N by inliers, %",
+    "mean_m / median_m": "metres from the true ground point to the refined position (the top-1 centre where none "
+    "was accepted)",
+    "retrieval_*": "the same for the top-1 tile's centre",
+    "*_correct": "over the photos whose retrieval top-1 is a true match",
+    "refined": "photos with an accepted tile, %",
+}
+
 #: fields of the fingerprint that every convention of every direction depends on
 COMMON_FIELDS = (
     "dataset",
@@ -83,6 +93,7 @@ def protocol_fingerprint(
     corruptions: Sequence[str] = (),
     severities: Sequence[int] = (),
     position_metrics: str | None = None,
+    refine: dict | None = None,
 ) -> dict:
     """Everything a number of this evaluation depends on besides the model, with its counts.
 
@@ -101,6 +112,7 @@ def protocol_fingerprint(
         corruptions: the corruptions applied to the drone queries of the ``d2s_corrupt`` rows.
         severities: their severities.
         position_metrics: the dataset's own metrics (:data:`DATASET_METRIC_DEFINITIONS`), if any.
+        refine: the refinement's matcher and settings (``d2s_refined`` rows), None when off.
 
     Returns:
         A JSON-ready dict; ``id`` identifies the whole of it.
@@ -129,6 +141,9 @@ def protocol_fingerprint(
         },
         "conventions": list(conventions),
     }
+    if refine is not None:  # absent when off: the ids of earlier fingerprints stay as they were
+        fingerprint["refine"] = refine
+        fingerprint["metric_definitions"] = {**fingerprint["metric_definitions"], **REFINED_METRIC_DEFINITIONS}
     fingerprint["id"] = digest(fingerprint)
     return fingerprint
 
@@ -152,6 +167,8 @@ def convention_protocol(fingerprint: dict, convention: str) -> dict:
         split=(fingerprint.get("directions") or {}).get(direction),
         rerank=fingerprint.get("rerank") if convention.endswith("_rerank") else None,
     )
+    if convention.endswith("_refined"):
+        found["refine"] = fingerprint.get("refine")
     if fingerprint.get("track") is not None:  # a flight's rows (mean_geo.localization.track_metrics)
         found["track"] = fingerprint["track"]
     found["id"] = digest(found)

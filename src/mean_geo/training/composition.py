@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -21,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mean_geo.data.corruptions import SEVERITIES, query_conditions
 from mean_geo.data.datamodule import DATAMODULES, CrossViewDataModule
-from mean_geo.errors import ConfigError, MeanGeoError
+from mean_geo.errors import ConfigError, MeanGeoError, whole_number
 from mean_geo.files.specs import checkpoint_spec, dataset_spec, loss_spec
+from mean_geo.localization.refine import RefineSettings
 from mean_geo.losses import LOSSES, build_loss
 from mean_geo.models.backbone import normalization
 from mean_geo.models.input_size import check_spec_image_size
@@ -34,6 +36,7 @@ from mean_geo.training.checkpoint_io import AtomicCheckpointIO
 from mean_geo.training.identity import RunIdentity
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.progress import progress_bar
+from mean_geo.training.refined_eval import RefineRequest
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,37 @@ def eval_options(eval_cfg: DictConfig | dict | None) -> dict:
         "flip_tta": flip,
         "rerank": settings if rerank else None,
     }
+
+
+def refine_request(eval_cfg: DictConfig | dict | None, directions: Sequence[str]) -> RefineRequest | None:
+    """``eval.refine*`` checked, and the matcher built once (its weights read), before any work.
+
+    Raises:
+        ConfigError: a wrong value, or refinement of an evaluation without D->S.
+    """
+    eval_cfg = to_plain(eval_cfg)
+    enabled = eval_cfg.get("refine", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"eval.refine={enabled!r}: expected true or false")
+    if not enabled:
+        return None
+    if "d2s" not in directions:
+        raise ConfigError(f"eval.refine: refines drone -> satellite queries; dataset.directions={list(directions)}")
+    for key in ("refine_top_n", "refine_min_inliers"):
+        whole_number(f"eval.{key}", eval_cfg.get(key, 5 if key == "refine_top_n" else 15), 1)
+    try:
+        settings = RefineSettings(
+            top_n=eval_cfg.get("refine_top_n", 5),
+            min_inliers=eval_cfg.get("refine_min_inliers", 15),
+            rerank=eval_cfg.get("refine_rerank", "inliers"),
+        )
+    except MeanGeoError as exc:
+        raise ConfigError(f"eval.{exc}") from None
+    request = RefineRequest(
+        settings, str(eval_cfg.get("refine_matcher", "sift")), eval_cfg.get("refine_matcher_weights")
+    )
+    request.build()  # an unknown matcher, missing or foreign weights: now, not after the evaluation
+    return request
 
 
 def manual_clipping(trainer_cfg: DictConfig | dict, grad_cache_chunk: int | None) -> tuple[dict, tuple]:

@@ -24,6 +24,7 @@ from mean_geo.retrieval.search import topk_search
 from mean_geo.training import plots
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.media import log_images, log_table
+from mean_geo.training.refined_eval import RefineRequest, refine_direction, write_refined_rows
 from mean_geo.utils import atomic
 from mean_geo.utils.atomic import atomic_path
 from mean_geo.utils.output import writable_folder
@@ -207,8 +208,29 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
 
+def refined_metrics(
+    out_dir: Path, view: DirectionView, dm: CrossViewDataModule, refine: RefineRequest, stage: str
+) -> dict[str, float]:
+    """Refine the D->S queries; their answers to refined_d2s.csv, and the metres where the dataset
+    knows each photo's ground point (else the log says why not)."""
+    ground = dm.refinement_ground(stage)
+    if isinstance(ground, str):
+        log.info("refinement: %s", ground)
+        ground = None
+    metrics, rows = refine_direction(view, ground, refine, refine.build(), stage)
+    write_refined_rows(out_dir / "refined_d2s.csv", rows)
+    shown = sum(r["refined"] for r in rows)
+    log.info("refinement: %d of %d queries refined (refined_d2s.csv)", shown, len(rows))
+    return metrics
+
+
 def evaluation_protocol(
-    lit: MEANLitModule, dm: CrossViewDataModule, views: dict[str, DirectionView], stage: str
+    lit: MEANLitModule,
+    dm: CrossViewDataModule,
+    views: dict[str, DirectionView],
+    stage: str,
+    metrics: dict[str, float] | None = None,
+    refine: RefineRequest | None = None,
 ) -> dict:
     """The protocol fingerprint of the last evaluation (:mod:`mean_geo.retrieval.protocol`)."""
     root = Path(dm.root)
@@ -221,7 +243,9 @@ def evaluation_protocol(
         for direction, view in views.items()
     }
     conventions = list(
-        dict.fromkeys(k.split("/")[1] for k in lit.last_metrics if k.startswith(f"{stage}/") and k.count("/") == 2)
+        dict.fromkeys(
+            k.split("/")[1] for k in (metrics or lit.last_metrics) if k.startswith(f"{stage}/") and k.count("/") == 2
+        )
     )
     altitudes = getattr(dm, "altitudes", None)
     return protocol_fingerprint(
@@ -239,6 +263,7 @@ def evaluation_protocol(
         corruptions=sorted({name for name, _ in lit.last_corruptions}),
         severities=sorted({severity for _, severity in lit.last_corruptions}),
         position_metrics=getattr(dm, "position_metrics", None),
+        refine=refine.fingerprint() if refine is not None else None,
     )
 
 
@@ -285,9 +310,11 @@ def write_results(
     stage: str = "test",
     loggers: list | None = None,
     step: int = 0,
+    refine: RefineRequest | None = None,
 ) -> dict:
     """metrics.json, predictions_<direction>.csv (+ plots) from the module's last evaluation, and
-    the figures and predictions tables to ``loggers``."""
+    the figures and predictions tables to ``loggers``; with ``refine``, the D->S queries refined
+    (:mod:`mean_geo.training.refined_eval`)."""
     out_dir = writable_folder(out_dir, "paths.output_dir")
     payload = {
         "metrics": dict(lit.last_metrics),
@@ -307,7 +334,10 @@ def write_results(
         write_corruptions(out_dir / "corruptions.csv", payload["corruptions"])
         log.info("\n%s", render(corruption_table(payload["corruptions"])))
     views = eval_views(lit, dm, stage)
-    payload["protocol"]["fingerprint"] = evaluation_protocol(lit, dm, views, stage)
+    if refine is not None and "d2s" in views:
+        payload["metrics"].update(refined_metrics(out_dir, views["d2s"], dm, refine, stage))
+        payload["protocol"]["refine"] = refine.fingerprint()
+    payload["protocol"]["fingerprint"] = evaluation_protocol(lit, dm, views, stage, payload["metrics"], refine)
     ranked = {direction: ranking(view) for direction, view in views.items()}
     for direction, view in views.items():
         rows = prediction_rows(view, ranked=ranked[direction])
@@ -359,10 +389,17 @@ class ResultsWriter(L.Callback):
     """Writes metrics.json and plots when testing ends, and the figures of every validation, on
     global rank 0 of whatever strategy runs (one process, DDP, ddp_spawn, SLURM alike)."""
 
-    def __init__(self, out_dir: str | Path, make_plots: bool = True, extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        make_plots: bool = True,
+        extra: dict | None = None,
+        refine: RefineRequest | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.make_plots = make_plots
         self.extra = dict(extra or {})
+        self.refine = refine
         self.val_metrics: dict[str, float] = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -402,6 +439,7 @@ class ResultsWriter(L.Callback):
             make_plots=self.make_plots,
             loggers=trainer.loggers,
             step=trainer.global_step,
+            refine=self.refine,
         )
 
 

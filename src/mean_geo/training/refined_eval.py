@@ -1,0 +1,150 @@
+"""Refinement inside the evaluation: every D->S query's top-N tiles verified
+(:mod:`mean_geo.localization.refine`), the photo placed inside the accepted tile, and, where the
+dataset knows each photo's true ground point (GTA-UAV), retrieval-only and refined metres side by
+side in one metric row, ``d2s_refined``:
+
+- ``R@1``: after re-ranking by inliers (the accepted tiles first, most inliers first);
+- ``mean_m``, ``median_m``, ``Acc@{5,10,20,50}m``: the refined position (the retrieval's top-1 tile
+  centre where no tile was accepted);
+- ``retrieval_mean_m``, ``retrieval_median_m``, ``retrieval_Acc@{5,10,20,50}m``: the top-1 tile's
+  centre, the same photos;
+- ``median_m_correct``, ``retrieval_median_m_correct``: over the photos whose top-1 is a true match;
+- ``refined``: the share of photos refined, %.
+
+Every query's answer goes to ``refined_d2s.csv`` (accepted or not, and why), metres or not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mean_geo.data.datamodule import RefinementGround
+from mean_geo.localization.matching import MAX_SIDE, Features, Matcher, build_matcher, read_for_matching
+from mean_geo.localization.refine import RefineSettings, verify
+from mean_geo.retrieval.search import topk_search
+from mean_geo.utils import atomic
+
+THRESHOLDS_M = (5, 10, 20, 50)
+CONVENTION = "d2s_refined"
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """``eval.refine*`` as checked: the settings and the matcher (built once, weights checked)."""
+
+    settings: RefineSettings
+    matcher: str
+    matcher_weights: str | None = None
+
+    def build(self) -> Matcher:
+        return build_matcher(self.matcher, self.matcher_weights, ("eval.refine_matcher", "eval.refine_matcher_weights"))
+
+    def fingerprint(self) -> dict:
+        return {"matcher": self.matcher, "max_side": MAX_SIDE, **asdict(self.settings)}
+
+
+def _stats(prefix: str, errors: np.ndarray) -> dict[str, float]:
+    if errors.size == 0:
+        return {}
+    out = {f"{prefix}mean_m": float(errors.mean()), f"{prefix}median_m": float(np.median(errors))}
+    out.update({f"{prefix}Acc@{t}m": float(100.0 * np.mean(errors <= t)) for t in THRESHOLDS_M})
+    return out
+
+
+def refine_direction(
+    view, ground: RefinementGround | None, request: RefineRequest, matcher: Matcher, stage: str = "test"
+) -> tuple[dict[str, float], list[dict]]:
+    """Refine every query of one direction's evaluation view.
+
+    Args:
+        view: a :class:`~mean_geo.training.results.DirectionView` (its images and embeddings).
+        ground: the dataset's ground truth, or None (positions in tile pixels only).
+        request: the settings and matcher name.
+        matcher: the built matcher.
+        stage: the metric keys' stage.
+
+    Returns:
+        The ``<stage>/d2s_refined/*`` metrics (empty without ground truth) and one row per query.
+    """
+    settings = request.settings
+    _, ranked = topk_search(view.q.float(), view.g.float(), k=min(settings.top_n, len(view.g_records)))
+    tiles: dict[int, tuple[Features, tuple[float, float]]] = {}
+    rows, refined_err, retrieval_err, correct, reranked_hits = [], [], [], [], []
+    for qi, record in enumerate(view.q_records):
+        image, _, _ = read_for_matching(record.path, MAX_SIDE)
+        photo = matcher.features(image)
+        checks = []
+        for rank, gi in enumerate(ranked[qi].tolist(), start=1):
+            if gi not in tiles:
+                tile_image, sx, sy = read_for_matching(view.g_records[gi].path, MAX_SIDE)
+                tiles[gi] = (matcher.features(tile_image), (sx, sy))
+            checks.append((gi, verify(photo, tiles[gi][0], matcher, settings, rank)))
+        accepted = [(gi, v) for gi, v in checks if v.accepted]
+        if settings.rerank == "inliers":
+            accepted.sort(key=lambda c: (-c[1].inliers, c[1].rank))
+        top_gi = int(ranked[qi, 0])
+        chosen = accepted[0] if accepted else None
+        row = {
+            "query": str(record.path),
+            "top1_tile": view.g_records[top_gi].location,
+            "refined": chosen is not None,
+            "tile": view.g_records[chosen[0]].location if chosen else view.g_records[top_gi].location,
+            "inliers": chosen[1].inliers if chosen else 0,
+            "reason": "accepted" if chosen else "; ".join(f"#{v.rank}: {v.reason}" for _, v in checks),
+            # the photo's centre in the tile file's own pixels (the matching image may be smaller)
+            "tile_col": f"{(chosen[1].centre_px[0] + 0.5) / tiles[chosen[0]][1][0] - 0.5:.2f}" if chosen else "",
+            "tile_row": f"{(chosen[1].centre_px[1] + 0.5) / tiles[chosen[0]][1][1] - 0.5:.2f}" if chosen else "",
+        }
+        if ground is not None and record.path in ground.photos:
+            truth = np.array(ground.photos[record.path])
+            top_tile = view.g_records[top_gi]
+            centre = np.array(_tile_point(ground, top_tile, None))
+            if chosen is not None:
+                gi, v = chosen
+                point = np.array(_tile_point(ground, view.g_records[gi], (v.centre_px, tiles[gi][1])))
+            else:
+                point = centre
+            refined_err.append(float(np.linalg.norm(point - truth)))
+            retrieval_err.append(float(np.linalg.norm(centre - truth)))
+            positives = ground.positives.get(record.path, frozenset())
+            correct.append(top_tile.location in positives)
+            first = chosen[0] if chosen is not None and settings.rerank == "inliers" else top_gi
+            reranked_hits.append(view.g_records[first].location in positives)
+            row.update(east_m=f"{point[0]:.2f}", south_m=f"{point[1]:.2f}", error_m=f"{refined_err[-1]:.2f}")
+            row["retrieval_error_m"] = f"{retrieval_err[-1]:.2f}"
+        rows.append(row)
+    if not refined_err:
+        return {}, rows
+    refined, retrieval, right = np.array(refined_err), np.array(retrieval_err), np.array(correct)
+    metrics = {"R@1": 100.0 * float(np.mean(reranked_hits)), **_stats("", refined), **_stats("retrieval_", retrieval)}
+    if right.any():
+        metrics["median_m_correct"] = float(np.median(refined[right]))
+        metrics["retrieval_median_m_correct"] = float(np.median(retrieval[right]))
+    metrics["refined"] = 100.0 * float(np.mean([r["refined"] for r in rows]))
+    return {f"{stage}/{CONVENTION}/{k}": v for k, v in metrics.items()}, rows
+
+
+def _tile_point(ground: RefinementGround, tile, where) -> tuple[float, float]:
+    """A tile's centre, or a pixel position of its matching image mapped back to the file's pixels."""
+    from PIL import Image
+
+    with Image.open(tile.path) as img:
+        width, height = img.size
+    if where is None:
+        return ground.tile_to_ground(tile.location, (width - 1) / 2, (height - 1) / 2, width, height)
+    (col, row), (sx, sy) = where
+    return ground.tile_to_ground(tile.location, (col + 0.5) / sx - 0.5, (row + 0.5) / sy - 0.5, width, height)
+
+
+def write_refined_rows(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
