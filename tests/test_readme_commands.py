@@ -122,10 +122,10 @@ def _placeholders(work: Path) -> dict[str, str]:
     tiles.mkdir(), photos.mkdir()
     with (work / "tiles.csv").open("w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["path", "lat", "lon"])
+        out.writerow(["path", "lat", "lon", "m_per_px"])  # the README's CSV, with the ground size --refine needs
         for i, tile in enumerate(sorted((world / "Testing" / "150" / "gallery_satellite").glob("*/*"))[:6]):
             shutil.copy(tile, tiles / f"{tile.parent.name}{tile.suffix}")
-            out.writerow([f"{tile.parent.name}{tile.suffix}", 31.2 + i / 100, 121.4 + i / 100])
+            out.writerow([f"{tile.parent.name}{tile.suffix}", 31.2 + i / 100, 121.4 + i / 100, 200 / 64])
     drone = sorted((world / "Testing" / "150" / "query_drone").glob("*/*"))
     shutil.copy(drone[0], work / "photo.jpg")
     for p in drone[1:3]:

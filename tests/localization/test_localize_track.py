@@ -104,6 +104,25 @@ def test_a_corrupted_stretch_is_measured(flight, tmp_path, capsys):
     assert len(list((tmp_path / "c" / "corrupted").glob("*.png"))) == 3
 
 
+def test_refined_frames_feed_the_track(flight, tmp_path, capsys):
+    world, ckpt, index = flight
+    folder = world / "flights" / "flight00"
+    args = [folder / "frames", "--track", "--refine", "--top-n", "3", "--min-inliers", "6", "--index", index]
+    code, stdout, err = run(
+        capsys, *args, "--ckpt", ckpt, "--coords-csv", folder / "truth.csv", "--json", "--out", tmp_path / "r"
+    )
+    assert code == 0, err
+    rows = json.loads(stdout)
+    assert all(set(r["refined"]) >= {"lat", "lon", "refined", "reason", "inliers", "tile"} for r in rows)
+    payload = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "test/flight_refined/mean_m" in payload["metrics"] and "test/flight_refined/refined" in payload["metrics"]
+    assert payload["protocol"]["fingerprint"]["track"]["refine"]["top_n"] == 3
+    assert "flight_refined" in payload["protocol"]["fingerprint"]["conventions"]
+    for r in rows:  # a frame whose refined tile the track chose sits at the refined position
+        if r["refined"]["refined"] and r["track"]["tile"] == r["refined"]["tile"]:
+            assert (r["track"]["lat"], r["track"]["lon"]) == pytest.approx((r["refined"]["lat"], r["refined"]["lon"]))
+
+
 def one_error_line(code: int, err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err

@@ -91,3 +91,24 @@ def test_chromium_shows_queries_marks_and_map(tmp_path):
     assert dom.count('class="link miss"') == 3 and "<svg" in dom
     assert "page 1 of 1 (6 queries)" in dom and "3 of 6 queries wrong at top-1" in dom
     assert 'class="altitude-filter"' in dom
+
+
+def test_refined_positions_are_marked_on_their_tile(tmp_path):
+    """Query 0 refined at the centre of gallery item 0, query 2 at a corner of item 2; query 3 refined
+    into item 2, which its top-2 does not show: no mark."""
+    d = direction(tmp_path)
+    d.refined = [(0, 0.5, 0.5), None, (2, 0.25, 0.75), (2, 0.5, 0.5), None, None]
+    data = direction_page_data(d, _thumbs(), 50)
+    marks = {q["i"]: q.get("r") for q in data["queries"]}
+    gallery_row = {g["n"]: k for k, g in enumerate(data["gallery"])}
+    assert marks[0] == [gallery_row["img6.jpg"], 0.5, 0.5] and marks[2] == [gallery_row["img8.jpg"], 0.25, 0.75]
+    assert marks[3] is None and marks[1] is None
+    dom = rendered_dom(write_browser(tmp_path / "b.html", [d]))
+    assert dom.count('class="refined-dot"') == 2 and dom.count('class="refined-note"') == 2
+    assert "left:40.0px;top:40.0px" in dom and "left:22.0px;top:58.0px" in dom  # 4 px border + share of 72 px
+
+
+def _thumbs():
+    from mean_geo.reporting.browser import _Thumbnails
+
+    return _Thumbnails(32)

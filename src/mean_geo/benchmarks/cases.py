@@ -445,3 +445,79 @@ def track(n_gallery: int, k: int, frames: int, image_size: int = 256, backbone: 
         "median_s": t_online["median_s"] / frames,
         **peak_memory_mb(),
     }
+
+
+def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "sift") -> dict:
+    """Seconds per query: retrieval alone (embedding one photo, ResNet-18 at 256 px, and the top-N
+    search) and with the top-N verified (``matcher``, photos and tiles at ``side`` px), the tiles'
+    features cached (stored in the index) or computed per query.  The photos are nadir frames of a
+    synthetic flight over 200 m tiles (``python -m mean_geo.synth --layout flights``); each one's
+    candidates are its ``top_n`` nearest tiles, the right one among them."""
+    import csv
+    import tempfile
+
+    from mean_geo.inference.geo import locate_tiles
+    from mean_geo.localization.matching import build_matcher, read_for_matching
+    from mean_geo.localization.refine import Candidate, RefineSettings
+    from mean_geo.localization.track import to_local_m
+    from mean_geo.synthetic.flights import FlightSpec, write_flights_world
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = FlightSpec(flights=1, frames=photos, image_size=side, map_m=1200.0, fps=0.2, seed=1)
+        world = write_flights_world(spec, Path(tmp) / "w")
+        tiles = sorted((world / "tiles").glob("*.png"))
+        centres = np.array(locate_tiles(tiles, world / "tiles"))
+        frames = sorted((world / "flights" / "flight00" / "frames").glob("*.png"))
+        with (world / "flights" / "flight00" / "truth.csv").open() as fh:
+            truth = {r["path"]: (float(r["lat"]), float(r["lon"])) for r in csv.DictReader(fh)}
+        m = build_matcher(matcher)
+        settings = RefineSettings(top_n=top_n)
+        grid = to_local_m(centres, tuple(centres.mean(axis=0)))
+        cached = {}
+        for path in tiles:
+            image, _, _ = read_for_matching(path, side)
+            cached[path] = m.features(image)
+        model, _, x = _setup("resnet18", False, 1, 256)
+        model.eval()
+        gallery = torch.nn.functional.normalize(torch.randn(len(tiles), model.embedding_dim), dim=1)
+        times = {"retrieval": [], "cached": [], "uncached": []}
+        accepted = 0
+        for frame in frames:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                (model(x) @ gallery.T).topk(top_n)
+            retrieval = time.perf_counter() - start
+            here = to_local_m(np.array(truth[frame.name]), tuple(centres.mean(axis=0)))
+            nearest = np.argsort(np.hypot(*(grid - here).T))[:top_n]
+            for mode in ("cached", "uncached"):
+                start = time.perf_counter()
+                image, _, _ = read_for_matching(frame, side)
+                photo = m.features(image)
+                candidates = []
+                for rank, i in enumerate(nearest, start=1):
+                    if mode == "cached":
+                        feats = cached[tiles[i]]
+                    else:
+                        feats = m.features(read_for_matching(tiles[i], side)[0])
+                    candidates.append(Candidate(rank, tiles[i].stem, 1.0 / rank, feats, None, None))
+                # verification and acceptance (re-ranking and the affine map to the ground are free)
+                verifications = _verify_all(photo, candidates, m, settings)
+                times[mode].append(retrieval + time.perf_counter() - start)
+                if mode == "cached":
+                    accepted += any(v.accepted for v in verifications)
+            times["retrieval"].append(retrieval)
+    med = {k: float(statistics.median(v)) for k, v in times.items()}
+    return {
+        "median_s": med["cached"],
+        "retrieval_s": med["retrieval"],
+        "refine_cached_s": med["cached"],
+        "refine_uncached_s": med["uncached"],
+        "accepted_share": accepted / len(frames),
+        **peak_memory_mb(),
+    }
+
+
+def _verify_all(photo, candidates, matcher, settings):
+    from mean_geo.localization.refine import verify
+
+    return [verify(photo, c.features, matcher, settings, c.rank) for c in candidates]

@@ -50,6 +50,9 @@ class BrowserDirection:
     scores: Sequence[Sequence[float]]
     query_latlon: Sequence[tuple[float, float] | None] | None = None
     gallery_latlon: Sequence[tuple[float, float] | None] | None = None
+    #: per query, where refinement placed it: (gallery index, x, y as shares of the tile's width and
+    #: height), or None (not refined); marked on that tile's thumbnail
+    refined: Sequence[tuple[int, float, float] | None] | None = None
 
 
 class _Thumbnails:
@@ -190,6 +193,9 @@ def direction_page_data(
                 "hit": hits[i],
             }
         )
+        mark = direction.refined[i] if direction.refined else None
+        if mark is not None and mark[0] in direction.top[i]:  # marked where this query shows it
+            queries[-1]["r"] = [gallery_rows[mark[0]], float(mark[1]), float(mark[2])]
     return {
         "name": direction.name,
         "title": _TITLES.get(direction.name, direction.name),
@@ -246,7 +252,9 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em;margin:0} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 .sub,.note{color:#555} .filters{margin:.6em 0;display:flex;gap:1em;align-items:center;flex-wrap:wrap}
 .query-row{display:flex;align-items:flex-start;gap:6px;padding:4px 0;border-bottom:1px solid #eee}
-.cell{width:84px;text-align:center;font-size:11px}
+.cell{width:84px;text-align:center;font-size:11px} .thumb{position:relative;display:inline-block}
+.refined-dot{position:absolute;width:9px;height:9px;margin:-5px 0 0 -5px;border-radius:50%;background:#e0218a;
+border:2px solid #fff;box-shadow:0 0 2px #000}
 .cell img{width:72px;height:72px;object-fit:cover;border:4px solid #888}
 .cell.hit img{border-color:#1eaa3c} .cell.miss img{border-color:#d22828} .cell.query img{border-color:#5a5a5a}
 .mark{font-weight:bold} .mark.hit{color:#1eaa3c} .mark.miss{color:#d22828}
@@ -271,7 +279,7 @@ const el = (tag, attrs = {}, ...kids) => {
 };
 function cell(kind, thumb, lines) {
   const c = el("div", {class: "cell " + kind});
-  if (DATA.thumbs[thumb]) c.append(el("img", {src: DATA.thumbs[thumb], alt: lines[0]}));
+  if (DATA.thumbs[thumb]) c.append(el("div", {class: "thumb"}, el("img", {src: DATA.thumbs[thumb], alt: lines[0]})));
   for (const line of lines) c.append(el("div", {text: line}));
   return c;
 }
@@ -327,6 +335,12 @@ function section(d) {
         const right = item.p === q.p;
         const c = cell(right ? "hit" : "miss", item.t, ["#" + (rank + 1) + " " + item.p, score.toFixed(3)]);
         c.prepend(el("div", {class: "mark " + (right ? "hit" : "miss"), text: right ? "✓" : "✗"}));
+        if (q.r && q.r[0] === g) {  // the refined position, on the tile it was placed in (4 px border)
+          const dot = el("div", {class: "refined-dot", title: "refined position",
+            style: "left:" + (4 + 72 * q.r[1]).toFixed(1) + "px;top:" + (4 + 72 * q.r[2]).toFixed(1) + "px"});
+          c.querySelector(".thumb").append(dot);
+          c.append(el("div", {class: "refined-note", text: "refined here"}));
+        }
         row.append(c);
       });
       list.append(row);

@@ -100,6 +100,10 @@ def refine_direction(
             "tile_col": f"{(chosen[1].centre_px[0] + 0.5) / tiles[chosen[0]][1][0] - 0.5:.2f}" if chosen else "",
             "tile_row": f"{(chosen[1].centre_px[1] + 0.5) / tiles[chosen[0]][1][1] - 0.5:.2f}" if chosen else "",
         }
+        if chosen:  # where the error browser marks it: the gallery item, and shares of its width/height
+            size = tiles[chosen[0]][0].size
+            x, y = ((chosen[1].centre_px[k] + 0.5) / size[k] for k in (0, 1))
+            row["_mark"] = (chosen[0], round(x, 4), round(y, 4))
         if ground is not None and record.path in ground.photos:
             truth = np.array(ground.photos[record.path])
             top_tile = view.g_records[top_gi]
@@ -142,6 +146,7 @@ def _tile_point(ground: RefinementGround, tile, where) -> tuple[float, float]:
 
 
 def write_refined_rows(path: Path, rows: list[dict]) -> None:
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns)

@@ -187,8 +187,11 @@ def _latlon_rows(latlon: torch.Tensor | None) -> list[tuple[float, float]] | Non
     return None if latlon is None else [(float(a), float(b)) for a, b in latlon.tolist()]
 
 
-def browser_direction(name: str, view: DirectionView, ranked: tuple[torch.Tensor, torch.Tensor]) -> BrowserDirection:
-    """What the error browser shows of one direction."""
+def browser_direction(
+    name: str, view: DirectionView, ranked: tuple[torch.Tensor, torch.Tensor], refined: list | None = None
+) -> BrowserDirection:
+    """What the error browser shows of one direction (with ``refined``: per query, the gallery item
+    and the point in it where refinement placed the photo, or None)."""
     scores, top = ranked
     return BrowserDirection(
         name=name,
@@ -201,6 +204,7 @@ def browser_direction(name: str, view: DirectionView, ranked: tuple[torch.Tensor
         scores=scores.tolist(),
         query_latlon=_latlon_rows(view.q_latlon),
         gallery_latlon=_latlon_rows(view.g_latlon),
+        refined=refined,
     )
 
 
@@ -210,7 +214,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def refined_metrics(
     out_dir: Path, view: DirectionView, dm: CrossViewDataModule, refine: RefineRequest, stage: str
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict]]:
     """Refine the D->S queries; their answers to refined_d2s.csv, and the metres where the dataset
     knows each photo's ground point (else the log says why not)."""
     ground = dm.refinement_ground(stage)
@@ -221,7 +225,7 @@ def refined_metrics(
     write_refined_rows(out_dir / "refined_d2s.csv", rows)
     shown = sum(r["refined"] for r in rows)
     log.info("refinement: %d of %d queries refined (refined_d2s.csv)", shown, len(rows))
-    return metrics
+    return metrics, rows
 
 
 def evaluation_protocol(
@@ -334,9 +338,12 @@ def write_results(
         write_corruptions(out_dir / "corruptions.csv", payload["corruptions"])
         log.info("\n%s", render(corruption_table(payload["corruptions"])))
     views = eval_views(lit, dm, stage)
+    marks: dict[str, list] = {}
     if refine is not None and "d2s" in views:
-        payload["metrics"].update(refined_metrics(out_dir, views["d2s"], dm, refine, stage))
+        metrics, rows = refined_metrics(out_dir, views["d2s"], dm, refine, stage)
+        payload["metrics"].update(metrics)
         payload["protocol"]["refine"] = refine.fingerprint()
+        marks["d2s"] = [r.get("_mark") for r in rows]
     payload["protocol"]["fingerprint"] = evaluation_protocol(lit, dm, views, stage, payload["metrics"], refine)
     ranked = {direction: ranking(view) for direction, view in views.items()}
     for direction, view in views.items():
@@ -355,7 +362,7 @@ def write_results(
         log_images(loggers or [], {f"{stage}/{name}": path for name, path in figures.items()}, step)
         write_browser(
             out_dir / "plots" / "browser.html",
-            [browser_direction(name, views[name], ranked[name]) for name in views],
+            [browser_direction(name, views[name], ranked[name], marks.get(name)) for name in views],
             title=f"{stage} evaluation of {out_dir.name}",
             subtitle=browser_subtitle(payload),
         )
