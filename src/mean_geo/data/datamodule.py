@@ -72,9 +72,12 @@ def _warn_once(message: str) -> None:
 
 @dataclass(frozen=True)
 class RefinementGround:
-    """Ground truth for refinement in one planar frame (metres): each query photo's true point (by
-    path), a tile pixel's ground point (``tile_to_ground(name, col, row, width, height)``) and each
-    photo's positive tiles (by path; re-ranked R@1 counts them)."""
+    """Ground truth for refinement in one planar frame (metres).
+
+    Each query photo's true point (by path), a tile pixel's ground point
+    (``tile_to_ground(name, col, row, width, height)``) and each photo's positive tiles (by path;
+    re-ranked R@1 counts them).
+    """
 
     photos: dict[Path, tuple[float, float]]
     tile_to_ground: Callable[[str, float, float, int, int], tuple[float, float]]
@@ -449,8 +452,10 @@ class CrossViewDataModule(L.LightningDataModule):
         return torch.tensor(found, dtype=torch.float64)
 
     def refinement_ground(self, stage: str) -> RefinementGround | str:
-        """What refinement's metres need (each D->S photo's true ground point and each tile's pixel
-        -> ground map), or why this layout does not know them."""
+        """What refinement's metres need, or why this layout does not know them.
+
+        That is each D->S photo's true ground point and each tile's pixel -> ground map.
+        """
         return (
             f"{self.layout or type(self).__name__}: no per-photo ground truth and tile geometry "
             "(University-1652 and SUES-200 photos look at their place's centre; DenseUAV does not "
@@ -796,8 +801,11 @@ class GTAUAVDataModule(CrossViewDataModule):
         return [[index[t] for t in positives[r.path]] for r in self.eval_records(stage, direction, "query")]
 
     def refinement_ground(self, stage: str) -> RefinementGround | str:
-        """Map metres (east, south): a photo's footprint centre, a tile pixel's ground point from the
-        map geometry of its name, whatever size the tile file has."""
+        """Map metres (east, south) of the test photos and the tiles' pixels.
+
+        A photo's point is its footprint centre; a tile pixel's comes from the map geometry of the
+        tile's name, whatever size the tile file has.
+        """
         records = self.records("test")
         return RefinementGround(
             photos={r.path: r.loc_m for r in records},

@@ -63,6 +63,7 @@ def _points(track: Track, matches: list[list[Match]]) -> list[TrackPoint]:
     out = []
     for t, ms in enumerate(matches):
         m = ms[int(track.choice[t])]
+        assert m.lat is not None and m.lon is not None  # decode_flight refuses tiles without positions
         out.append(
             TrackPoint(
                 float(m.lat),
@@ -108,11 +109,11 @@ def decode_flight(
     latlon = np.array([[(m.lat, m.lon) for m in ms] for ms in placed], dtype=np.float64)
     origin = (float(latlon[..., 0].mean()), float(latlon[..., 1].mean()))
     candidates = Frames(
-        times_s=[f.time_s for f in frames],
+        times_s=np.array([f.time_s for f in frames]),
         positions_m=to_local_m(latlon, origin),
-        scores=[[m.score for m in ms] for ms in matches],
-        courses_deg=[f.course_deg for f in frames],
-        altitudes_m=[f.altitude_m for f in frames],
+        scores=np.array([[m.score for m in ms] for ms in matches]),
+        courses_deg=np.array([f.course_deg for f in frames]),
+        altitudes_m=np.array([f.altitude_m for f in frames]),
     )
     online, offline = filter_online(candidates, motion), decode_offline(candidates, motion)
     return FlightTrack(frames, matches, _points(online, placed), _points(offline, placed))
@@ -156,7 +157,7 @@ def corrupt_frames(
     return result
 
 
-def _errors(points: list[tuple[float, float]], truth: list[Coords]) -> np.ndarray:
+def _errors(points: list[tuple[float | None, float | None]], truth: list[Coords]) -> np.ndarray:
     a = torch.tensor(points, dtype=torch.float64)
     b = torch.tensor(truth, dtype=torch.float64)
     return haversine_m(a, b).numpy()
@@ -188,8 +189,8 @@ def flight_metrics(
     known = [i for i, t in enumerate(truth) if t is not None]
     if not known:
         raise MeanGeoError("--coords-csv: no frame of the flight is in it (by path or file name): no metres to compute")
-    true = [truth[i] for i in known]
-    ways = {
+    true = [t for t in truth if t is not None]
+    ways: dict[str, list[tuple[float | None, float | None]]] = {
         "flight_top1": [(ms[0].lat, ms[0].lon) for ms in flight.matches],
         **({"flight_refined": [(p.lat, p.lon) for p in refined]} if refined is not None else {}),
         "flight_online": [(p.lat, p.lon) for p in flight.online],
@@ -199,12 +200,12 @@ def flight_metrics(
     metrics: dict[str, float] = {}
     for name, points in ways.items():
         errors = _errors([points[i] for i in known], true)
-        values = error_metrics(errors)
+        values = error_metrics(errors.tolist())
         if name in overrode:
             values["overrode"] = 100.0 * float(np.mean([p.overrode_top1 for p in overrode[name]]))
-        if name == "flight_refined":
+        if name == "flight_refined" and refined is not None:
             values["refined"] = 100.0 * float(np.mean([p.refined for p in refined]))
         if corrupted is not None and len(known) == len(truth):
-            values["reacquire_frames"] = float(frames_to_reacquire(errors, corrupted[1]))
+            values["reacquire_frames"] = float(frames_to_reacquire(errors.tolist(), corrupted[1]))
         metrics.update({f"test/{name}/{key}": value for key, value in values.items()})
     return metrics

@@ -187,6 +187,7 @@ def locate_tiles_on_ground(
     geometries: list[TileGeometry | None] = []
     for p in paths:
         rel = p.relative_to(root) if p.is_relative_to(root) else p
+        name: str | None
         if key == "place":
             name = rel.parts[0] if len(rel.parts) > 1 else p.stem
         else:

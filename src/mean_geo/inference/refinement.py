@@ -144,7 +144,7 @@ def draw_inliers(refined: RefinedPhoto, out: Path) -> Path | None:
     kb = [cv2.KeyPoint(float(x), float(y), 3) for x, y in pb]
     pairs = [cv2.DMatch(i, i, 0) for i in range(len(ka))]
     colour = (0, 200, 0) if best.accepted else (0, 0, 230)
-    canvas = cv2.drawMatches(
+    canvas = cv2.drawMatches(  # type: ignore[call-overload]  # OpenCV's stubs reject a None singlePointColor
         refined.photo[..., ::-1].copy(),
         ka,
         refined.tile_images[best.rank][..., ::-1].copy(),

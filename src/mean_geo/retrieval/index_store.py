@@ -28,8 +28,11 @@ INDEX_FORMAT = "mean_geo-index/1"
 
 @dataclass
 class TileFeatures:
-    """Local features of every tile, stored in the index so that refinement pays only for the
-    photo and its matches: tile ``i``'s keypoints are rows ``offsets[i]:offsets[i + 1]``."""
+    """Local features of every tile, stored in the index.
+
+    Refinement then pays only for the photo and its matches; tile ``i``'s keypoints are rows
+    ``offsets[i]:offsets[i + 1]``.
+    """
 
     matcher: str
     max_side: int  # the tiles were read at most this many pixels a side (keypoints in those pixels)
@@ -39,6 +42,7 @@ class TileFeatures:
     sizes: torch.Tensor  # (tiles, 2) int64: width, height the keypoints are in
 
     def of(self, i: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Tile ``i``'s keypoints, descriptors and the (width, height) they are in."""
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.xy[lo:hi], self.descriptors[lo:hi], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))
 

@@ -117,6 +117,7 @@ def protocol_fingerprint(
     Returns:
         A JSON-ready dict; ``id`` identifies the whole of it.
     """
+    definitions = {**METRIC_DEFINITIONS, **DATASET_METRIC_DEFINITIONS.get(position_metrics or "", {})}
     fingerprint = {
         "dataset": dataset,
         "layout": layout,
@@ -129,7 +130,7 @@ def protocol_fingerprint(
         "rerank": rerank,
         "corruptions": sorted(corruptions),
         "severities": sorted(severities),
-        "metric_definitions": {**METRIC_DEFINITIONS, **DATASET_METRIC_DEFINITIONS.get(position_metrics or "", {})},
+        "metric_definitions": definitions,
         "directions": {
             direction: {
                 "queries": len(split.queries),
@@ -143,7 +144,7 @@ def protocol_fingerprint(
     }
     if refine is not None:  # absent when off: the ids of earlier fingerprints stay as they were
         fingerprint["refine"] = refine
-        fingerprint["metric_definitions"] = {**fingerprint["metric_definitions"], **REFINED_METRIC_DEFINITIONS}
+        fingerprint["metric_definitions"] = {**definitions, **REFINED_METRIC_DEFINITIONS}
     fingerprint["id"] = digest(fingerprint)
     return fingerprint
 
