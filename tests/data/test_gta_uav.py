@@ -204,7 +204,7 @@ def test_a_miniature_copy_trains_and_evaluates_by_positive_sets(tree, tmp_path, 
         out = run_module([*args[:-1], "eval.refine_matcher=loftr", "hydra.run.dir=bad"], tmp_path)
         assert (
             out.returncode == 2
-            and "--matcher-weights" in out.stderr
+            and "eval.refine_matcher_weights" in out.stderr
             and not (tmp_path / "bad" / "metrics.json").exists()
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,13 @@ def train_tiny(dataset: str, root: Path, cwd: Path, *extra: str) -> subprocess.C
         *extra,
     ]
     return run_module(args, cwd=cwd, timeout=600)
+
+
+#: what Python's logging prints when a handler that an earlier in-process Hydra run attached still
+#: points at a stream pytest has closed since (not what a user sees: their stderr stays open)
+_STALE_HANDLER = re.compile(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", re.S)
+
+
+def without_stale_logging(err: str) -> str:
+    """``err`` without the messages of logging handlers left on closed streams by earlier tests."""
+    return _STALE_HANDLER.sub("", err)

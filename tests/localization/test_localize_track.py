@@ -4,7 +4,6 @@ video) against an index of the map's tiles, with the smoke model; its files, JSO
 
 import csv
 import json
-import re
 
 import pytest
 
@@ -13,7 +12,7 @@ from mean_geo import report
 from mean_geo.index import build_index
 from mean_geo.reporting.runs import read_run
 from mean_geo.synthetic.flights import FlightSpec, write_flights_world
-from tests.helpers.cli import exit_code
+from tests.helpers.cli import exit_code, without_stale_logging
 from tests.inference.test_localize import trainer
 
 SPEC = FlightSpec(flights=1, frames=12, fps=2.0, speed_mps=10.0, image_size=64, map_m=1000.0, tile_m=200.0, seed=5)
@@ -124,13 +123,8 @@ def test_refined_frames_feed_the_track(flight, tmp_path, capsys):
             assert (r["track"]["lat"], r["track"]["lon"]) == pytest.approx((r["refined"]["lat"], r["refined"]["lon"]))
 
 
-#: what Python's logging prints when a handler an earlier in-process Hydra run attached still points
-#: at a stream pytest has closed since (not what a user sees: their stderr stays open)
-_STALE_HANDLER = re.compile(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", re.S)
-
-
 def one_error_line(code: int, err: str) -> str:
-    err = _STALE_HANDLER.sub("", err)
+    err = without_stale_logging(err)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]

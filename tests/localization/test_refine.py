@@ -18,7 +18,7 @@ from mean_geo.localization.matching import build_matcher
 from mean_geo.localization.refine import RefineSettings, _homography_problem, verify
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.synthetic.flights import FlightSpec, write_flights_world
-from tests.helpers.cli import exit_code
+from tests.helpers.cli import exit_code, without_stale_logging
 from tests.inference.test_localize import trainer
 
 TILES = ("r002_c002", "r002_c004", "r004_c002", "r004_c004")
@@ -180,7 +180,7 @@ def test_localize_refine_refuses_tiles_without_geometry_in_one_line(indexes, tmp
     code = exit_code(
         loc.main, [str(photos), "--index", str(index), "--ckpt", ckpt, "--refine", "--out", str(tmp_path / "o")]
     )
-    err = capsys.readouterr().err
+    err = without_stale_logging(capsys.readouterr().err)
     assert code == 2 and "has no ground geometry" in err and "Traceback" not in err
     code = exit_code(loc.main, [str(photos), "--index", str(index), "--ckpt", ckpt, "--matcher-weights", "w.pt"])
     assert code == 2 and "add --refine" in capsys.readouterr().err
