@@ -104,7 +104,17 @@ def frame_range(text: str) -> tuple[int, int]:
     return int(start), int(end)
 
 
-TRACK_ONLY = ("fps", "frames_csv", "sample_fps", "corrupt_frames")
+TRACK_ONLY = (
+    "fps",
+    "frames_csv",
+    "sample_fps",
+    "max_speed",
+    "position_sigma",
+    "temperature",
+    "jump_probability",
+    "corrupt_frames",
+    "corruption",
+)
 MOTION = MotionModel()
 
 
@@ -122,7 +132,7 @@ def add_track_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=positive_number, default=None, help="frames a second of frames in name order")
     g.add_argument("--frames-csv", default=None, help="the frames' times: path,time_s[,course_deg][,altitude_m]")
     g.add_argument("--sample-fps", type=positive_number, default=None, help="a video: keep this many frames a second")
-    g.add_argument("--max-speed", type=positive_number, default=MOTION.max_speed_mps, help="m/s (default %(default)s)")
+    g.add_argument("--max-speed", type=positive_number, default=None, help=f"m/s (default {MOTION.max_speed_mps})")
     g.add_argument(
         "--position-sigma",
         type=positive_number,
@@ -130,13 +140,13 @@ def add_track_options(p: argparse.ArgumentParser) -> None:
         help="metres a frame's right tile centre may lie from where it looks (default: the tiles' spacing)",
     )
     g.add_argument(
-        "--temperature", type=positive_number, default=MOTION.temperature, help="score softmax (default %(default)s)"
+        "--temperature", type=positive_number, default=None, help=f"score softmax (default {MOTION.temperature})"
     )
     g.add_argument(
         "--jump-probability",
         type=positive_number,
-        default=MOTION.jump_probability,
-        help="weight of a move the speed forbids: re-acquisition (default %(default)s)",
+        default=None,
+        help=f"weight of a move the speed forbids: re-acquisition (default {MOTION.jump_probability})",
     )
     g.add_argument(
         "--corrupt-frames",
@@ -146,7 +156,7 @@ def add_track_options(p: argparse.ArgumentParser) -> None:
         help="evaluate re-acquisition: corrupt frames START..END-1 (0-based, time order) on purpose",
     )
     g.add_argument(
-        "--corruption", choices=FRAME_CORRUPTIONS, default=STATIC, help="what --corrupt-frames does (default static)"
+        "--corruption", choices=FRAME_CORRUPTIONS, default=None, help="what --corrupt-frames does (default static)"
     )
 
 
@@ -158,14 +168,15 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         help="verify the top-N tiles with local features and a homography: a position inside the tile, re-ranked "
         "by inliers (needs the tiles' ground geometry: world files, GeoTIFF tags, z/x/y names or m_per_px)",
     )
-    g.add_argument("--top-n", type=whole_number_at_least(1), default=5, help="tiles verified per photo (default 5)")
-    g.add_argument("--matcher", choices=MATCHERS, default="sift", help="local features (default sift; loftr: kornia)")
+    g.add_argument("--top-n", type=whole_number_at_least(1), default=None, help="tiles verified per photo (default 5)")
+    g.add_argument("--matcher", choices=MATCHERS, default=None, help="local features (default sift; loftr: kornia)")
     g.add_argument("--matcher-weights", default=None, help="the learned matcher's weights file (loftr)")
-    g.add_argument("--rerank", choices=RERANK, default="inliers", help="order of the verified tiles (default inliers)")
-    g.add_argument("--min-inliers", type=whole_number_at_least(4), default=15, help="fewer is a refusal (default 15)")
+    g.add_argument("--rerank", choices=RERANK, default=None, help="order of the verified tiles (default inliers)")
+    g.add_argument("--min-inliers", type=whole_number_at_least(4), default=None, help="fewer is a refusal (default 15)")
 
 
-REFINE_ONLY = ("matcher_weights",)
+#: options that mean nothing without --refine / --track: given alone, they are refused, not ignored
+REFINE_ONLY = ("top_n", "matcher", "matcher_weights", "rerank", "min_inliers")
 
 
 def refine_settings(args: argparse.Namespace) -> RefineSettings | None:
@@ -175,7 +186,13 @@ def refine_settings(args: argparse.Namespace) -> RefineSettings | None:
         if given:
             raise MeanGeoError(f"--{given[0].replace('_', '-')}: a refinement option; add --refine")
         return None
-    return RefineSettings(top_n=args.top_n, min_inliers=args.min_inliers, rerank=args.rerank)
+    defaults = RefineSettings()
+    args.matcher = args.matcher or "sift"
+    return RefineSettings(
+        top_n=args.top_n or defaults.top_n,
+        min_inliers=args.min_inliers or defaults.min_inliers,
+        rerank=args.rerank or defaults.rerank,
+    )
 
 
 def check_track_options(args: argparse.Namespace) -> None:
@@ -183,6 +200,9 @@ def check_track_options(args: argparse.Namespace) -> None:
     if args.track:
         if args.fps is not None and args.frames_csv is not None:
             raise MeanGeoError("--fps and --frames-csv: give the frames' times one way")
+        if args.corruption is not None and args.corrupt_frames is None:
+            raise MeanGeoError("--corruption: says what --corrupt-frames does; give --corrupt-frames START:END")
+        args.corruption = args.corruption or STATIC
         return
     given = [name for name in TRACK_ONLY if getattr(args, name) is not None]
     if given:
@@ -277,10 +297,10 @@ def run_track(
         placed = [t["latlon"] for t in index.tiles if t.get("latlon")]
         sigma = tile_spacing_m(np.array(placed)) if len(placed) > 1 else MOTION.position_sigma_m
     motion = MotionModel(
-        max_speed_mps=args.max_speed,
+        max_speed_mps=args.max_speed or MOTION.max_speed_mps,
         position_sigma_m=sigma,
-        jump_probability=args.jump_probability,
-        temperature=args.temperature,
+        jump_probability=args.jump_probability or MOTION.jump_probability,
+        temperature=args.temperature or MOTION.temperature,
     )
     loaded = load_model(args.ckpt, "ckpt")
     writable_folder(out, "--out")

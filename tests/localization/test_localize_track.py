@@ -141,6 +141,10 @@ def test_bad_flight_input_is_one_line(flight, tmp_path, capsys):
     line = one_error_line(*run(capsys, untimed, "--track", *base)[::2])
     assert "frame0.png: the frame has no time" in line and "--fps" in line
     assert "--fps: a flight option; add --track" in one_error_line(*run(capsys, untimed, "--fps", "2", *base)[::2])
+    for option, value in (("--max-speed", "5"), ("--corruption", "fog"), ("--temperature", "0.1")):
+        line = one_error_line(*run(capsys, untimed, option, value, *base)[::2])
+        assert f"{option}: a flight option; add --track" in line
+    assert "--corrupt-frames" in one_error_line(*run(capsys, untimed, "--track", "--corruption", "fog", *base)[::2])
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     assert "broken.mp4: " in one_error_line(*run(capsys, broken, "--track", *base)[::2])

@@ -182,8 +182,14 @@ def test_localize_refine_refuses_tiles_without_geometry_in_one_line(indexes, tmp
     )
     err = without_stale_logging(capsys.readouterr().err)
     assert code == 2 and "has no ground geometry" in err and "Traceback" not in err
-    code = exit_code(loc.main, [str(photos), "--index", str(index), "--ckpt", ckpt, "--matcher-weights", "w.pt"])
-    assert code == 2 and "add --refine" in capsys.readouterr().err
+    for option, value in (
+        ("--matcher-weights", "w.pt"),
+        ("--top-n", "3"),
+        ("--matcher", "orb"),
+        ("--min-inliers", "9"),
+    ):
+        code = exit_code(loc.main, [str(photos), "--index", str(index), "--ckpt", ckpt, option, value])
+        assert code == 2 and f"{option}: a refinement option; add --refine" in capsys.readouterr().err
 
 
 def test_a_learned_matcher_loads_from_a_local_file_and_refines(tiles, indexes, tmp_path, capsys):
