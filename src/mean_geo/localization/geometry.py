@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 from mean_geo.errors import MeanGeoError
-
-EARTH_RADIUS_M = 6_371_008.8
+from mean_geo.retrieval.distances import EARTH_RADIUS_M
 
 
 @dataclass(frozen=True)
@@ -64,13 +63,6 @@ class TileGeometry:
         col0, row0 = 0.5 / sx - 0.5, 0.5 / sy - 0.5
         a, b, d, e = self.a / sx, self.b / sy, self.d / sx, self.e / sy
         return TileGeometry(a, d, b, e, self.a * col0 + self.b * row0 + self.c, self.d * col0 + self.e * row0 + self.f)
-
-    def metres_per_px(self) -> float:
-        """The ground size of a pixel (geometric mean of its two sides), at the tile's origin."""
-        lat = math.radians(self.f)
-        east = math.hypot(self.a * math.cos(lat), self.d) * math.radians(1) * EARTH_RADIUS_M
-        north = math.hypot(self.b * math.cos(lat), self.e) * math.radians(1) * EARTH_RADIUS_M
-        return math.sqrt(east * north)
 
 
 def fit_geometry(

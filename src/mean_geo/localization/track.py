@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mean_geo.errors import MeanGeoError
+from mean_geo.retrieval.distances import EARTH_RADIUS_M
 
-EARTH_RADIUS_M = 6_371_008.8
 #: a frame is lost when the decoder's belief in its own estimate falls below this
 LOST_BELOW = 0.5
 #: a move this many σ beyond the reachable distance is a jump: the motion model did not allow it
@@ -130,8 +130,15 @@ class Track:
         return self.choice != 0
 
 
-def _sigmas(frames: Frames, motion: MotionModel) -> np.ndarray:
-    return np.fmax(motion.position_sigma_m, np.nan_to_num(frames.altitudes_m, nan=0.0) * motion.sigma_per_altitude)
+def _step_sigma(frames: Frames, motion: MotionModel, t: int) -> float:
+    """σ of a move from frame ``t - 1`` to frame ``t``: both positions are uncertain, each by at least
+    ``position_sigma_m`` and a share of its altitude where known.  Two frames only: this runs once
+    per step of the decoders."""
+    own = [motion.position_sigma_m] * 2
+    for i, altitude in enumerate(frames.altitudes_m[t - 1 : t + 1]):
+        if np.isfinite(altitude):
+            own[i] = max(own[i], float(altitude) * motion.sigma_per_altitude)
+    return math.hypot(*own)
 
 
 def log_emissions(frames: Frames, motion: MotionModel) -> np.ndarray:
@@ -145,8 +152,7 @@ def log_transition(frames: Frames, motion: MotionModel, t: int) -> np.ndarray:
     """``(k, k)`` log-weights of moving from frame ``t - 1``'s candidate ``a`` (row) to frame ``t``'s
     candidate ``b`` (column)."""
     dt = frames.times_s[t] - frames.times_s[t - 1]
-    sigmas = _sigmas(frames, motion)
-    sigma = math.hypot(sigmas[t - 1], sigmas[t])
+    sigma = _step_sigma(frames, motion, t)
     step = frames.positions_m[t][None, :, :] - frames.positions_m[t - 1][:, None, :]
     dist = np.hypot(step[..., 0], step[..., 1])
     excess = np.maximum(dist - motion.max_speed_mps * dt, 0.0)
@@ -163,9 +169,8 @@ def log_transition(frames: Frames, motion: MotionModel, t: int) -> np.ndarray:
 
 def _is_jump(frames: Frames, motion: MotionModel, t: int, a: int, b: int) -> bool:
     dt = frames.times_s[t] - frames.times_s[t - 1]
-    sigmas = _sigmas(frames, motion)
     dist = float(np.hypot(*(frames.positions_m[t, b] - frames.positions_m[t - 1, a])))
-    return dist > motion.max_speed_mps * dt + JUMP_SIGMAS * math.hypot(sigmas[t - 1], sigmas[t])
+    return dist > motion.max_speed_mps * dt + JUMP_SIGMAS * _step_sigma(frames, motion, t)
 
 
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
