@@ -31,3 +31,15 @@ def parse_finite(text: str, low: float = -math.inf, high: float = math.inf) -> f
 def is_latlon(lat: float | None, lon: float | None) -> bool:
     """A finite latitude/longitude pair in degrees."""
     return finite(lat, -90, 90) is not None and finite(lon, -180, 180) is not None
+
+
+def is_pixel_map(values: object) -> bool:
+    """Six finite numbers ``A D B E C F`` (a world file's pixel -> ground map, in its order) that
+    can be inverted: ``A·E - B·D ≠ 0``."""
+    if not isinstance(values, (list, tuple)) or len(values) != 6:
+        return False
+    numbers = [finite(v) for v in values]
+    if any(v is None for v in numbers):
+        return False
+    a, d, b, e = numbers[:4]
+    return a * e - b * d != 0  # type: ignore[operator]

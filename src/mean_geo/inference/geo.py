@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from mean_geo.data.coordinates import Coords, read_coordinates_csv, read_ground_sizes
-from mean_geo.data.numbers import finite
+from mean_geo.data.numbers import finite, is_pixel_map
 from mean_geo.errors import MeanGeoError
 from mean_geo.localization.geometry import TileGeometry, fit_geometry
 from mean_geo.retrieval import distances
@@ -93,8 +93,7 @@ def world_file_geometry(path: Path) -> TileGeometry | None:
                     w, h = img.size
             except (ValueError, OSError):
                 raise MeanGeoError(f"{wf}: expected six numbers (a world file)") from None
-            a, d, b, e = values[:4] if len(values) == 6 else (0.0,) * 4
-            if len(values) != 6 or any(finite(v) is None for v in values) or a * e - b * d == 0:
+            if not is_pixel_map(values):
                 raise MeanGeoError(f"{wf}: expected six finite numbers with a pixel size that is not 0 (a world file)")
             prj = path.with_suffix(".prj")
             if prj.is_file() and "PROJCS" in prj.read_text(errors="ignore").upper():

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
+from mean_geo.data.numbers import is_pixel_map
 from mean_geo.errors import MeanGeoError
 from mean_geo.retrieval.distances import EARTH_RADIUS_M
 
@@ -42,10 +43,7 @@ class TileGeometry:
         Raises:
             MeanGeoError: one line naming ``where``.
         """
-        ok = len(values) == 6 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        )
-        if not ok or values[0] * values[3] - values[1] * values[2] == 0:  # type: ignore[operator]
+        if not is_pixel_map(values):
             raise MeanGeoError(f"{where}: a tile geometry is six finite numbers (A D B E C F) with A·E - B·D ≠ 0")
         return cls(*(float(v) for v in values))  # type: ignore[arg-type]
 

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mean_geo.data.coordinates import Coords
+from mean_geo.data.numbers import is_pixel_map
 from mean_geo.errors import MeanGeoError, require_finite
 from mean_geo.utils.atomic import atomic_path
 
@@ -143,14 +144,8 @@ def read_index(path: str | Path) -> GalleryIndex:
 
 
 def _is_geometry(value: object) -> bool:
-    """None, or six finite numbers (world-file order) with A·E - B·D ≠ 0."""
-    if value is None:
-        return True
-    if not (isinstance(value, list) and len(value) == 6):
-        return False
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return False
-    return value[0] * value[3] - value[1] * value[2] != 0
+    """None, or a tile's pixel -> ground map as JSON gives it (a list: :func:`is_pixel_map`)."""
+    return value is None or (isinstance(value, list) and is_pixel_map(value))
 
 
 def _checked_features(path: Path, text: str, stored: dict[str, torch.Tensor], tiles: int) -> TileFeatures:
