@@ -31,11 +31,14 @@ TRACK_METRIC_DEFINITIONS: dict[str, str] = {
 CONVENTIONS = ("flight_top1", "flight_online", "flight_offline")
 
 
-def error_metrics(errors_m: Sequence[float]) -> dict[str, float]:
-    """Mean, median and Acc@{20,50,100}m of per-frame errors (metres)."""
+def error_metrics(
+    errors_m: Sequence[float], thresholds_m: Sequence[int] = THRESHOLDS_M, prefix: str = ""
+) -> dict[str, float]:
+    """Mean, median and Acc@{T}m (%, default T = 20, 50, 100) of per-frame or per-photo errors
+    (metres), each name after ``prefix``."""
     errors = np.asarray(errors_m, dtype=np.float64)
-    out = {"mean_m": float(errors.mean()), "median_m": float(np.median(errors))}
-    out.update({f"Acc@{t}m": float(100.0 * np.mean(errors <= t)) for t in THRESHOLDS_M})
+    out = {f"{prefix}mean_m": float(errors.mean()), f"{prefix}median_m": float(np.median(errors))}
+    out.update({f"{prefix}Acc@{t}m": float(100.0 * np.mean(errors <= t)) for t in thresholds_m})
     return out
 
 

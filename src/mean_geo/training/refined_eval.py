@@ -26,6 +26,7 @@ import numpy as np
 from mean_geo.data.datamodule import RefinementGround
 from mean_geo.localization.matching import MAX_SIDE, Features, Matcher, build_matcher, read_for_matching
 from mean_geo.localization.refine import RefineSettings, verify
+from mean_geo.localization.track_metrics import error_metrics
 from mean_geo.retrieval.search import topk_search
 from mean_geo.utils import atomic
 
@@ -46,14 +47,6 @@ class RefineRequest:
 
     def fingerprint(self) -> dict:
         return {"matcher": self.matcher, "max_side": MAX_SIDE, **asdict(self.settings)}
-
-
-def _stats(prefix: str, errors: np.ndarray) -> dict[str, float]:
-    if errors.size == 0:
-        return {}
-    out = {f"{prefix}mean_m": float(errors.mean()), f"{prefix}median_m": float(np.median(errors))}
-    out.update({f"{prefix}Acc@{t}m": float(100.0 * np.mean(errors <= t)) for t in THRESHOLDS_M})
-    return out
 
 
 def refine_direction(
@@ -125,7 +118,11 @@ def refine_direction(
     if not refined_err:
         return {}, rows
     refined, retrieval, right = np.array(refined_err), np.array(retrieval_err), np.array(correct)
-    metrics = {"R@1": 100.0 * float(np.mean(reranked_hits)), **_stats("", refined), **_stats("retrieval_", retrieval)}
+    metrics = {
+        "R@1": 100.0 * float(np.mean(reranked_hits)),
+        **error_metrics(refined_err, THRESHOLDS_M),
+        **error_metrics(retrieval_err, THRESHOLDS_M, prefix="retrieval_"),
+    }
     if right.any():
         metrics["median_m_correct"] = float(np.median(refined[right]))
         metrics["retrieval_median_m_correct"] = float(np.median(retrieval[right]))
