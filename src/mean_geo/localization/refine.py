@@ -140,6 +140,15 @@ def verify(photo: Features, tile: Features, matcher: Matcher, settings: RefineSe
     return found
 
 
+def accepted_in_order(verifications: list[Verification], rerank: str) -> list[Verification]:
+    """The accepted candidates, best first: most inliers first (then the retrieval's rank) for
+    ``rerank="inliers"``, the retrieval's order for ``"score"``."""
+    accepted = [v for v in verifications if v.accepted]
+    if rerank == "inliers":
+        accepted.sort(key=lambda v: (-v.inliers, v.rank))
+    return accepted
+
+
 @dataclass
 class RefinedPosition:
     """A photo's position after verification, or its top-1 tile's centre with the reason."""
@@ -192,15 +201,15 @@ def refine(
             "slippy-map z/x/y names, or an m_per_px column in the coordinates CSV"
         )
     verifications = [verify(photo, c.features, matcher, settings, c.rank) for c in checked]
-    accepted = [(v, c) for v, c in zip(verifications, checked, strict=True) if v.accepted]
+    accepted = accepted_in_order(verifications, settings.rerank)
     if settings.rerank == "inliers":
-        accepted.sort(key=lambda vc: (-vc[0].inliers, vc[0].rank))
-        rest = [c.rank for v, c in zip(verifications, checked, strict=True) if not v.accepted]
-        order = [v.rank for v, _ in accepted] + rest + [c.rank for c in candidates[settings.top_n :]]
+        rest = [v.rank for v in verifications if not v.accepted]
+        order = [v.rank for v in accepted] + rest + [c.rank for c in candidates[settings.top_n :]]
     else:
         order = [c.rank for c in candidates]
     if accepted:
-        best, tile = accepted[0]
+        best = accepted[0]
+        tile = next(c for c in checked if c.rank == best.rank)
         lat, lon = tile.geometry.to_latlon(*best.centre_px)  # type: ignore[union-attr,misc]
         return RefinedPosition(lat, lon, True, "accepted", tile.tile, tile.rank, best.inliers, best.error_px, order), (
             verifications

@@ -25,7 +25,7 @@ import numpy as np
 
 from mean_geo.data.datamodule import RefinementGround
 from mean_geo.localization.matching import MAX_SIDE, Features, Matcher, build_matcher, read_for_matching
-from mean_geo.localization.refine import RefineSettings, verify
+from mean_geo.localization.refine import RefineSettings, accepted_in_order, verify
 from mean_geo.localization.track_metrics import error_metrics
 from mean_geo.retrieval.search import topk_search
 from mean_geo.utils import atomic
@@ -76,19 +76,17 @@ def refine_direction(
             if gi not in tiles:
                 tile_image, sx, sy = read_for_matching(view.g_records[gi].path, MAX_SIDE)
                 tiles[gi] = (matcher.features(tile_image), (sx, sy))
-            checks.append((gi, verify(photo, tiles[gi][0], matcher, settings, rank)))
-        accepted = [(gi, v) for gi, v in checks if v.accepted]
-        if settings.rerank == "inliers":
-            accepted.sort(key=lambda c: (-c[1].inliers, c[1].rank))
+            checks.append(verify(photo, tiles[gi][0], matcher, settings, rank))
+        accepted = accepted_in_order(checks, settings.rerank)
         top_gi = int(ranked[qi, 0])
-        chosen = accepted[0] if accepted else None
+        chosen = (int(ranked[qi, accepted[0].rank - 1]), accepted[0]) if accepted else None
         row = {
             "query": str(record.path),
             "top1_tile": view.g_records[top_gi].location,
             "refined": chosen is not None,
             "tile": view.g_records[chosen[0]].location if chosen else view.g_records[top_gi].location,
             "inliers": chosen[1].inliers if chosen else 0,
-            "reason": "accepted" if chosen else "; ".join(f"#{v.rank}: {v.reason}" for _, v in checks),
+            "reason": "accepted" if chosen else "; ".join(f"#{v.rank}: {v.reason}" for v in checks),
             # the photo's centre in the tile file's own pixels (the matching image may be smaller)
             "tile_col": f"{(chosen[1].centre_px[0] + 0.5) / tiles[chosen[0]][1][0] - 0.5:.2f}" if chosen else "",
             "tile_row": f"{(chosen[1].centre_px[1] + 0.5) / tiles[chosen[0]][1][1] - 0.5:.2f}" if chosen else "",
