@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from mean_geo.data.datamodule import RefinementGround
 from mean_geo.localization.matching import MAX_SIDE, Features, Matcher, build_matcher, read_for_matching
@@ -66,7 +67,8 @@ def refine_direction(
     """
     settings = request.settings
     _, ranked = topk_search(view.q.float(), view.g.float(), k=min(settings.top_n, len(view.g_records)))
-    tiles: dict[int, tuple[Features, tuple[float, float]]] = {}
+    # each tile once: its features, the matching image's scale, and the file's own size
+    tiles: dict[int, tuple[Features, tuple[float, float], tuple[int, int]]] = {}
     rows, refined_err, retrieval_err, correct, reranked_hits = [], [], [], [], []
     for qi, record in enumerate(view.q_records):
         image, _, _ = read_for_matching(record.path, MAX_SIDE)
@@ -75,7 +77,8 @@ def refine_direction(
         for rank, gi in enumerate(ranked[qi].tolist(), start=1):
             if gi not in tiles:
                 tile_image, sx, sy = read_for_matching(view.g_records[gi].path, MAX_SIDE)
-                tiles[gi] = (matcher.features(tile_image), (sx, sy))
+                with Image.open(view.g_records[gi].path) as img:
+                    tiles[gi] = (matcher.features(tile_image), (sx, sy), img.size)
             checks.append(verify(photo, tiles[gi][0], matcher, settings, rank))
         accepted = accepted_in_order(checks, settings.rerank)
         top_gi = int(ranked[qi, 0])
@@ -87,21 +90,25 @@ def refine_direction(
             "tile": view.g_records[chosen[0]].location if chosen else view.g_records[top_gi].location,
             "inliers": chosen[1].inliers if chosen else 0,
             "reason": "accepted" if chosen else "; ".join(f"#{v.rank}: {v.reason}" for v in checks),
-            # the photo's centre in the tile file's own pixels (the matching image may be smaller)
-            "tile_col": f"{(chosen[1].centre_px[0] + 0.5) / tiles[chosen[0]][1][0] - 0.5:.2f}" if chosen else "",
-            "tile_row": f"{(chosen[1].centre_px[1] + 0.5) / tiles[chosen[0]][1][1] - 0.5:.2f}" if chosen else "",
+            "tile_col": "",
+            "tile_row": "",
         }
-        if chosen:  # where the error browser marks it: the gallery item, and shares of its width/height
-            size = tiles[chosen[0]][0].size
-            x, y = ((chosen[1].centre_px[k] + 0.5) / size[k] for k in (0, 1))
-            row["_mark"] = (chosen[0], round(x, 4), round(y, 4))
+        if chosen:
+            gi, v = chosen
+            # the photo's centre in the tile file's own pixels (the matching image may be smaller)
+            col, row_px = ((v.centre_px[k] + 0.5) / tiles[gi][1][k] - 0.5 for k in (0, 1))
+            row.update(tile_col=f"{col:.2f}", tile_row=f"{row_px:.2f}")
+            # where the error browser marks it: the gallery item, and shares of its width and height
+            row["_mark"] = (gi, *(round((p + 0.5) / n, 4) for p, n in zip((col, row_px), tiles[gi][2], strict=True)))
         if ground is not None and record.path in ground.photos:
             truth = np.array(ground.photos[record.path])
             top_tile = view.g_records[top_gi]
-            centre = np.array(_tile_point(ground, top_tile, None))
+            width, height = tiles[top_gi][2]
+            centre = np.array(
+                ground.tile_to_ground(top_tile.location, (width - 1) / 2, (height - 1) / 2, width, height)
+            )
             if chosen is not None:
-                gi, v = chosen
-                point = np.array(_tile_point(ground, view.g_records[gi], (v.centre_px, tiles[gi][1])))
+                point = np.array(ground.tile_to_ground(view.g_records[gi].location, col, row_px, *tiles[gi][2]))
             else:
                 point = centre
             refined_err.append(float(np.linalg.norm(point - truth)))
@@ -126,18 +133,6 @@ def refine_direction(
         metrics["retrieval_median_m_correct"] = float(np.median(retrieval[right]))
     metrics["refined"] = 100.0 * float(np.mean([r["refined"] for r in rows]))
     return {f"{stage}/{CONVENTION}/{k}": v for k, v in metrics.items()}, rows
-
-
-def _tile_point(ground: RefinementGround, tile, where) -> tuple[float, float]:
-    """A tile's centre, or a pixel position of its matching image mapped back to the file's pixels."""
-    from PIL import Image
-
-    with Image.open(tile.path) as img:
-        width, height = img.size
-    if where is None:
-        return ground.tile_to_ground(tile.location, (width - 1) / 2, (height - 1) / 2, width, height)
-    (col, row), (sx, sy) = where
-    return ground.tile_to_ground(tile.location, (col + 0.5) / sx - 0.5, (row + 0.5) / sy - 0.5, width, height)
 
 
 def write_refined_rows(path: Path, rows: list[dict]) -> None:
