@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TypeVar
 
 from mean_geo.data.numbers import is_latlon, parse_finite
 from mean_geo.errors import DatasetLayoutError
 
 Coords = tuple[float, float]
 KEYS = ("path", "place")
+T = TypeVar("T")
 
 
 def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
@@ -42,6 +44,15 @@ def read_coordinates_csv(path: str | Path) -> tuple[str, dict[str, Coords]]:
                 raise DatasetLayoutError(f"{path}:{line}: ({lat}, {lon}) is not a latitude/longitude")
             out[row[key]] = (lat, lon)
     return key, out
+
+
+def photo_row(table: dict[str, T], photo: Path) -> T | None:
+    """A photo's entry in a ``path,…`` table: by the path as given, as an absolute path, or by its
+    file name (the first that the table has)."""
+    for key in (str(photo), str(photo.resolve()), photo.name):
+        if key in table:
+            return table[key]
+    return None
 
 
 def read_ground_sizes(path: str | Path) -> dict[str, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mean_geo.data.coordinates import Coords, read_coordinates_csv
+from mean_geo.data.coordinates import Coords, photo_row, read_coordinates_csv
 from mean_geo.data.datasets import load_rgb
 from mean_geo.data.transforms import eval_transform
 from mean_geo.errors import MeanGeoError
@@ -115,7 +115,7 @@ def photo_positions(photos: list[Path], coords_csv: str | Path) -> list[Coords |
     key, table = read_coordinates_csv(coords_csv)
     if key == "place":
         return [table.get(p.parent.name) for p in photos]
-    return [table.get(str(p)) or table.get(str(p.resolve())) or table.get(p.name) for p in photos]
+    return [photo_row(table, p) for p in photos]
 
 
 def add_distances(results: list[list[Match]], positions: list[Coords | None]) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from mean_geo.data.coordinates import photo_row
 from mean_geo.data.numbers import parse_finite
 from mean_geo.errors import MeanGeoError
 
@@ -87,7 +88,7 @@ def _read_frames_csv(path: Path, photos: list[Path]) -> list[SequenceFrame]:
     table: dict[str, tuple[int, dict]] = {row["path"]: (line, row) for line, row in enumerate(rows, start=2)}
     frames = []
     for p in photos:
-        found = table.get(str(p)) or table.get(str(p.resolve())) or table.get(p.name)
+        found = photo_row(table, p)
         if found is None:
             raise MeanGeoError(f"--frames-csv {path}: no row for the frame {p} (by path or file name)")
         line, row = found
