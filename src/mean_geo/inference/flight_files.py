@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import asdict
@@ -51,11 +49,7 @@ def track_rows(flight: FlightTrack, truth: list[Coords | None] | None = None) ->
 
 
 def write_track_csv(path: Path, rows: list[dict]) -> Path:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
+    atomic.write_csv(path, rows)
     return path
 
 

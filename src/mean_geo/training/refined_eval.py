@@ -16,8 +16,6 @@ Every query's answer goes to ``refined_d2s.csv`` (accepted or not, and why), met
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,10 +134,4 @@ def refine_direction(
 
 
 def write_refined_rows(path: Path, rows: list[dict]) -> None:
-    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
+    atomic.write_csv(path, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])

@@ -9,10 +9,12 @@ clean-up after a killed writer are the same everywhere.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +47,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
+
+
+def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
+    """Dict rows as a CSV file (a header of every key, in first-seen order), complete or absent."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def unique_partial_dir(path: Path) -> Path:
