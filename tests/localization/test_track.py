@@ -186,3 +186,13 @@ def test_the_printed_summary_names_lost_stretches_and_reacquisitions():
         state_summary(points) == "lost at frames 1-2; re-acquired at frame 3; lost at frame 5; re-acquired at frame 6"
     )
     assert state_summary(points[:1]) == "tracked throughout"
+
+
+def test_both_decoders_at_once_equal_each_alone():
+    from mean_geo.localization.track import decode_both
+
+    frames = tiny_graph(5, n=20, k=6, courses=True)
+    online, offline = decode_both(frames, MOTION)
+    for together, alone in ((online, filter_online(frames, MOTION)), (offline, decode_offline(frames, MOTION))):
+        assert np.array_equal(together.choice, alone.choice) and together.state == alone.state
+        assert np.array_equal(together.confidence, alone.confidence)

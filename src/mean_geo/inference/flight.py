@@ -17,7 +17,7 @@ from mean_geo.errors import MeanGeoError
 from mean_geo.inference.localization import Match
 from mean_geo.localization.refine import RefinedPosition
 from mean_geo.localization.sequence import SequenceFrame
-from mean_geo.localization.track import Frames, MotionModel, Track, decode_offline, filter_online, to_local_m
+from mean_geo.localization.track import Frames, MotionModel, Track, decode_both, to_local_m
 from mean_geo.localization.track_metrics import error_metrics, frames_to_reacquire
 from mean_geo.retrieval.distances import haversine_m
 
@@ -115,7 +115,7 @@ def decode_flight(
         courses_deg=np.array([f.course_deg for f in frames]),
         altitudes_m=np.array([f.altitude_m for f in frames]),
     )
-    online, offline = filter_online(candidates, motion), decode_offline(candidates, motion)
+    online, offline = decode_both(candidates, motion)
     return FlightTrack(frames, matches, _points(online, placed), _points(offline, placed))
 
 

@@ -19,7 +19,6 @@ in flight can run).  Both are O(frames · k²) with k the candidates per frame.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,19 +189,29 @@ def _states(frames: Frames, motion: MotionModel, choice: np.ndarray, confidence:
     return states
 
 
-def decode_offline(frames: Frames, motion: MotionModel) -> Track:
-    """The most probable path over every frame (Viterbi), with each choice's smoothed probability.
+@dataclass
+class _Model:
+    """A sequence's model terms and its forward pass, computed once for both decoders."""
 
-    Args:
-        frames: the sequence's candidates.
-        motion: the motion and retrieval model.
+    emit: np.ndarray  # (n, k) log emissions
+    transitions: list[np.ndarray]  # n - 1 (k, k) log transitions
+    alpha: np.ndarray  # (n, k) normalised log filtering distributions
 
-    Returns:
-        The track; ``confidence`` is the forward–backward marginal of each chosen candidate.
-    """
-    n, k = frames.scores.shape
+
+def _model(frames: Frames, motion: MotionModel) -> _Model:
     emit = log_emissions(frames, motion)
-    transitions = [log_transition(frames, motion, t) for t in range(1, n)]
+    transitions = [log_transition(frames, motion, t) for t in range(1, len(frames))]
+    alpha = np.empty_like(emit)
+    alpha[0] = emit[0] - _logsumexp(emit[0], 0)
+    for t in range(1, len(emit)):
+        a = _logsumexp(alpha[t - 1][:, None] + transitions[t - 1], 0) + emit[t]
+        alpha[t] = a - _logsumexp(a, 0)
+    return _Model(emit, transitions, alpha)
+
+
+def _offline(frames: Frames, motion: MotionModel, model: _Model) -> Track:
+    emit, transitions = model.emit, model.transitions
+    n, k = emit.shape
     best = emit[0].copy()
     back = np.zeros((n, k), dtype=np.int64)
     for t in range(1, n):
@@ -213,30 +222,39 @@ def decode_offline(frames: Frames, motion: MotionModel) -> Track:
     choice[-1] = int(np.argmax(best))
     for t in range(n - 1, 0, -1):
         choice[t - 1] = back[t, choice[t]]
-    marginals = _marginals(emit, transitions)
-    confidence = marginals[np.arange(n), choice]
+    confidence = _marginals(model)[np.arange(n), choice]
     return Track(choice, confidence, _states(frames, motion, choice, confidence))
 
 
-def _forward(emit: np.ndarray, transitions: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised log filtering distributions ``(n, k)``."""
-    alpha = np.empty_like(emit)
-    alpha[0] = emit[0] - _logsumexp(emit[0], 0)
-    for t in range(1, len(emit)):
-        a = _logsumexp(alpha[t - 1][:, None] + transitions[t - 1], 0) + emit[t]
-        alpha[t] = a - _logsumexp(a, 0)
-    return alpha
-
-
-def _marginals(emit: np.ndarray, transitions: Sequence[np.ndarray]) -> np.ndarray:
-    alpha = _forward(emit, transitions)
+def _marginals(model: _Model) -> np.ndarray:
+    emit, transitions = model.emit, model.transitions
     beta = np.zeros_like(emit)
     for t in range(len(emit) - 2, -1, -1):
         b = _logsumexp(transitions[t] + (emit[t + 1] + beta[t + 1])[None, :], 1)
         beta[t] = b - _logsumexp(b, 0)
-    post = alpha + beta
+    post = model.alpha + beta
     post = post - _logsumexp(post, 1)[:, None]
     return np.exp(post)
+
+
+def _online(frames: Frames, motion: MotionModel, model: _Model) -> Track:
+    posterior = np.exp(model.alpha)
+    choice = np.argmax(posterior, axis=1)
+    confidence = posterior[np.arange(len(frames)), choice]
+    return Track(choice, confidence, _states(frames, motion, choice, confidence))
+
+
+def decode_offline(frames: Frames, motion: MotionModel) -> Track:
+    """The most probable path over every frame (Viterbi), with each choice's smoothed probability.
+
+    Args:
+        frames: the sequence's candidates.
+        motion: the motion and retrieval model.
+
+    Returns:
+        The track; ``confidence`` is the forward–backward marginal of each chosen candidate.
+    """
+    return _offline(frames, motion, _model(frames, motion))
 
 
 def filter_online(frames: Frames, motion: MotionModel) -> Track:
@@ -249,12 +267,13 @@ def filter_online(frames: Frames, motion: MotionModel) -> Track:
     Returns:
         The track; ``confidence`` is the filtered probability of each choice.
     """
-    emit = log_emissions(frames, motion)
-    transitions = [log_transition(frames, motion, t) for t in range(1, len(frames))]
-    posterior = np.exp(_forward(emit, transitions))
-    choice = np.argmax(posterior, axis=1)
-    confidence = posterior[np.arange(len(frames)), choice]
-    return Track(choice, confidence, _states(frames, motion, choice, confidence))
+    return _online(frames, motion, _model(frames, motion))
+
+
+def decode_both(frames: Frames, motion: MotionModel) -> tuple[Track, Track]:
+    """``(filter_online, decode_offline)`` over one computation of the model's terms and forward pass."""
+    model = _model(frames, motion)
+    return _online(frames, motion, model), _offline(frames, motion, model)
 
 
 def to_local_m(latlon: np.ndarray, origin: tuple[float, float]) -> np.ndarray:
