@@ -59,6 +59,18 @@ def _geokeys(tags) -> dict[int, int]:
 
 def geotiff_geometry(path: Path) -> TileGeometry | None:
     """The pixel → lat/lon map from a GeoTIFF's ModelTiepoint + ModelPixelScale tags (north-up)."""
+    placed = _geotiff(path)
+    return placed[0] if placed else None
+
+
+def world_file_geometry(path: Path) -> TileGeometry | None:
+    """The pixel → lat/lon map of a world file beside the tile (six lines A D B E C F, pixel centres)."""
+    placed = _world_file(path)
+    return placed[0] if placed else None
+
+
+def _geotiff(path: Path) -> tuple[TileGeometry, Coords] | None:
+    """The GeoTIFF tags' map and the tile's centre (checked to be a latitude/longitude)."""
     try:
         with Image.open(path) as img:
             tags = getattr(img, "tag_v2", None)
@@ -76,12 +88,11 @@ def geotiff_geometry(path: Path) -> TileGeometry | None:
     geometry = TileGeometry(
         scale[0], 0.0, 0.0, -scale[1], tie[3] + (0.5 - tie[0]) * scale[0], tie[4] - (0.5 - tie[1]) * scale[1]
     )
-    _geographic(path, *geometry.to_latlon((w - 1) / 2, (h - 1) / 2), "GeoTIFF")
-    return geometry
+    return geometry, _geographic(path, *geometry.to_latlon((w - 1) / 2, (h - 1) / 2), "GeoTIFF")
 
 
-def world_file_geometry(path: Path) -> TileGeometry | None:
-    """The pixel → lat/lon map of a world file beside the tile (six lines A D B E C F, pixel centres)."""
+def _world_file(path: Path) -> tuple[TileGeometry, Coords] | None:
+    """The world file's map and the tile's centre (checked to be a latitude/longitude)."""
     candidates = [path.with_suffix(".wld")]
     if path.suffix.lower() in WORLD_FILE_SUFFIXES:
         candidates.append(path.with_suffix(WORLD_FILE_SUFFIXES[path.suffix.lower()]))
@@ -99,25 +110,8 @@ def world_file_geometry(path: Path) -> TileGeometry | None:
             if prj.is_file() and "PROJCS" in prj.read_text(errors="ignore").upper():
                 raise _projected(path, f"{prj.name} names a PROJCS", "world-file")
             geometry = TileGeometry(*values)
-            _geographic(path, *geometry.to_latlon((w - 1) / 2, (h - 1) / 2), "world-file")
-            return geometry
+            return geometry, _geographic(path, *geometry.to_latlon((w - 1) / 2, (h - 1) / 2), "world-file")
     return None
-
-
-def tile_centre_from_geotiff(path: Path) -> Coords | None:
-    return _centre(path, geotiff_geometry(path))
-
-
-def tile_centre_from_world_file(path: Path) -> Coords | None:
-    return _centre(path, world_file_geometry(path))
-
-
-def _centre(path: Path, geometry: TileGeometry | None) -> Coords | None:
-    if geometry is None:
-        return None
-    with Image.open(path) as img:
-        w, h = img.size
-    return geometry.to_latlon((w - 1) / 2, (h - 1) / 2)
 
 
 def slippy_tile_centre(z: int, x: int, y: int) -> Coords:
@@ -197,8 +191,8 @@ def locate_tiles_on_ground(
             if name in sizes:
                 with Image.open(p) as img:
                     geometry = TileGeometry.north_up(found, sizes[name], *img.size)
-        elif geometry := geotiff_geometry(p) or world_file_geometry(p):
-            found = _centre(p, geometry)
+        elif placed := _geotiff(p) or _world_file(p):
+            geometry, found = placed
         else:
             found = tile_centre_from_name(p)
             if found is not None and not _LATLON_NAME.match(p.stem):
