@@ -456,9 +456,9 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
     import csv
     import tempfile
 
-    from mean_geo.inference.geo import locate_tiles
+    from mean_geo.inference.geo import locate_tiles, world_file_geometry
     from mean_geo.localization.matching import build_matcher, read_for_matching
-    from mean_geo.localization.refine import Candidate, RefineSettings
+    from mean_geo.localization.refine import Candidate, RefineSettings, refine
     from mean_geo.localization.track import to_local_m
     from mean_geo.synthetic.flights import FlightSpec, write_flights_world
 
@@ -473,10 +473,11 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
         m = build_matcher(matcher)
         settings = RefineSettings(top_n=top_n)
         grid = to_local_m(centres, tuple(centres.mean(axis=0)))
-        cached = {}
+        cached, geometry = {}, {}
         for path in tiles:
-            image, _, _ = read_for_matching(path, side)
+            image, sx, sy = read_for_matching(path, side)
             cached[path] = m.features(image)
+            geometry[path] = world_file_geometry(path).resized(sx, sy)
         model, _, x = _setup("resnet18", False, 1, 256)
         model.eval()
         gallery = torch.nn.functional.normalize(torch.randn(len(tiles), model.embedding_dim), dim=1)
@@ -499,12 +500,11 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
                         feats = cached[tiles[i]]
                     else:
                         feats = m.features(read_for_matching(tiles[i], side)[0])
-                    candidates.append(Candidate(rank, tiles[i].stem, 1.0 / rank, feats, None, None))
-                # verification and acceptance (re-ranking and the affine map to the ground are free)
-                verifications = _verify_all(photo, candidates, m, settings)
+                    candidates.append(Candidate(rank, tiles[i].stem, 1.0 / rank, feats, geometry[tiles[i]], None))
+                position, _ = refine(photo, candidates, m, settings)  # as localize --refine runs it
                 times[mode].append(retrieval + time.perf_counter() - start)
                 if mode == "cached":
-                    accepted += any(v.accepted for v in verifications)
+                    accepted += position.refined
             times["retrieval"].append(retrieval)
     med = {k: float(statistics.median(v)) for k, v in times.items()}
     return {
@@ -515,9 +515,3 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
         "accepted_share": accepted / len(frames),
         **peak_memory_mb(),
     }
-
-
-def _verify_all(photo, candidates, matcher, settings):
-    from mean_geo.localization.refine import verify
-
-    return [verify(photo, c.features, matcher, settings, c.rank) for c in candidates]
