@@ -338,17 +338,16 @@ def run_track(
         write_strip(photo, matches[:5], out / f"{i:04d}_{photo.stem}.png")
     if args.json:
         rows = []
-        for frame, matches, point in zip(frames, results, flight.chosen(args.track), strict=True):
-            rows.append(
-                {
-                    "photo": str(frame.path),
-                    "time_s": frame.time_s,
-                    "matches": [asdict(m) for m in matches],
-                    "track": {"mode": args.track, **point.to_json()},
-                }
-            )
+        for i, (frame, matches, point) in enumerate(zip(frames, results, flight.chosen(args.track), strict=True)):
+            row = {
+                "photo": str(frame.path),
+                "time_s": frame.time_s,
+                "matches": [asdict(m) for m in matches],
+                "track": {"mode": args.track, **point.to_json()},
+            }
             if positions is not None:
-                rows[-1]["refined"] = refined_record(positions[len(rows) - 1], truth[len(rows) - 1] if truth else None)
+                row["refined"] = refined_record(positions[i], truth[i] if truth else None)
+            rows.append(row)
         print(json.dumps(rows, indent=1))
     else:
         print_track(flight, args.track, truth)
