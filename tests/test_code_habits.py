@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import mean_geo
-from mean_geo.data.datamodule import DATAMODULES
+from mean_geo.datamodules import DATAMODULES
 
 REPO = Path(__file__).resolve().parents[1]
 #: the modules that define what ``mean_geo`` exports, the datamodules and the registries

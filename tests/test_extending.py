@@ -1,4 +1,4 @@
-"""The README's "Extending" section, followed as written: a registered architecture of your own
+"""docs/extending.md, followed as written: a registered architecture of your own
 trains, exports and loads back; a registered dataset layout is selectable by name."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 import mean_geo
 from mean_geo import train as train_entry
-from mean_geo.data.datamodule import University1652DataModule, register_datamodule
+from mean_geo.datamodules import University1652DataModule, register_datamodule
 from mean_geo.inference.export import export
 from mean_geo.models.mean import MEAN
 from mean_geo.training.composition import build_datamodule
@@ -77,7 +77,7 @@ def test_a_registered_dataset_layout_is_selected_by_name(u1652_world):
 
 
 def test_the_readme_plugin_example_trains_and_its_checkpoint_names_the_plugin(tmp_path, data_dir):
-    """Followed as a user would: save the README's module, run its training command, export."""
+    """Followed as a user would: save the docs' module, run its training command, export."""
     from tests.helpers.cli import run_module
     from tests.test_readme_commands import readme_commands, readme_module
 
@@ -91,7 +91,7 @@ def test_the_readme_plugin_example_trains_and_its_checkpoint_names_the_plugin(tm
     refused = run_module(without, tmp_path, env=env)
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
-    relative = ckpt.relative_to(tmp_path)  # as the README writes it
+    relative = ckpt.relative_to(tmp_path)  # as the docs write it
     assert lines[0].startswith(f"error: ckpt={relative}: model.architecture='my_mean': unknown architecture")
     assert "it was built with plugins=[my_mean]: pass the same plugins=[...]" in lines[0]
     assert not (tmp_path / "exports" / "my_mean").exists()
@@ -101,7 +101,7 @@ def test_the_readme_plugin_example_trains_and_its_checkpoint_names_the_plugin(tm
     assert config["model"]["architecture"] == "my_mean" and config["plugins"] == ["my_mean"]
     assert config["embedding_dim"] == 24
     # the plugin's loss term was trained with and logged beside MEAN's own terms
-    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["build_config"]
+    spec = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["spec"]
     assert spec["loss"]["name"] == "my_loss" and spec["loss"]["weight_spread"] == 0.05
     (metrics_csv,) = (tmp_path / "logs" / "my_mean").rglob("metrics.csv")
     header = metrics_csv.read_text().splitlines()[0].split(",")

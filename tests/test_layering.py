@@ -26,6 +26,7 @@ RANKS = {
     "losses": 2,
     "synthetic": 2,
     "retrieval": 2,
+    "datamodules": 2.5,  # Lightning's side of the datasets: data's readers, retrieval's protocol, the world writer
     "files": 3,
     "reporting": 3,  # reads what evaluations wrote (the browser, the report across runs)
     "localization": 3,  # after retrieval, without Lightning: flights decoded as tracks
@@ -119,6 +120,35 @@ def test_inference_needs_neither_lightning_nor_hydra_nor_matplotlib(source):
         f"index = mean_geo.read_index({str(LEGACY / 'legacy_v2' / 'gallery.index')!r})\n"
         "import mean_geo.inference.localization, mean_geo.inference.export, mean_geo.inference.geo\n"
         "heavy = {n.split('.')[0] for n in sys.modules} & {'lightning', 'pytorch_lightning', 'hydra', 'matplotlib'}\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def lightning_imports(source: str) -> bool:
+    """Whether code imports Lightning (or its older name), at any depth."""
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        if any(n.split(".")[0] in ("lightning", "pytorch_lightning") for n in names):
+            return True
+    return False
+
+
+def test_data_imports_no_lightning():
+    """``data/`` is readers, datasets and samplers: Lightning lives in ``datamodules/``."""
+    found = [module_name(p) for p in (PACKAGE / "data").rglob("*.py") if lightning_imports(p.read_text())]
+    assert found == []
+    assert lightning_imports("def f():\n    from lightning.pytorch.utilities import rank_zero_only\n")
+    assert not lightning_imports("import torch\nfrom mean_geo.data import layouts\n")
+    code = (
+        "import sys, pkgutil, importlib, mean_geo.data\n"
+        "for m in pkgutil.iter_modules(mean_geo.data.__path__):\n"
+        "    importlib.import_module(f'mean_geo.data.{m.name}')\n"
+        "heavy = {n.split('.')[0] for n in sys.modules} & {'lightning', 'pytorch_lightning'}\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -100,14 +100,14 @@ def _run(args: list[str], cwd: Path, timeout: int = 400) -> subprocess.Completed
 
 
 def readme_module(name: str) -> str:
-    """The README's example module ``name`` (a python block that starts ``# <name>``), as a user
-    would save it beside their command."""
-    text = (REPO / "README.md").read_text()
+    """The docs' example module ``name`` (a python block that starts ``# <name>``: the README or
+    docs/), as a user would save it beside their command."""
+    text = "\n".join(doc.read_text() for doc in DOCS)
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
         source = textwrap.dedent(block)
         if source.startswith(f"# {name}"):
             return source
-    raise AssertionError(f"the README shows no module {name}")
+    raise AssertionError(f"neither the README nor docs/ show a module {name}")
 
 
 def _placeholders(work: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mean_geo.data.datamodule import DATAMODULES
+from mean_geo.datamodules import DATAMODULES
 from mean_geo.errors import ConfigError, SpecError
 from mean_geo.files.specs import loss_spec, model_spec
 from mean_geo.losses import LOSSES, MEANLoss, build_loss

@@ -315,7 +315,7 @@ def test_loading_a_model_needs_neither_lightning_nor_hydra():
 def test_new_checkpoints_and_exports_hold_names_not_code(smoke_run, tmp_path):
     out, _, _ = smoke_run
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    spec = ckpt["hyper_parameters"]["build_config"]
+    spec = ckpt["hyper_parameters"]["spec"]
     assert "_target_" not in json.dumps(spec)
     assert spec["model"]["architecture"] == "mean" and spec["dataset"]["name"] == "sues200"
     assert exit_code(export_entry.main, [f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e'}"]) == 0

@@ -23,6 +23,7 @@ from rich.console import Console
 from mean_geo.benchmarks.suite import SUITES, plan, ratios, run_case, table
 from mean_geo.benchmarks.timing import machine
 from mean_geo.cli import ToolParser, report_user_errors
+from mean_geo.utils import atomic
 from mean_geo.utils.output import writable_file
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": ratio,
     }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic.write_text(out, json.dumps(payload, indent=2) + "\n")
     Console().print(table(results, ratio))
     print(f"wrote {out}")
     if args.suite == "gpu" and not gpu:

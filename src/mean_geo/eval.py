@@ -49,9 +49,9 @@ def run(cfg: DictConfig) -> dict:
     from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
     from mean_geo.files.specs import image_size_of
     from mean_geo.models.input_size import check_spec_image_size
+    from mean_geo.reporting.run_file import read_metrics
     from mean_geo.training.composition import (
-        build_datamodule,
-        build_loggers,
+        build_evaluation,
         build_trainer,
         eval_options,
         refine_request,
@@ -59,8 +59,8 @@ def run(cfg: DictConfig) -> dict:
     )
     from mean_geo.training.identity import run_config, run_identity, run_summary
     from mean_geo.training.lit_module import MEANLitModule
-    from mean_geo.training.media import finish
-    from mean_geo.training.results import ResultsWriter, read_metrics
+    from mean_geo.training.loggers import build_loggers, finish
+    from mean_geo.training.results import ResultsWriter
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.eval.get("submission"):
@@ -79,9 +79,9 @@ def run(cfg: DictConfig) -> dict:
     options = eval_options(cfg.eval)
     refine = refine_request(cfg.eval, dataset.get("directions") or ("d2s", "s2d"))
     check_spec_image_size(ckpt.spec["model"], image_size_of({"dataset": dataset}))  # an override too
-    dm = build_datamodule(dataset, cfg.eval)
+    dm, options = build_evaluation(dataset, options, refine)
     dm.prepare_data()
-    lit = MEANLitModule(build_config=ckpt.spec, **options, channels_last=cfg.channels_last)
+    lit = MEANLitModule(spec=ckpt.spec, eval_options=options, channels_last=cfg.channels_last)
     check_weights_fit(lit, ckpt.state_dict, f"ckpt={ckpt.path}")
     lit.load_state_dict(ckpt.state_dict)
     out_dir = Path(cfg.paths.output_dir)
@@ -89,11 +89,13 @@ def run(cfg: DictConfig) -> dict:
     summary = run_summary(cfg, identity, model=dict(ckpt.spec.get("model") or {}), dataset=dataset)
     writer = ResultsWriter(
         out_dir,
+        dm.describe(),
+        dm.protocol,
         make_plots=cfg.eval.get("plots", True),
         extra={"checkpoint": str(cfg.ckpt), "run": summary},
         refine=refine,
     )
-    loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
+    loggers = build_loggers(to_plain(cfg.get("logger")), identity, run_config(cfg, identity))
     try:
         trainer = build_trainer(cfg.trainer, callbacks=[writer], logger=loggers or False)
         trainer.test(lit, datamodule=dm, verbose=False)

@@ -1,6 +1,7 @@
 """``python -m mean_geo.train``: fit MEAN, then evaluate the best checkpoint on the test split.
 
-Thin composition root (the only place, with eval.py, that reads the Hydra config).
+A thin composition root: the config is read here and by :mod:`mean_geo.training.composition`;
+what they build takes plain arguments.
 """
 
 from __future__ import annotations
@@ -24,40 +25,41 @@ def run(cfg: DictConfig) -> dict:
 
     from mean_geo.files.checkpoints import check_weights_fit, read_checkpoint
     from mean_geo.models.official import load_official_checkpoint
+    from mean_geo.reporting.run_file import read_metrics
     from mean_geo.training.composition import (
         build_callbacks,
-        build_config_of,
-        build_datamodule,
+        build_evaluation,
         build_lit_module,
-        build_loggers,
         build_trainer,
-        check_gpu_decoding,
         check_input_size,
         dataset_settings,
         eval_options,
         manual_clipping,
         refine_request,
+        run_spec,
+        to_plain,
     )
+    from mean_geo.training.hardware import check_gpu_decoding
     from mean_geo.training.identity import run_config, run_identity, run_summary
-    from mean_geo.training.media import adopt_csv_header, finish
+    from mean_geo.training.loggers import adopt_csv_header, build_loggers, finish
     from mean_geo.training.progress import ProgressLog
-    from mean_geo.training.results import ResultsWriter, read_metrics
+    from mean_geo.training.results import ResultsWriter
 
     L.seed_everything(cfg.seed, workers=True)
     # resume: refuse a foreign, broken or crafted file before anything is built or written
     resume = read_checkpoint(cfg.resume, "resume") if cfg.resume else None
     out_dir = Path(cfg.paths.output_dir)
-    eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
+    options = eval_options(cfg.eval)  # a wrong evaluation option stops before a world is made or a step trained
     dataset = dataset_settings(cfg)
     refine = refine_request(cfg.eval, dataset.get("directions") or ("d2s", "s2d"))
     check_gpu_decoding(dataset, cfg.trainer)
     check_input_size(cfg)
-    dm = build_datamodule(dataset, cfg.eval)
+    dm, options = build_evaluation(dataset, options, refine)
     dm.prepare_data()  # generates the synthetic world if it is configured and absent
     chunk = (cfg.get("grad_cache") or {}).get("chunk_size")
     trainer_cfg, clip = manual_clipping(cfg.trainer, chunk)
     lit = build_lit_module(
-        build_config_of(cfg, dm.num_classes), cfg.optim, cfg.eval, cfg.channels_last, chunk, gradient_clip=clip
+        run_spec(cfg, dm.num_classes), cfg.optim, options, cfg.channels_last, chunk, gradient_clip=clip
     )
     if cfg.get("init_from"):  # fine-tune from a mean_geo checkpoint or export (a LoRA run's merged)
         from mean_geo.inference.export_format import retrieval_state
@@ -78,7 +80,12 @@ def run(cfg: DictConfig) -> dict:
     identity = run_identity(cfg, "train")
     log.info("%s: %s", identity.name, describe(cfg, dm.num_classes, out_dir))
     writer = ResultsWriter(
-        out_dir, make_plots=cfg.eval.get("plots", True), extra={"run": run_summary(cfg, identity)}, refine=refine
+        out_dir,
+        dm.describe(),
+        dm.protocol,
+        make_plots=cfg.eval.get("plots", True),
+        extra={"run": run_summary(cfg, identity)},
+        refine=refine,
     )
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     if not dm.has_validation:  # nothing to select on (never the test split): keep and test the last
@@ -87,7 +94,8 @@ def run(cfg: DictConfig) -> dict:
         for c in callbacks:
             if isinstance(c, ModelCheckpoint):
                 c.monitor = None
-    loggers = build_loggers(cfg.get("logger"), identity, run_config(cfg, identity))
+        trainer_cfg["limit_val_batches"] = 0  # no validation loop (Lightning would warn of its empty loader list)
+    loggers = build_loggers(to_plain(cfg.get("logger")), identity, run_config(cfg, identity))
     try:
         trainer = build_trainer(trainer_cfg, callbacks=[*callbacks, ProgressLog(), writer], logger=loggers or False)
         if resume is not None:  # another experiment's weights: one line, before Lightning reads the file

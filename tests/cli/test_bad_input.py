@@ -20,8 +20,8 @@ from mean_geo import index as index_entry
 from mean_geo import localize as localize_entry
 from mean_geo import train as train_entry
 from mean_geo.cli import one_line
-from mean_geo.data.datamodule import University1652DataModule
 from mean_geo.data.datasets import load_rgb
+from mean_geo.datamodules import University1652DataModule
 from mean_geo.errors import DatasetLayoutError
 from tests.helpers.cli import exit_code, run_hydra_entry
 from tests.helpers.paths import FIXTURES
@@ -263,7 +263,7 @@ def test_a_corrupt_image_loaded_by_workers_ends_in_one_line(tmp_path, monkeypatc
 def _mismatched_checkpoint(tmp_path: Path) -> Path:
     """A checkpoint whose spec says one CEA width and whose weights have another."""
     ckpt = torch.load(LEGACY / "last.ckpt", map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["build_config"]["model"]["cea_out_dim"] = 32  # the weights hold 16
+    ckpt["hyper_parameters"]["spec"]["model"]["cea_out_dim"] = 32  # the weights hold 16
     path = tmp_path / "mismatch.ckpt"
     torch.save(ckpt, path)
     return path

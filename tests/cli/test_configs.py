@@ -9,13 +9,15 @@ import pytest
 from mean_geo.cli import CONF_DIR
 from mean_geo.training.composition import (
     build_callbacks,
-    build_config_of,
     build_datamodule,
     build_lit_module,
-    build_loggers,
     build_trainer,
-    resolve_precision,
+    eval_options,
+    run_spec,
+    to_plain,
 )
+from mean_geo.training.hardware import resolve_precision
+from mean_geo.training.loggers import build_loggers
 from tests.helpers.config import compose_config, quiet_overrides
 
 
@@ -43,7 +45,7 @@ def test_experiments_compose_and_build_their_model(experiment, tmp_path, data_di
         ],
     )
     build_datamodule(cfg.dataset)
-    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    lit = build_lit_module(run_spec(cfg, 5), cfg.optim, eval_options(cfg.eval))
     if cfg.model.architecture == "dino":  # experiment=demo_dino: the backbone alone, InfoNCE alone
         assert lit.model.gee is None and lit.model.cea is None and cfg.loss.name == "sample4geo"
         return
@@ -55,7 +57,7 @@ def test_zero_loss_weights_build_no_branch(tmp_path, data_dir):
     cfg = compose_config(
         "train", ["experiment=smoke", "loss.weight_ce=0", "loss.weight_cda=0", *quiet_overrides(tmp_path, data_dir)]
     )
-    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    lit = build_lit_module(run_spec(cfg, 5), cfg.optim, eval_options(cfg.eval))
     assert lit.model.gee is None and lit.model.cea is None
 
 
@@ -84,7 +86,7 @@ def test_loggers(logger, tmp_path, data_dir, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
     cfg = compose_config("train", [f"logger={logger}", *quiet_overrides(tmp_path, data_dir)])
-    loggers = build_loggers(cfg.logger)
+    loggers = build_loggers(to_plain(cfg.logger))
     assert loggers and all(hasattr(lg, "log_metrics") for lg in loggers)
     if "wandb" in logger:
         import os

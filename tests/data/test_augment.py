@@ -168,11 +168,11 @@ def test_collate_pairs_is_default_collate_in_channels_last_memory(tmp_path):
         torch.manual_seed(3)
         items = [dataset[i] for i in range(3)]
         ours, reference = collate_pairs(items), default_collate(items)
-        assert len(ours) == len(reference) == len(items[0])
-        for mine, theirs in zip(ours, reference, strict=True):
+        assert list(ours) == ["drone", "satellite", "label", "weight"][: len(items[0])] == list(ours)[: len(reference)]
+        for mine, theirs in zip(ours.values(), reference, strict=True):
             assert mine.dtype == theirs.dtype and torch.equal(mine, theirs)
-        assert ours[0].is_contiguous(memory_format=torch.channels_last)
-        normal = normalize_batch(ours[0], None, None)
+        assert ours["drone"].is_contiguous(memory_format=torch.channels_last)
+        normal = normalize_batch(ours["drone"], None, None)
         assert normal.is_contiguous() and torch.equal(normal, normalize_batch(reference[0], None, None))
 
 
@@ -238,7 +238,8 @@ def test_the_device_path_is_the_cpu_path_with_the_same_seed(tmp_path):
 
     def device_batch(seed):
         torch.manual_seed(seed)
-        drones, sats, labels, dd, sd, flips = collate_encoded([device[i] for i in range(len(pairs))])
+        batch = collate_encoded([device[i] for i in range(len(pairs))])
+        drones, sats, labels, dd, sd, flips = batch.values()
         assert isinstance(drones[0], np.ndarray) and isinstance(sats[0], torch.Tensor)  # JPEG bytes; PNG decoded
         cpu_device = torch.device("cpu")
         return (
@@ -262,7 +263,9 @@ def test_the_device_path_is_the_cpu_path_with_the_same_seed(tmp_path):
     same = [(pairs[0][0], pairs[0][1], 0)] * 6
     torch.manual_seed(5)
     batch = collate_encoded([EncodedPairsDataset(same, drone, sat, fill=FILL)[i] for i in range(6)])
-    out = decode_and_augment(batch[1], batch[4], batch[5], sat, FILL, torch.device("cpu"))
+    out = decode_and_augment(
+        batch["satellite_encoded"], batch["satellite_draws"], batch["flips"], sat, FILL, torch.device("cpu")
+    )
     assert len({tuple(x.flatten()[:500].tolist()) for x in out}) == 6
 
 

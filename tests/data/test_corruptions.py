@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mean_geo.data.corruptions import CORRUPTIONS, condition_seed, corrupt, query_conditions
-from mean_geo.data.datasets import CorruptedImageList, ImageListDataset
+from mean_geo.data.eval_sets import CollateEval, CorruptedEvalImages, EvalImages, EvalKey
 from mean_geo.data.layouts import ImageRecord
 from mean_geo.data.transforms import eval_normalize, eval_resize, eval_transform
 from mean_geo.errors import ConfigError
@@ -79,14 +79,34 @@ def test_the_corrupted_list_corrupts_before_normalising_and_keeps_labels(tmp_pat
         Image.fromarray((scene(i).permute(1, 2, 0) * 255).byte().numpy()).save(path)
         paths.append(path)
     records = [ImageRecord(p, str(i), "drone") for i, p in enumerate(paths)]
-    clean = ImageListDataset(records, [10, 11, 12], eval_transform(32))
-    corrupted = CorruptedImageList(clean, eval_resize(32), eval_normalize(), "noise", 4)
+    truth = {"altitude": torch.tensor([150.0, 200.0, 250.0], dtype=torch.float64)}
+    clean = EvalImages(EvalKey("d2s", "query"), records, [10, 11, 12], eval_transform(32), truth)
+    corrupted = CorruptedEvalImages(clean, eval_resize(32), eval_normalize(), "noise", 4)
+    assert corrupted.key == ("d2s", "query", ("noise", 4)) and clean.key.clean and not corrupted.key.clean
     for index in (2, 0, 1):  # any order: the image's own seed decides
-        image, label, position = corrupted[index]
-        clean_image, clean_label, _ = clean[index]
-        assert (label, position) == (clean_label, index)
+        sample, clean_sample = corrupted[index], clean[index]
+        image, clean_image = sample["image"], clean_sample["image"]
+        assert (sample["place"], sample["index"], sample["location"]) == (clean_sample["place"], index, str(index))
+        assert sample["path"] == str(paths[index]) and float(sample["altitude"]) == 150.0 + 50 * index
         expected = eval_normalize()(
             corrupt(eval_resize(32)(Image.open(paths[index]).convert("RGB")), "noise", 4, generator("noise", 4, index))
         )
         assert torch.equal(image, expected)
         assert not torch.allclose(image, clean_image, atol=0.1)
+
+
+def test_an_evaluation_batch_names_its_set_and_carries_its_truth(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((scene(i).permute(1, 2, 0) * 255).byte().numpy()).save(paths[-1])
+    records = [ImageRecord(p, f"p{i}", "drone", None if i == 1 else 100) for i, p in enumerate(paths)]
+    latlon = torch.tensor([[1.0, 2.0], [float("nan")] * 2, [3.0, 4.0]], dtype=torch.float64)
+    truth = {"altitude": torch.tensor([100.0, float("nan"), 100.0], dtype=torch.float64), "latlon": latlon}
+    key = EvalKey("s2d", "gallery")
+    dataset = EvalImages(key, records, [5, 6, 7], eval_transform(16), truth)
+    batch = CollateEval(key)([dataset[i] for i in (2, 0)])
+    assert batch["key"] == key and batch["image"].shape == (2, 3, 16, 16)
+    assert batch["place"].tolist() == [7, 5] and batch["index"].tolist() == [2, 0]
+    assert batch["path"] == [str(paths[2]), str(paths[0])] and batch["location"] == ["p2", "p0"]
+    assert torch.equal(batch["latlon"], latlon[[2, 0]]) and batch["altitude"].tolist() == [100.0, 100.0]

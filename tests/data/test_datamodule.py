@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mean_geo.data.datamodule import SUES200DataModule, University1652DataModule
+from mean_geo.datamodules import SUES200DataModule, University1652DataModule
 from mean_geo.errors import ConfigError
 
 
@@ -12,14 +12,20 @@ def test_sues200_all_altitudes_train_batches(sues_world):
     dm.setup("fit")
     assert dm.num_classes == 6 and len(dm.train_set) == 4 * 6 * 3
     batch = next(iter(dm.train_dataloader()))
-    assert batch[0].dtype == batch[1].dtype == torch.uint8  # workers hand over uint8 ...
-    drone, sat, labels = dm.on_after_batch_transfer(batch, 0)  # ... normalised where they train
+    assert batch["drone"].dtype == batch["satellite"].dtype == torch.uint8  # workers hand over uint8 ...
+    finished = dm.on_after_batch_transfer(batch, 0)  # ... normalised where they train
+    drone, sat, labels = finished["drone"], finished["satellite"], finished["label"]
     assert drone.shape == sat.shape == (4, 3, 32, 32) and drone.dtype == torch.float32
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    assert torch.allclose(drone[0], (batch[0][0].float() / 255 - mean) / std, atol=1e-5)
+    assert torch.allclose(drone[0], (batch["drone"][0].float() / 255 - mean) / std, atol=1e-5)
     assert len(set(labels.tolist())) == 4 and labels.max() < 6
-    assert dm.eval_sets == [("d2s", "query"), ("d2s", "gallery"), ("s2d", "query"), ("s2d", "gallery")]
+    assert [k[:2] for k in dm.eval_keys()] == [
+        ("d2s", "query"),
+        ("d2s", "gallery"),
+        ("s2d", "query"),
+        ("s2d", "gallery"),
+    ]
     sizes = [len(d) for d in dm.eval_datasets]
     assert sizes == [4 * 4 * 3, 10, 4, 4 * 10 * 3]
 
@@ -27,14 +33,16 @@ def test_sues200_all_altitudes_train_batches(sues_world):
 def test_eval_items_carry_location_ids_and_dataset_index(u1652_world):
     dm = University1652DataModule(u1652_world, image_size=32, num_workers=0, directions=["s2d"])
     dm.setup("validate")
-    assert dm.eval_sets == [("s2d", "query"), ("s2d", "gallery")]
+    assert [k[:2] for k in dm.eval_keys()] == [("s2d", "query"), ("s2d", "gallery")]
     query, gallery = dm.eval_datasets
-    img, loc, idx = gallery[5]
-    assert img.shape == (3, 32, 32) and idx == 5
-    assert loc == int(gallery.records[5].location)
+    sample = gallery[5]
+    assert sample["image"].shape == (3, 32, 32) and sample["index"] == 5
+    assert sample["place"] == int(gallery.records[5].location) and sample["location"] == gallery.records[5].location
     assert set(query.location_ids.tolist()) < set(gallery.location_ids.tolist())
     batch = next(iter(dm.test_dataloader()[1]))
-    assert batch[2].tolist() == list(range(len(batch[2])))  # eval order is the dataset order
+    assert batch["key"] == ("s2d", "gallery", None)  # the loader names its set: no index to decode
+    assert batch["index"].tolist() == list(range(len(batch["index"])))  # eval order is the dataset order
+    assert batch["path"] == [str(r.path) for r in gallery.records[: len(batch["path"])]]
 
 
 def test_joint_flip_mirrors_both_views(u1652_world):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from mean_geo.data import decoded_cache
-from mean_geo.data.datamodule import University1652DataModule
 from mean_geo.data.decoded_cache import DecodedCache, decode_at
+from mean_geo.datamodules import University1652DataModule
 from mean_geo.errors import ConfigError
 
 

@@ -227,7 +227,8 @@ def test_training_batches_carry_the_ious_and_exclude_linked_pairs(tree):
     batches = list(dm.train_dataloader())
     assert batches
     linked = {r.path.name: {t for t, _ in r.semipositives} for r in dm.records("train")}
-    for drone, _, labels, weights in batches:
+    for batch in batches:
+        drone, labels, weights = batch["drone"], batch["label"], batch["weight"]
         assert drone.dtype == torch.uint8 and drone.shape == (3, 3, 32, 32)
         assert set(weights.tolist()) <= {0.6, 0.2} and len(set(labels.tolist())) == 3
     for batch in dm.train_dataloader().batch_sampler:  # no photo twice, no tile of another photo's links

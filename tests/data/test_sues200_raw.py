@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mean_geo.data.datamodule import SUES200DataModule
 from mean_geo.data.sues200_raw import ARCHIVE, RAW_DRONE, RAW_SATELLITE, official_train_ids, sues200_layout
+from mean_geo.datamodules import SUES200DataModule
 from mean_geo.errors import DatasetLayoutError
 from tests.helpers.cli import run_hydra_entry, run_module
 
@@ -64,7 +64,7 @@ def test_download_trains_on_the_120_official_places_and_tests_on_the_other_80(ra
     dm.setup("fit")
     assert dm.num_classes == 120 and dm.train_split.locations == sorted(official_train_ids())
     assert len(dm.train_split.drone) == 120 * 2 and all(r.altitude == 150 for r in dm.train_split.drone)
-    by_folder = dict(zip([f"{d}/{r}" for d, r in dm.eval_sets], dm.eval_datasets, strict=True))
+    by_folder = dict(zip([f"{d}/{r}" for d, r, _ in dm.eval_keys()], dm.eval_datasets, strict=True))
     assert sorted({r.location for r in by_folder["d2s/query"].records}) == OFFICIAL_TEST_IDS
     assert len({r.location for r in by_folder["d2s/gallery"].records}) == 200  # galleries: every place
     assert len(by_folder["s2d/query"].records) == 80 and len(by_folder["s2d/gallery"].records) == 200 * 2
@@ -142,7 +142,7 @@ def test_training_on_a_copy_that_differs_from_the_release_warns_in_one_line(raw_
     import logging
 
     dm = SUES200DataModule(raw_download, altitude=150, image_size=16, num_workers=0)
-    with caplog.at_level(logging.WARNING, logger="mean_geo.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="mean_geo.datamodules.base"):
         dm.setup("fit")
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "differs from the official sues200 release: 150/train/drone: 240 images, official 6,000" in warning

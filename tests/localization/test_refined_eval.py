@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from mean_geo.data import gta_uav
-from mean_geo.data.datamodule import RefinementGround
-from mean_geo.data.layouts import ImageRecord
+from mean_geo.data.eval_sets import EvalKey, padded_rows
 from mean_geo.localization.refine import RefineSettings
+from mean_geo.retrieval.evaluator import CollectedSet, DirectionResult
+from mean_geo.retrieval.search import topk_search
 from mean_geo.synthetic.gta_map import write_gta_world
 from mean_geo.training.refined_eval import RefineRequest, refine_direction
-from mean_geo.training.results import DirectionView
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +26,22 @@ def world(tmp_path_factory):
     return root
 
 
-def view_and_ground(world, rank_of_truth: int):
+def view_and_positives(world, rank_of_truth: int) -> tuple[DirectionResult, dict]:
+    """An evaluation's D->S result as the evaluator hands it over (the photos' map metres and
+    positive tiles riding with the queries), and each photo's positive tile names."""
     records = json.loads((world / gta_uav.json_name("same_area", "test")).read_text())
     records += json.loads((world / gta_uav.json_name("same_area", "train")).read_text())
     records = [r for r in records if r["pair_pos_sate_img_list"]][:10]
     tiles = sorted(p.name for p in (world / "satellite").glob("*.png"))
-    g_records = [ImageRecord(world / "satellite" / t, t, "satellite") for t in tiles]
-    q_records, q = [], []
+    paths, places, q = [], [], []
     rng = np.random.default_rng(0)
     for r in records:
         best = max(
             zip(r["pair_pos_semipos_sate_img_list"], r["pair_pos_semipos_sate_weight_list"], strict=True),
             key=lambda x: x[1],
         )[0]
-        q_records.append(ImageRecord(world / r["drone_img_dir"] / r["drone_img_name"], best, "drone"))
+        paths.append(world / r["drone_img_dir"] / r["drone_img_name"])
+        places.append(best)
         # a retrieval that puts the best tile at rank ``rank_of_truth`` among random others
         scores = rng.uniform(0, 0.5, len(tiles))
         order = np.argsort(-scores)
@@ -47,30 +49,32 @@ def view_and_ground(world, rank_of_truth: int):
         scores[truth] = scores[order[rank_of_truth - 1]] + 1e-3 if rank_of_truth > 1 else 1.0
         q.append(scores)
     eye = torch.eye(len(tiles))
-    view = DirectionView(
-        q_records,
-        torch.zeros(len(q_records)),
-        torch.tensor(np.array(q), dtype=torch.float32),
-        g_records,
-        torch.arange(len(tiles)),
+    n = len(tiles)
+    gallery = CollectedSet(
+        EvalKey("d2s", "gallery"),
         eye,
-        (eye, torch.arange(len(tiles))),
-        g_records,
+        torch.arange(n),
+        torch.arange(n),
+        [world / "satellite" / t for t in tiles],
+        tiles,
     )
-    ground = RefinementGround(
-        photos={world / r["drone_img_dir"] / r["drone_img_name"]: tuple(r["drone_loc_x_y"]) for r in records},
-        tile_to_ground=gta_uav.tile_pixel_m,
-        positives={
-            world / r["drone_img_dir"] / r["drone_img_name"]: frozenset(r["pair_pos_sate_img_list"]) for r in records
-        },
+    truth = {
+        "position_m": torch.tensor([r["drone_loc_x_y"] for r in records], dtype=torch.float64),
+        "positives": padded_rows([[tiles.index(t) for t in r["pair_pos_sate_img_list"]] for r in records]),
+    }
+    embeddings = torch.tensor(np.array(q), dtype=torch.float32)
+    query = CollectedSet(
+        EvalKey("d2s", "query"), embeddings, torch.zeros(len(paths)), torch.arange(len(paths)), paths, places, truth
     )
-    return view, ground
+    scores, top = topk_search(embeddings, eye, k=5)
+    positives = {path: frozenset(r["pair_pos_sate_img_list"]) for path, r in zip(paths, records, strict=True)}
+    return DirectionResult(query, gallery, gallery, scores, top), positives
 
 
 def test_refined_positions_land_on_the_true_footprint_centre(world):
-    view, ground = view_and_ground(world, rank_of_truth=3)
+    view, positives = view_and_positives(world, rank_of_truth=3)
     request = RefineRequest(RefineSettings(top_n=5), "sift")
-    metrics, rows = refine_direction(view, ground, request, request.build())
+    metrics, rows = refine_direction(view, gta_uav.tile_pixel_m, request, request.build())
     accepted = [r for r in rows if r["refined"]]
     assert len(accepted) >= 7, [r["reason"] for r in rows]
     for r in accepted:
@@ -81,17 +85,17 @@ def test_refined_positions_land_on_the_true_footprint_centre(world):
     assert metrics["test/d2s_refined/median_m"] == pytest.approx(np.median(errors), abs=0.01)  # rows: 2 decimals
     assert metrics["test/d2s_refined/retrieval_median_m"] == pytest.approx(np.median(retrieval), abs=0.01)
     assert metrics["test/d2s_refined/refined"] == pytest.approx(100 * len(accepted) / len(rows))
-    hits = [r["tile"] in ground.positives[view.q_records[i].path] for i, r in enumerate(rows)]
+    hits = [r["tile"] in positives[view.query.paths[i]] for i, r in enumerate(rows)]
     assert metrics["test/d2s_refined/R@1"] == pytest.approx(100 * np.mean(hits))
     assert metrics["test/d2s_refined/R@1"] >= 70  # the truth was third: inliers bring it first
     assert metrics["test/d2s_refined/median_m"] < metrics["test/d2s_refined/retrieval_median_m"] / 4
 
 
 def test_without_ground_truth_the_answers_are_still_written(world, tmp_path):
-    view, _ = view_and_ground(world, rank_of_truth=1)
+    view, _ = view_and_positives(world, rank_of_truth=1)
     request = RefineRequest(RefineSettings(top_n=2), "orb")
     metrics, rows = refine_direction(view, None, request, request.build())
-    assert metrics == {} and len(rows) == len(view.q_records)
+    assert metrics == {} and len(rows) == len(view.query.paths)
     assert all(r["tile_col"] for r in rows if r["refined"]) and "error_m" not in rows[0]
     from mean_geo.training.refined_eval import write_refined_rows
 

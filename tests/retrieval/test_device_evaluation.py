@@ -17,7 +17,7 @@ from mean_geo.retrieval.conventions import evaluate_conventions
 from mean_geo.retrieval.multi_query import query_groups
 from mean_geo.retrieval.positive_sets import evaluate_positive_sets
 from mean_geo.retrieval.rerank import RerankSettings
-from mean_geo.training.composition import build_datamodule, eval_options
+from mean_geo.training.composition import build_evaluation, eval_options
 from mean_geo.training.lit_module import MEANLitModule
 from tests.data.test_gta_uav import gta_tree
 from tests.helpers.fake_device import FakeCuda, FakeCudaMode, to_fake
@@ -77,18 +77,14 @@ def test_positive_sets_on_the_device_give_the_cpu_numbers():
 
 def evaluate_twice(lit: MEANLitModule, dm) -> tuple[dict, dict]:
     """The test stage's metrics from the collected embeddings on the CPU, then from the same
-    embeddings on the fake device (the LitModule's own evaluation, datamodule lookups included)."""
-    finish = lit._finish_eval
+    embeddings on the fake device, as a GPU run computes them (the truth from the batches on the CPU)."""
     found = {}
 
     def on_both_devices(stage: str) -> None:
-        buffers = {i: list(parts) for i, parts in lit._eval_buffers.items()}
-        finish(stage)
-        found["cpu"] = dict(lit.last_metrics)
-        lit._eval_buffers = {i: [to_fake(p) for p in parts] for i, parts in buffers.items()}
+        found["cpu"] = lit.evaluator.compute(stage).metrics
         with FakeCudaMode():
-            finish(stage)
-        found["device"] = dict(lit.last_metrics)
+            found["device"] = lit.evaluator.compute(stage, device="cuda").metrics
+        lit.evaluator.reset()
 
     lit._finish_eval = on_both_devices
     trainer = L.Trainer(
@@ -106,9 +102,10 @@ def smoke_checkpoint(smoke_run):
 def test_gta_uav_evaluation_on_the_device_gives_the_cpu_numbers(smoke_run, tmp_path):
     """Point 3 of the GPU issue: positive sets and planar positions beside device embeddings."""
     root = gta_tree(tmp_path / "gta")
-    dm = build_datamodule({"name": "gta_uav", "root": str(root), "image_size": 64, "directions": ["d2s"]})
+    dataset = {"name": "gta_uav", "root": str(root), "image_size": 64, "directions": ["d2s"]}
+    dm, options = build_evaluation(dataset, eval_options({}))
     ckpt = smoke_checkpoint(smoke_run)
-    lit = MEANLitModule(build_config=ckpt.spec, drop_unmatched_gallery=None)
+    lit = MEANLitModule(spec=ckpt.spec, eval_options=options)
     lit.load_state_dict(ckpt.state_dict)
     cpu, device = evaluate_twice(lit, dm)
     assert "test/d2s/Dis@1" in cpu and "test/d2s/SDM@1" in cpu
@@ -127,8 +124,8 @@ def test_a_university_layout_evaluation_with_every_option_on_the_device(smoke_ru
         "corruptions": ["blur"],
         "severities": [1],
     }
-    dm = build_datamodule({**ckpt.spec["dataset"], "num_workers": 0}, eval_cfg)
-    lit = MEANLitModule(build_config=ckpt.spec, **eval_options(eval_cfg))
+    dm, options = build_evaluation({**ckpt.spec["dataset"], "num_workers": 0}, eval_options(eval_cfg))
+    lit = MEANLitModule(spec=ckpt.spec, eval_options=options)
     lit.load_state_dict(ckpt.state_dict)
     cpu, device = evaluate_twice(lit, dm)
     assert any("rerank" in k for k in cpu) and any("multi_mean" in k for k in cpu) and any("corrupt" in k for k in cpu)

@@ -130,11 +130,12 @@ def test_eval_reports_every_convention_and_records_it(smoke_run, tmp_path, data_
 def test_flip_tta_sums_the_embeddings_of_the_image_and_its_mirror():
     from mean_geo.losses import MEANLoss
     from mean_geo.models.mean import MEAN
+    from mean_geo.retrieval.options import EvalOptions
     from mean_geo.training.lit_module import MEANLitModule
 
     torch.manual_seed(0)
     model = MEAN(4, backbone="test_convnext", use_gee=False, use_cea=False).eval()
-    lit = MEANLitModule(model, MEANLoss(weight_cda=0.0, weight_ce=0.0), flip_tta=True)
+    lit = MEANLitModule(model, MEANLoss(weight_cda=0.0, weight_ce=0.0), eval_options=EvalOptions(flip_tta=True))
     x = torch.rand(2, 3, 32, 32)
     with torch.inference_mode():
         expected = F.normalize(model.features(x)[2] + model.features(x.flip(-1))[2], dim=-1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mean_geo.synthetic.writer import WorldSpec, existing_spec, write_world
+from mean_geo.utils.atomic import remove_stale_partials
 
 COMMAND = ["-m", "mean_geo.synth", "--layout", "sues200", "--locations", "60", "--size", "128"]
 
@@ -90,3 +91,20 @@ def test_two_writers_of_the_same_world_both_succeed(tmp_path):
         results = list(pool.map(lambda _: write_world(spec, out, workers=1, progress=False), range(2)))
     assert results == [out, out] and existing_spec(out) == spec.to_json()
     assert not list(tmp_path.glob(".world.partial-*"))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_writer_killed_a_moment_ago_is_dead_while_still_a_zombie(tmp_path):
+    """``kill -9`` and an immediate rerun: the killed writer is a zombie until its parent reaps it,
+    and ``kill(pid, 0)`` still succeeds on it; its partial folder is stale all the same."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    end = time.time() + 10
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < end:
+        time.sleep(0.05)  # exited, not reaped: a zombie
+    stale = tmp_path / f".world.partial-{proc.pid}-abc"
+    stale.mkdir()
+    mine = tmp_path / f".world.partial-{os.getpid()}-def"
+    mine.mkdir()
+    remove_stale_partials(tmp_path / "world")
+    assert not stale.exists() and mine.exists()  # the zombie's removed, a live writer's kept
+    proc.wait()

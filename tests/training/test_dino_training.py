@@ -43,7 +43,7 @@ def test_a_lora_run_trains_and_its_checkpoint_holds_the_adapters(lora_run):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = ckpt["state_dict"].keys()
     assert any(".lora_A." in k for k in keys) and any(".base_layer." in k for k in keys)
-    spec = ckpt["hyper_parameters"]["build_config"]["model"]
+    spec = ckpt["hyper_parameters"]["spec"]["model"]
     assert spec["architecture"] == "dino" and spec["finetune"] == "lora" and spec["lora"]["r"] == 4
 
 

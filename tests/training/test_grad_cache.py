@@ -223,11 +223,11 @@ def test_fp16_amp_with_a_grad_scaler_trains_as_on_a_gpu(chunk, tmp_path, data_di
     step unscales, then clips, then steps or skips).  The scale after training is in the
     checkpoint; the weights stay finite."""
     from mean_geo import train as train_entry
-    from mean_geo.training import composition
+    from mean_geo.training import hardware
 
-    monkeypatch.setattr(composition, "uses_gpu", lambda accelerator: True)
-    gpu_plugin = composition.amp_plugin
-    monkeypatch.setattr(composition, "amp_plugin", lambda: gpu_plugin("cpu"))
+    monkeypatch.setattr(hardware, "uses_gpu", lambda accelerator: True)
+    gpu_plugin = hardware.amp_plugin
+    monkeypatch.setattr(hardware, "amp_plugin", lambda: gpu_plugin("cpu"))
     overrides = ["experiment=smoke", "trainer.precision=16-mixed", "trainer.max_steps=3", "test=false"]
     overrides += [f"grad_cache.chunk_size={chunk}"] if chunk else []
     train_entry.run(compose_config("train", [*overrides, *quiet_overrides(tmp_path, data_dir)]))

@@ -20,7 +20,7 @@ from mean_geo.inference.localization import localize
 from mean_geo.losses import CAMPLoss, DACLoss, InfoNCELoss, Sample4GeoLoss
 from mean_geo.models.peers import CAMP, DAC, Sample4Geo
 from mean_geo.retrieval.index_store import read_index
-from mean_geo.training.composition import build_config_of, build_lit_module
+from mean_geo.training.composition import build_lit_module, eval_options, run_spec
 from mean_geo.training.grad_cache import grad_cached_backward
 from mean_geo.training.index_pipeline import PartWriter
 from tests.helpers.config import compose_config, quiet_overrides
@@ -67,7 +67,7 @@ def test_a_method_trains_evaluates_exports_and_localizes(method, tmp_path, data_
     written = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["test/d2s/R@1"] <= 100 and written["metrics"]["test/d2s/R@1"] == metrics["test/d2s/R@1"]
     ckpt = Path(written["best_checkpoint"])
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["build_config"]
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["spec"]
     assert stored["model"]["architecture"] == stored["loss"]["name"] == method
     # eval from the checkpoint: the same numbers as the test after training
     ev = compose_config("eval", [f"ckpt={ckpt}", *quiet_overrides(tmp_path / "eval", data_dir)])
@@ -146,7 +146,7 @@ def test_a_baseline_trains_under_ddp(method, weights, tmp_path, data_dir):
     train_entry.run(cfg)
     ckpt = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["hyper_parameters"]["build_config"]["model"]["architecture"] == method
+    assert ckpt["hyper_parameters"]["spec"]["model"]["architecture"] == method
 
 
 ZEROED = {
@@ -164,7 +164,7 @@ def test_every_parameter_left_trainable_gets_a_gradient(method, zeroed, tmp_path
     gradient, and only parameters that got none were frozen."""
     overrides = ["experiment=smoke", f"method={method}", *([f"loss.{zeroed}=0"] if zeroed else [])]
     cfg = compose_config("train", [*overrides, *quiet_overrides(tmp_path, tmp_path)])
-    lit = build_lit_module(build_config_of(cfg, 5), cfg.optim, cfg.eval)
+    lit = build_lit_module(run_spec(cfg, 5), cfg.optim, eval_options(cfg.eval))
     torch.manual_seed(0)
     drone, sat = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64)
     lit.loss(*lit.model.forward_pair(drone, sat), torch.arange(4))["loss"].backward()

@@ -9,7 +9,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from mean_geo.errors import ConfigError
 from mean_geo.models.backbone import create_timm_backbone, hub_weights_reachable
 from mean_geo.training import composition
-from mean_geo.training.composition import AMP_INIT_SCALE, amp_plugin, cpu_supports_bf16, resolve_precision
+from mean_geo.training.hardware import AMP_INIT_SCALE, amp_plugin, cpu_supports_bf16, resolve_precision
 from tests.helpers.cli import run_hydra_entry
 from tests.helpers.config import compose_config, quiet_overrides
 
@@ -143,7 +143,7 @@ def test_validation_uses_held_out_training_places_never_the_test_split(tmp_path,
     val_places = set(dm.val_split.locations)
     assert len(val_places) == 2 and not val_places & set(dm.train_split.locations)
     # (SUES-200 galleries hold every place as distractors; the test *queries* are the test places)
-    queries = [ds for ds, (_, role) in zip(dm.eval_datasets, dm.eval_sets, strict=True) if role == "query"]
+    queries = [ds for ds, (_, role, _) in zip(dm.eval_datasets, dm.eval_keys(), strict=True) if role == "query"]
     assert not val_places & {r.location for ds in queries for r in ds.records}
     assert {r.location for ds in dm.val_datasets for r in ds.records} == val_places
     assert dm.num_classes == 5  # 7 training places, 2 held out

@@ -235,7 +235,7 @@ def loader(
                 clocks[name]["collate"] += time.perf_counter() - t0
                 if name == "ours":
                     t0 = time.perf_counter()
-                    normalize_batch(collated[0], None, None), normalize_batch(collated[1], None, None)
+                    normalize_batch(collated["drone"], None, None), normalize_batch(collated["satellite"], None, None)
                     normalize_s += time.perf_counter() - t0
         floor = None if cache else uncached_floor_ms(files, recipes)
     ours_s, theirs_s = sum(clocks["ours"].values()), sum(clocks["authors"].values())
@@ -301,16 +301,16 @@ def loader_rates(
         cpu_set = PairedViewsDataset(files, recipes["drone"], recipes["satellite"], fill=fill)
 
         def finish_cpu(b):
-            drone, sat = b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True)
+            drone, sat = (b[view].to(device, non_blocking=True) for view in ("drone", "satellite"))
             return normalize_batch(drone, None, None), normalize_batch(sat, None, None)
 
         on_cpu = _loader_rate(cpu_set, collate_pairs, batch, workers, batches, finish_cpu)
         gpu_set = EncodedPairsDataset(files, recipes["drone"], recipes["satellite"], fill=fill)
 
         def finish_gpu(b):  # what Lightning's transfer and the datamodule's on_after_batch_transfer do
-            moved = [x.to(device) if isinstance(x, torch.Tensor) else x for x in b]
-            drone, sat, _ = finish_encoded_batch(moved, recipes["drone"], recipes["satellite"], fill)
-            return normalize_batch(drone, None, None), normalize_batch(sat, None, None)
+            moved = {k: x.to(device) if isinstance(x, torch.Tensor) else x for k, x in b.items()}
+            views = finish_encoded_batch(moved, recipes["drone"], recipes["satellite"], fill)
+            return normalize_batch(views["drone"], None, None), normalize_batch(views["satellite"], None, None)
 
         on_device = _loader_rate(gpu_set, collate_encoded, batch, workers, batches, finish_gpu)
         ready = list(DataLoader(gpu_set, batch_size=batch, num_workers=0, collate_fn=collate_encoded))[:batches]

@@ -33,7 +33,8 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import get_worker_info
 
 from mean_geo.data.jpeg_codec import recompress
-from mean_geo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mean_geo.errors import ConfigError
+from mean_geo.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 #: colour jitter (brightness, contrast, saturation, hue) per view: MEAN's, DAC's and CAMP's values
 #: (Sample4Geo's are 0.15 for all four, both views: ``dataset.color_jitter`` in its method file)
@@ -316,3 +317,20 @@ def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.d
     mean_t = torch.tensor(list(mean), device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(list(std), device=device).view(1, 3, 1, 1)
     return 1.0 / (255.0 * std_t), mean_t / std_t
+
+
+def checked_jitter(value: dict[str, list[float]] | None) -> dict[str, tuple[float, ...]]:
+    """``dataset.color_jitter``: per view, four numbers (brightness, contrast, saturation >= 0; hue in [0, 0.5])."""
+    out: dict[str, tuple[float, ...]] = {}
+    for view, numbers in (value or {}).items():
+        where = f"dataset.color_jitter.{view}"
+        if view not in ("satellite", "drone"):
+            raise ConfigError(f"{where}: expected the views satellite and/or drone")
+        ok = isinstance(numbers, (list, tuple)) and len(numbers) == 4
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in numbers)
+        if not ok or numbers[3] > 0.5:
+            raise ConfigError(
+                f"{where}={numbers!r}: expected [brightness, contrast, saturation, hue], each >= 0, hue <= 0.5"
+            )
+        out[view] = tuple(float(v) for v in numbers)
+    return out

@@ -1,4 +1,5 @@
-"""Torch datasets over image records: training pairs and evaluation image lists."""
+"""Torch datasets over image records: training pairs and unlabelled image files (evaluation sets:
+:mod:`mean_geo.data.eval_sets`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_image
 
 from mean_geo.data.augment import ViewRecipe, apply, draw
-from mean_geo.data.corruptions import condition_seed, corrupt
-from mean_geo.data.layouts import ImageRecord, TrainSplit
+from mean_geo.data.layouts import TrainSplit
 from mean_geo.errors import DatasetLayoutError
 
 
@@ -136,7 +136,11 @@ class PairedViewsDataset(Dataset):
         return drone, sat, label
 
 
-def collate_pairs(items: Sequence[tuple]) -> tuple:
+#: the keys of a training batch; ``weight`` only where pairs carry one (GTA-UAV's footprint IoU)
+PAIR_KEYS = ("drone", "satellite", "label", "weight")
+
+
+def collate_pairs(items: Sequence[tuple]) -> dict[str, torch.Tensor]:
     """Training pairs into a batch, the images as (B, 3, S, S) uint8 in channels-last memory.
 
     The augmentation leaves each image in HWC memory (what the decoders and OpenCV write); stacking
@@ -148,14 +152,17 @@ def collate_pairs(items: Sequence[tuple]) -> tuple:
         items: ``(drone, satellite, label[, weight])`` tuples of :class:`PairedViewsDataset`.
 
     Returns:
-        ``(drones, satellites, labels[, weights])``, the rest collated as ``default_collate`` does.
+        ``{"drone", "satellite", "label"[, "weight"]}``: the images stacked, the rest collated as
+        ``default_collate`` does.
     """
     drones, satellites, *rest = zip(*items, strict=True)
 
     def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
 
-    return (stack(drones), stack(satellites), *(default_collate(list(column)) for column in rest))
+    batch = {"drone": stack(drones), "satellite": stack(satellites)}
+    batch.update({key: default_collate(list(column)) for key, column in zip(PAIR_KEYS[2:], rest, strict=False)})
+    return batch
 
 
 class WeightedPairsDataset(PairedViewsDataset):
@@ -170,52 +177,6 @@ class WeightedPairsDataset(PairedViewsDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
         return (*super().__getitem__(index), self.weights[index])
-
-
-class ImageListDataset(Dataset):
-    """(image, location id as int, dataset index) for query/gallery embedding.
-
-    The dataset index lets evaluation drop the samples that DDP's sampler repeats as padding.
-    """
-
-    def __init__(self, records: Sequence[ImageRecord], location_ids: Sequence[int], transform: Callable):
-        if len(records) != len(location_ids):
-            raise ValueError("records and location_ids differ in length")
-        self.records = list(records)
-        self.location_ids = torch.as_tensor(list(location_ids), dtype=torch.long)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        img = self.transform(load_rgb(self.records[index].path))
-        return img, int(self.location_ids[index]), index
-
-
-class CorruptedImageList(ImageListDataset):
-    """An evaluation image list under one corruption and severity (drone queries, robustness
-    evaluation): each image resized and scaled to [0, 1], corrupted with its own seeded generator
-    (the same in every run and worker), then normalised."""
-
-    def __init__(
-        self,
-        clean: ImageListDataset,
-        resize: Callable,
-        normalize: Callable,
-        corruption: str,
-        severity: int,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(clean.records, clean.location_ids.tolist(), clean.transform)
-        self.resize, self.normalize = resize, normalize
-        self.corruption, self.severity, self.seed = corruption, severity, seed
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        image = self.resize(load_rgb(self.records[index].path))
-        generator = torch.Generator().manual_seed(condition_seed(self.corruption, self.severity, index, self.seed))
-        image = self.normalize(corrupt(image, self.corruption, self.severity, generator))
-        return image, int(self.location_ids[index]), index
 
 
 class ImageFiles(Dataset):

@@ -27,6 +27,8 @@ import torchvision.transforms.v2.functional as TF
 
 from mean_geo.data.datasets import PairedViewsDataset, read_image
 from mean_geo.errors import ConfigError
+from mean_geo.utils import atomic
+from mean_geo.utils.atomic import atomic_path
 from mean_geo.utils.output import writable_folder
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,8 @@ class DecodedCache:
             _size(self.nbytes),
             self.file,
         )
-        partial = self.file.with_suffix(f".partial{os.getpid()}")
-        images = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(len(self.paths), self.size, self.size, 3))
-        try:
+        with atomic_path(self.file) as partial:  # complete or absent, whatever stops the decoding
+            images = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(len(self.paths), self.size, self.size, 3))
             chunk = 64
             jobs = [(self.paths[i : i + chunk], self.size) for i in range(0, len(self.paths), chunk)]
             if workers > 1:
@@ -115,11 +116,7 @@ class DecodedCache:
                     images[start : start + len(job[0])] = np.stack(_decode_many(job))
             images.flush()
             del images
-            os.replace(partial, self.file)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        self.index_file.write_text(json.dumps({"size": self.size, "paths": self.paths}))
+        atomic.write_text(self.index_file, json.dumps({"size": self.size, "paths": self.paths}))
 
     def images(self) -> np.ndarray:
         """The rows, memory-mapped read-only: (N, S, S, 3) uint8."""

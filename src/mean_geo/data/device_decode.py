@@ -78,11 +78,17 @@ class EncodedPairsDataset(PairedViewsDataset):
         )
 
 
-def collate_encoded(items: Sequence[tuple]) -> tuple:
-    """(drones, satellites, labels, drone draws, satellite draws, flips): lists, and labels as a tensor
-    (the only tensor Lightning moves; bytes stay on the CPU, where the decoder reads them)."""
+#: the keys of a ``decode_on=gpu`` batch before :func:`finish_encoded_batch`
+ENCODED_KEYS = ("drone_encoded", "satellite_encoded", "label", "drone_draws", "satellite_draws", "flips")
+
+
+def collate_encoded(items: Sequence[tuple]) -> dict:
+    """``{drone_encoded, satellite_encoded, label, drone_draws, satellite_draws, flips}``: lists, and
+    the labels as a tensor (the only tensor Lightning moves; bytes stay on the CPU, where the decoder
+    reads them)."""
     drones, sats, labels, drone_draws, sat_draws, flips = zip(*items, strict=True)
-    return list(drones), list(sats), torch.as_tensor(labels), list(drone_draws), list(sat_draws), list(flips)
+    columns = (list(drones), list(sats), torch.as_tensor(labels), list(drone_draws), list(sat_draws), list(flips))
+    return dict(zip(ENCODED_KEYS, columns, strict=True))
 
 
 def decode_and_augment(
@@ -130,17 +136,19 @@ def decode_and_augment(
 
 
 def finish_encoded_batch(
-    batch: Sequence, drone_recipe: ViewRecipe, satellite_recipe: ViewRecipe, fill: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch: dict, drone_recipe: ViewRecipe, satellite_recipe: ViewRecipe, fill: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """A ``decode_on=gpu`` batch (:func:`collate_encoded`) as uint8 views on the labels' device.
 
     What training runs in the datamodule's ``on_after_batch_transfer`` and what the bench measures.
 
     Returns:
-        (drone, satellite, labels): the views ``(B, 3, S, S)`` uint8.
+        ``{"drone", "satellite", "label"}``: the views ``(B, 3, S, S)`` uint8.
     """
-    drones, sats, labels, drone_draws, sat_draws, flips = batch
+    labels, flips = batch["label"], batch["flips"]
     device = labels.device
-    drone = decode_and_augment(drones, drone_draws, flips, drone_recipe, fill, device)
-    satellite = decode_and_augment(sats, sat_draws, flips, satellite_recipe, fill, device)
-    return drone, satellite, labels
+    drone = decode_and_augment(batch["drone_encoded"], batch["drone_draws"], flips, drone_recipe, fill, device)
+    satellite = decode_and_augment(
+        batch["satellite_encoded"], batch["satellite_draws"], flips, satellite_recipe, fill, device
+    )
+    return {"drone": drone, "satellite": satellite, "label": labels}

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mean_geo.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 Stats = Sequence[float] | None
 

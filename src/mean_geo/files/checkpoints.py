@@ -42,7 +42,8 @@ def read_checkpoint(path: str | Path, arg: str = "ckpt", for_training: bool = Tr
     except Exception as exc:  # noqa: BLE001 - a foreign file fails in many ways; none is ours to show
         raise CheckpointError(f"{arg}={path}: not a readable checkpoint ({type(exc).__name__})") from None
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    spec = hparams.get("build_config") if isinstance(hparams, dict) else None
+    # "spec"; "build_config" in the checkpoints of earlier versions
+    spec = (hparams.get("spec") or hparams.get("build_config")) if isinstance(hparams, dict) else None
     if not spec or not isinstance(raw.get("state_dict"), dict):
         raise CheckpointError(
             f"{arg}={path}: not a mean_geo training checkpoint (no model spec inside); "
@@ -52,7 +53,7 @@ def read_checkpoint(path: str | Path, arg: str = "ckpt", for_training: bool = Tr
     if bad:
         raise CheckpointError(f"{arg}={path}: state_dict holds something other than named tensors ({bad[0]!r})")
     try:
-        checked = checkpoint_spec(spec, "build_config", for_training=for_training)
+        checked = checkpoint_spec(spec, "spec", for_training=for_training)
     except SpecError as exc:
         raise CheckpointError(f"{arg}={path}: {exc}") from None
     return TrainingCheckpoint(path, raw, checked)

@@ -2,9 +2,9 @@
 
 A *spec* is the checked, plain-data description of a model, a loss or a dataset (``{"architecture":
 "mean", ...}``, ``{"name": "mean", ...}``, ``{"name": "sues200", ...}``), as a config composes it
-and a checkpoint stores it (the LightningModule's ``build_config`` hyper-parameter).  It is not a
-*recipe*: in mean_geo that word only means the paper's training numbers (``conf/recipe/``).  This
-module checks specs; each layer builds its own thing from a checked one
+and a checkpoint stores it (the LightningModule's ``spec`` hyper-parameter; ``build_config`` in
+earlier versions).  It is not a *recipe*: in mean_geo that word only means the paper's training
+numbers (``conf/recipe/``).  This module checks specs; each layer builds its own thing from a checked one
 (:func:`mean_geo.models.registry.build_architecture`, :func:`mean_geo.losses.build.build_loss`,
 :func:`mean_geo.training.composition.build_datamodule`).
 
@@ -37,7 +37,8 @@ from mean_geo.utils.registry import Registry
 
 #: the spec format written into checkpoints and exports by this version (the tag keeps its old
 #: word: every checkpoint written since round 2 carries it)
-SPEC_FORMAT = "mean_geo-recipe/2"
+#: the format tag of a spec; "mean_geo-recipe/2" in earlier checkpoints (the same content, still read)
+SPEC_FORMAT = "mean_geo-spec/2"
 MAX_LIST = 64  # "short lists": a spec never needs more (ks, directions, altitudes)
 MAX_STRING = 4096
 PLAIN_SCALARS = (bool, int, float, str, type(None))
@@ -253,7 +254,7 @@ def loss_spec(section: Mapping[str, Any], where: str = "loss", plugins: Sequence
 
 
 def _datamodules() -> Registry[type]:
-    from mean_geo.data.datamodule import DATAMODULES  # registers sues200 and university1652
+    from mean_geo.datamodules import DATAMODULES  # registers the built-in layouts
 
     return DATAMODULES
 

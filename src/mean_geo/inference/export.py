@@ -4,19 +4,23 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import cast
 
 import torch
 
-from mean_geo.errors import CheckpointError, MeanGeoError
+from mean_geo.errors import CheckpointError, ConfigError, MeanGeoError
 from mean_geo.inference.export_format import retrieval_state, write_export
 from mean_geo.inference.loading import load_model
 from mean_geo.models.mean import MEAN
 from mean_geo.models.official import LoadReport
+from mean_geo.reporting.run_file import NAME as RUN_FILE
+from mean_geo.reporting.run_file import read_run_file
 from mean_geo.utils.atomic import atomic_path
 from mean_geo.utils.output import writable_folder
+
+log = logging.getLogger(__name__)
 
 
 def export(ckpt: str | Path, out_dir: str | Path, metrics: dict | None = None) -> Path:
@@ -68,7 +72,7 @@ def export_official(
     from mean_geo.inference.loading import InferenceModel, fingerprint
     from mean_geo.models.backbone import normalization
     from mean_geo.models.official import OFFICIAL_LAYOUTS, load_official_checkpoint, official_num_classes
-    from mean_geo.models.official import read_checkpoint as read_official
+    from mean_geo.models.official import read_state_dict as read_official
     from mean_geo.models.registry import build_architecture
 
     if method not in OFFICIAL_LAYOUTS:
@@ -130,9 +134,13 @@ def _new_folder(out_dir: str | Path) -> Path:
 
 def run_metrics_near(ckpt: Path) -> dict:
     """The test metrics of the run that wrote the checkpoint, when its metrics.json is there."""
-    for candidate in (ckpt.parent.parent / "metrics.json", ckpt.parent / "metrics.json"):
+    for candidate in (ckpt.parent.parent / RUN_FILE, ckpt.parent / RUN_FILE):
         if candidate.is_file():
-            return json.loads(candidate.read_text()).get("metrics", {})
+            try:
+                return read_run_file(candidate)["metrics"]
+            except ConfigError as exc:  # the export goes on without the run's numbers
+                log.warning("model card without test metrics: %s", exc)
+                return {}
     return {}
 
 

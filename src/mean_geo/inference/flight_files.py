@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mean_geo.localization.refine import RefineSettings
 from mean_geo.localization.track import MotionModel
 from mean_geo.localization.track_metrics import track_fingerprint
 from mean_geo.localization.track_plot import plot_track
+from mean_geo.reporting.run_file import finite_or_none, write_run_file
 from mean_geo.retrieval.index_store import GalleryIndex
 from mean_geo.utils import atomic
 
@@ -107,7 +107,7 @@ def flight_payload(
         for state in ("lost", "reacquired")
     }
     return {
-        "metrics": {k: (round(v, 6) if math.isfinite(v) else None) for k, v in metrics.items()},
+        "metrics": finite_or_none(metrics, 6),
         "protocol": {"fingerprint": fingerprint, "motion": settings},
         "run": {
             "entry": "localize --track",
@@ -122,5 +122,4 @@ def flight_payload(
 
 
 def write_flight_metrics(path: Path, payload: dict) -> Path:
-    atomic.write_text(path, json.dumps(payload, indent=1) + "\n")
-    return path
+    return write_run_file(path, payload, indent=1)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mean_geo.errors import ConfigError
+from mean_geo.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_BACKBONE = "convnext_tiny.fb_in22k_ft_in1k"
 
@@ -26,7 +27,7 @@ OFFLINE_HELP = (
 )
 
 
-IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+IMAGENET_STATS = (list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
 def normalization(name: str) -> tuple[list[float], list[float]]:

@@ -250,7 +250,7 @@ def _backbone_prefix(layout: OfficialLayout) -> str:
     return "model_1.convnext." if layout.fair_backbone else "model."
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth``/``.pt`` file, never unpickling code (``weights_only=True``)."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -295,7 +295,7 @@ def load_official_checkpoint(
         CheckpointError: an unreadable file, or nothing of it fits (another model entirely).
     """
     layout = OFFICIAL_LAYOUTS[method] if method else layout_of(model)
-    state = read_checkpoint(path)
+    state = read_state_dict(path)
     refuse_another_methods_file(state, method or getattr(model, "official_layout", "mean"), path)
     converted, unplaced, loss_state = convert_official_state_dict(state, model, layout)
     ours = model.state_dict()

@@ -3,7 +3,6 @@ without W&B, Hydra or torch: the run folders are the whole record."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from mean_geo.errors import ConfigError
+from mean_geo.reporting.run_file import NAME, read_run_file
 
 #: what a run's configuration is described by when its metrics.json predates the ``run`` section
 _FROM_HYDRA_CONFIG = {
@@ -78,15 +78,10 @@ def read_run(path: Path, stage: str = "test") -> RunResult:
     Raises:
         ConfigError: one line naming the file, when it is not a metrics.json mean_geo wrote.
     """
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable metrics.json ({exc})") from None
-    source = payload.get("metrics") if isinstance(payload, dict) else None
-    if stage == "val" and isinstance(payload, dict):
-        source = payload.get("val")
+    payload = read_run_file(path)
+    source = payload.get("val") if stage == "val" else payload["metrics"]
     if not isinstance(source, dict):
-        raise ConfigError(f"{path}: expected a metrics.json written by mean_geo (an object with 'metrics')")
+        source = {}
     metrics: dict[str, dict[str, float]] = {}
     for key, value in source.items():
         parts = key.split("/")
@@ -115,7 +110,7 @@ def find_runs(folders: Sequence[str | Path], stage: str = "test") -> list[RunRes
     for folder in map(Path, folders):
         if not folder.exists():
             raise ConfigError(f"{folder}: no such folder (expected a run or sweep folder)")
-        files = [folder] if folder.is_file() else sorted(folder.rglob("metrics.json"))
+        files = [folder] if folder.is_file() else sorted(folder.rglob(NAME))
         for path in files:
             if path.resolve() not in found:
                 found[path.resolve()] = read_run(path, stage)

@@ -1,18 +1,17 @@
-"""Turn composed Hydra configs into objects — the only library code that sees a DictConfig.
+"""Turn composed Hydra configs into objects: datamodule, evaluation options, module, trainer, callbacks.
 
-Shared by the entry points (train, eval) and the tests, so all of them build things the same way.
-Model, loss and dataset go through the checked specs of :mod:`mean_geo.files.specs` (what is built
-is exactly what a checkpoint will say); optimiser, scheduler, loggers, callbacks and the trainer
-come from the user's own config through ``instantiate``.
+Shared by the entry points (train, eval, index) and the tests, so all of them build things the same
+way.  The precision policy lives in :mod:`mean_geo.training.hardware`, the loggers in
+:mod:`mean_geo.training.loggers`.  Model, loss and dataset go through the checked specs of
+:mod:`mean_geo.files.specs` (what is built is exactly what a checkpoint will say); optimiser,
+scheduler, callbacks and the trainer come from the user's own config through ``instantiate``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -20,8 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from mean_geo.data.corruptions import SEVERITIES, query_conditions
-from mean_geo.data.datamodule import DATAMODULES, CrossViewDataModule
+from mean_geo.datamodules import DATAMODULES, CrossViewDataModule
 from mean_geo.errors import ConfigError, MeanGeoError, whole_number
 from mean_geo.files.specs import checkpoint_spec, dataset_spec, loss_spec
 from mean_geo.localization.refine import RefineSettings
@@ -29,11 +27,9 @@ from mean_geo.losses import LOSSES, build_loss
 from mean_geo.models.backbone import normalization
 from mean_geo.models.input_size import check_spec_image_size
 from mean_geo.models.registry import build_architecture
-from mean_geo.retrieval.multi_query import check_mode
-from mean_geo.retrieval.rerank import RerankSettings
-from mean_geo.synthetic.writer import WorldSpec, write_world
+from mean_geo.retrieval.options import EvalOptions
+from mean_geo.training import hardware
 from mean_geo.training.checkpoint_io import AtomicCheckpointIO
-from mean_geo.training.identity import RunIdentity
 from mean_geo.training.lit_module import MEANLitModule
 from mean_geo.training.progress import progress_bar
 from mean_geo.training.refined_eval import RefineRequest
@@ -47,25 +43,36 @@ def to_plain(cfg: DictConfig | dict | None) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_datamodule(dataset_cfg: DictConfig | dict, eval_cfg: DictConfig | dict | None = None) -> CrossViewDataModule:
-    """The datamodule a dataset config (or a checkpoint's dataset spec) names, arguments checked; a
-    synthetic one gets its world writer.  With ``eval_cfg``, also the corrupted queries its test
-    loaders serve (``eval.corruptions``)."""
+def build_datamodule(dataset_cfg: DictConfig | dict, options: EvalOptions | None = None) -> CrossViewDataModule:
+    """The datamodule a dataset config (or a checkpoint's dataset spec) names, arguments checked.
+
+    With ``options``, also the corrupted queries its test loaders serve (``eval.corruptions``).
+    """
     dataset = to_plain(dataset_cfg)
     if not dataset or not ({"name", "_target_"} & set(dataset)):
         raise ConfigError("dataset: no dataset selected; use dataset=synthetic|sues200|university1652")
-    settings = to_plain(eval_cfg)
-    conditions = query_conditions(settings.get("corruptions"), settings.get("severities", SEVERITIES))
     checked = dataset_spec(dataset)
-    dm = DATAMODULES.get(checked.pop("name"))(**checked)
-    if dm.synthesize is not None:
-        try:
-            spec = WorldSpec(layout=dm.layout, **{**dm.world_spec_kwargs(), **dm.synthesize})
-        except MeanGeoError as exc:  # the spec names its own field; the user wrote dataset.synthesize.<field>
-            raise type(exc)(f"dataset.synthesize.{exc}") from None
-        dm.write_world = functools.partial(write_world, spec)
-    dm.query_conditions = conditions
-    return dm
+    return DATAMODULES.get(checked.pop("name"))(**checked, eval_options=options)
+
+
+def eval_options(eval_cfg: DictConfig | dict | None) -> EvalOptions:
+    """``cfg.eval`` checked once, so a wrong value stops before any work (not yet resolved against a dataset)."""
+    return EvalOptions.from_settings(to_plain(eval_cfg))
+
+
+def build_evaluation(
+    dataset_cfg: DictConfig | dict, options: EvalOptions, refine: RefineRequest | None = None
+) -> tuple[CrossViewDataModule, EvalOptions]:
+    """The datamodule, and the evaluation options resolved against its protocol.
+
+    The dataset's arguments are checked, then the options against the dataset (GTA-UAV refuses
+    re-ranking, say): every refusal comes before a world is written or a step trained.  With
+    ``refine``, each query keeps as many ranked tiles as refinement verifies.
+    """
+    if refine is not None:
+        options = replace(options, ranking_k=max(options.ranking_k, refine.settings.top_n))
+    dm = build_datamodule(dataset_cfg, options)
+    return dm, options.for_dataset(dm.protocol, dm.describe().name, dm.directions)
 
 
 def dataset_settings(cfg: DictConfig) -> dict:
@@ -77,7 +84,7 @@ def dataset_settings(cfg: DictConfig) -> dict:
     return dataset
 
 
-def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
+def run_spec(cfg: DictConfig, num_classes: int) -> dict:
     """The checked build spec of model + loss (+ dataset) that checkpoints store (no code paths)."""
     loss = to_plain(cfg.loss)
     model = to_plain(cfg.model)
@@ -93,55 +100,31 @@ def build_config_of(cfg: DictConfig, num_classes: int) -> dict:
 def check_input_size(cfg: DictConfig) -> None:
     """The model of ``cfg`` runs at ``dataset.image_size``, checked before any work (a world
     written, a step trained): :mod:`mean_geo.models.input_size`."""
-    spec = build_config_of(cfg, num_classes=2)
+    spec = run_spec(cfg, num_classes=2)
     check_spec_image_size(spec["model"], int(spec["dataset"]["image_size"]))
 
 
 def build_lit_module(
-    build_config: dict,
+    spec: dict,
     optim_cfg: DictConfig | None = None,
-    eval_cfg: DictConfig | dict | None = None,
+    eval_options: EvalOptions | None = None,
     channels_last: bool = False,
     grad_cache_chunk: int | None = None,
     gradient_clip: tuple[float | None, str] = (None, "norm"),
 ) -> MEANLitModule:
     """A module for training: the model is built as the spec says (pretrained weights included)."""
     return MEANLitModule(
-        build_architecture(build_config["model"]),
-        build_loss(build_config["loss"]),
+        build_architecture(spec["model"]),
+        build_loss(spec["loss"]),
         optimizer=instantiate(optim_cfg.optimizer) if optim_cfg is not None else None,
         scheduler=instantiate(optim_cfg.scheduler) if optim_cfg is not None and optim_cfg.get("scheduler") else None,
-        **eval_options(eval_cfg),
+        eval_options=eval_options,
         channels_last=channels_last,
-        build_config=build_config,
+        spec=spec,
         grad_cache_chunk=grad_cache_chunk,
         gradient_clip=gradient_clip,
         backbone_lr_factor=float((optim_cfg or {}).get("backbone_lr_factor", 1.0)),
     )
-
-
-def eval_options(eval_cfg: DictConfig | dict | None) -> dict:
-    """``cfg.eval``'s conventions as :class:`MEANLitModule` arguments (training and ``mean_geo.eval``
-    alike), checked here so a wrong value stops before any work."""
-    eval_cfg = to_plain(eval_cfg)
-    rerank = eval_cfg.get("rerank", False)
-    if not isinstance(rerank, bool):
-        raise ConfigError(f"eval.rerank={rerank!r}: expected true or false")
-    flip = eval_cfg.get("flip_tta", False)
-    if not isinstance(flip, bool):
-        raise ConfigError(f"eval.flip_tta={flip!r}: expected true or false")
-    settings = RerankSettings(
-        k1=eval_cfg.get("rerank_k1", 20),
-        k2=eval_cfg.get("rerank_k2", 6),
-        lambda_value=eval_cfg.get("rerank_lambda", 0.3),
-    )
-    return {
-        "eval_ks": eval_cfg.get("ks", (1, 5, 10)),
-        "drop_unmatched_gallery": eval_cfg.get("drop_unmatched_gallery"),
-        "multi_query": check_mode(eval_cfg.get("multi_query", "none")),
-        "flip_tta": flip,
-        "rerank": settings if rerank else None,
-    }
 
 
 def refine_request(eval_cfg: DictConfig | dict | None, directions: Sequence[str]) -> RefineRequest | None:
@@ -191,44 +174,6 @@ def manual_clipping(trainer_cfg: DictConfig | dict, grad_cache_chunk: int | None
     return cfg, clip
 
 
-#: the authors' GradScaler starts at 2**10 (Lightning's default 2**16 skips more steps at the start)
-AMP_INIT_SCALE = 2.0**10
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU (AVX512-BF16/AMX): 2-3x faster training; emulated it is slower."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def uses_gpu(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def resolve_precision(accelerator: str, precision: str) -> str:
-    """``precision: auto``: fp16 AMP on a GPU (the authors' recipe), bf16 autocast on a CPU that
-    has it, else fp32.  Anything else is passed through as the user wrote it."""
-    if str(precision) != "auto":
-        return precision
-    if uses_gpu(accelerator):
-        return "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-def check_gpu_decoding(dataset: dict, trainer_cfg: DictConfig | dict) -> None:
-    """``dataset.decode_on=gpu`` where training does not run on a CUDA GPU is refused before any work,
-    as ``hardware=gpu`` without one is: the images would be decoded inside the training process,
-    one batch after the other, the slowest arrangement there is."""
-    if dataset.get("decode_on", "cpu") != "gpu":
-        return
-    accelerator = str(to_plain(trainer_cfg).get("accelerator", "auto"))
-    if not uses_gpu(accelerator) or not torch.cuda.is_available():
-        raise ConfigError(
-            f"dataset.decode_on=gpu: training runs on the CPU here (trainer.accelerator={accelerator}"
-            f"{'' if torch.cuda.is_available() else ', no CUDA GPU visible'}); use dataset.decode_on=cpu, "
-            "where the loader's workers decode in parallel"
-        )
-
-
 def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.Trainer:
     """The Trainer of train/eval/index: ``precision: auto`` resolved, fp16 AMP on a GPU with the
     authors' GradScaler start (``init_scale=2**10``), checkpoints written atomically."""
@@ -238,74 +183,11 @@ def build_trainer(trainer_cfg: DictConfig | dict, callbacks: list, logger) -> L.
         raise ConfigError(
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible here; use hardware=auto or hardware=cpu"
         )
-    cfg["precision"] = resolve_precision(accelerator, cfg.get("precision", "32-true"))
-    plugins = list(cfg.pop("plugins", None) or [])
-    # a user's cluster environment or checkpoint plugin must not replace the GradScaler's start;
-    # only a precision plugin of their own does
-    amp = cfg["precision"] in ("16-mixed", 16, "16") and uses_gpu(accelerator)
-    if amp and not any(is_precision_plugin(p) for p in plugins):
-        plugins.append(amp_plugin())
-        cfg.pop("precision")
+    plugins = hardware.precision_plugins(cfg, accelerator)
     plugins.append(AtomicCheckpointIO())  # a full disk never leaves a truncated checkpoint
     if cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks = [*callbacks, progress_bar()]  # eval, index: lines, not a bar, in a file
     return instantiate(cfg, callbacks=callbacks, logger=logger, plugins=plugins)
-
-
-def is_precision_plugin(plugin) -> bool:
-    """Whether a ``trainer.plugins`` entry (an object, or a config with ``_target_``) sets the precision."""
-    from hydra.utils import get_class
-    from lightning.pytorch.plugins.precision import Precision
-
-    if isinstance(plugin, dict) and "_target_" in plugin:
-        try:
-            plugin = get_class(str(plugin["_target_"]))
-        except Exception:  # noqa: BLE001 - instantiating it will name what is wrong
-            return False
-    cls = plugin if isinstance(plugin, type) else type(plugin)
-    return issubclass(cls, Precision)
-
-
-def amp_plugin(device: str = "cuda"):
-    from lightning.pytorch.plugins import MixedPrecision
-
-    return MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device, init_scale=AMP_INIT_SCALE))
-
-
-def _wandb_needs_offline() -> bool:
-    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
-        return False
-    netrc = Path.home() / ".netrc"
-    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
-
-
-def build_loggers(
-    logger_cfg: DictConfig | None, identity: RunIdentity | None = None, config: dict | None = None
-) -> list:
-    """Loggers from config.  W&B runs get the run's name, group and job type unless the config sets
-    them; every logger gets ``config`` (the full resolved config) as hyper-parameters."""
-    loggers = []
-    for name, conf in (logger_cfg or {}).items():
-        if conf is None or "_target_" not in conf:
-            continue
-        conf = to_plain(conf)
-        if "WandbLogger" in conf["_target_"]:
-            if _wandb_needs_offline():
-                # wandb refuses to start without a key; keep the run local and say so
-                os.environ["WANDB_MODE"] = "offline"
-                log.warning("no W&B API key found; logging offline (sync later with `wandb sync`)")
-            if identity is not None:
-                for key in ("name", "group", "job_type"):
-                    if conf.get(key) is None:
-                        conf[key] = getattr(identity, key)
-        try:
-            loggers.append(instantiate(conf))
-        except (ImportError, ModuleNotFoundError) as exc:
-            raise ConfigError(f"logger={name}: {exc}; install the extra (pip install -e '.[{name}]')") from None
-    if config is not None:
-        for logger in loggers:
-            logger.log_hyperparams(config)
-    return loggers
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, progress_bar: bool = True) -> list[L.Callback]:

@@ -73,10 +73,22 @@ def remove_stale_partials(path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs.  A writer killed a moment ago can linger as a zombie
+    (dead, not yet reaped by its parent): ``kill(pid, 0)`` succeeds on it, its state says ``Z``."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """``/proc/<pid>/stat``'s state field is ``Z`` (or ``X``: dead); False where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ")"
+    return stat[stat.rfind(")") + 1 :].split()[:1] in (["Z"], ["X"])

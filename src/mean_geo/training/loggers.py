@@ -1,16 +1,25 @@
-"""Figures and tables to the loggers that can show them (W&B, TensorBoard); CSV keeps files only.
+"""The loggers: built from config (W&B kept offline without a key), and fed figures and tables
+where they can show them (W&B, TensorBoard; CSV keeps files only).
 
 The same PNGs the run writes into its folder, so a dashboard and the run folder never disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from PIL import Image
+
+from mean_geo.errors import ConfigError
+from mean_geo.training.identity import RunIdentity
+
+log = logging.getLogger(__name__)
 
 
 def log_images(loggers: Sequence[Logger], images: dict[str, Path], step: int) -> None:
@@ -68,3 +77,37 @@ def adopt_csv_header(loggers: Sequence[Logger]) -> None:
             with path.open(newline="") as fh:
                 header = next(csv.reader(fh), [])
             writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
+
+
+def _wandb_needs_offline() -> bool:
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def build_loggers(logger_cfg: Mapping | None, identity: RunIdentity | None = None, config: dict | None = None) -> list:
+    """Loggers from config.  W&B runs get the run's name, group and job type unless the config sets
+    them; every logger gets ``config`` (the full resolved config) as hyper-parameters."""
+    loggers = []
+    for name, conf in (logger_cfg or {}).items():
+        if conf is None or "_target_" not in conf:
+            continue
+        conf = dict(conf)
+        if "WandbLogger" in conf["_target_"]:
+            if _wandb_needs_offline():
+                # wandb refuses to start without a key; keep the run local and say so
+                os.environ["WANDB_MODE"] = "offline"
+                log.warning("no W&B API key found; logging offline (sync later with `wandb sync`)")
+            if identity is not None:
+                for key in ("name", "group", "job_type"):
+                    if conf.get(key) is None:
+                        conf[key] = getattr(identity, key)
+        try:
+            loggers.append(instantiate(conf))
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise ConfigError(f"logger={name}: {exc}; install the extra (pip install -e '.[{name}]')") from None
+    if config is not None:
+        for logger in loggers:
+            logger.log_hyperparams(config)
+    return loggers
