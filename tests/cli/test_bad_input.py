@@ -263,7 +263,9 @@ def test_a_corrupt_image_loaded_by_workers_ends_in_one_line(tmp_path, monkeypatc
 def _mismatched_checkpoint(tmp_path: Path) -> Path:
     """A checkpoint whose spec says one CEA width and whose weights have another."""
     ckpt = torch.load(LEGACY / "last.ckpt", map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["spec"]["model"]["cea_out_dim"] = 32  # the weights hold 16
+    ckpt["hyper_parameters"]["build_config"]["model"]["cea_out_dim"] = (
+        32  # the weights hold 16 (a legacy file: build_config)
+    )
     path = tmp_path / "mismatch.ckpt"
     torch.save(ckpt, path)
     return path
