@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch 2.14.1 + torchvision 0.29.1: the pair that installs and imports together on our machines
 # (constraints.txt; the package itself only asks for lower bounds)
 PIP     := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
-EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx,bench,lora,match
+EXTRAS  ?= dev,wandb,tensorboard,faiss,slurm,optuna,onnx,bench,lora,match,geo,app
 
 .PHONY: help install train smoke test test-fast test-kernels lint hooks bench bench-gpu clean
 

@@ -16,7 +16,20 @@ import pytest
 import mean_geo
 
 PACKAGE = Path(mean_geo.__file__).parent
-ENTRY_POINTS = {"train", "eval", "index", "localize", "export", "profile", "synth", "bench", "check", "report"}
+ENTRY_POINTS = {
+    "train",
+    "eval",
+    "index",
+    "localize",
+    "export",
+    "profile",
+    "synth",
+    "bench",
+    "check",
+    "report",
+    "tile",
+    "app",
+}
 #: rank of each top-level part: a module may import its own sub-package or a lower rank only
 RANKS = {
     "errors": 0,

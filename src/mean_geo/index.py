@@ -124,8 +124,15 @@ def main(cfg: DictConfig) -> None:
     # tiles are split by Lightning's sampler, or every rank would embed every tile
     trainer_cfg = {**to_plain(cfg.trainer), "use_distributed_sampler": True}
     trainer = build_trainer(trainer_cfg, callbacks=[PartWriter()], logger=False)
+    gallery = Path(cfg.gallery_dir).expanduser()
+    if gallery.is_file():  # a map: its tiles first, beside the index
+        from mean_geo.localization.tiling import tiles_for_index
+
+        out_path = Path(cfg.out).expanduser()
+        gallery = tiles_for_index(gallery, out_path.with_name(f"{out_path.stem}_tiles"), cfg.tile_m, cfg.tile_overlap)
+        log.info("indexing the tiles of %s in %s", cfg.gallery_dir, gallery)
     out = build_index(
-        cfg.gallery_dir,
+        gallery,
         cfg.ckpt,
         cfg.out,
         trainer,

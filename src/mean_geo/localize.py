@@ -4,7 +4,9 @@ For each drone photo: the ``k`` most similar satellite tiles of the index with t
 coordinates, printed as a table (or JSON with ``--json``), and a PNG strip per photo in ``--out``.
 With ``--track``, the photos are one flight's frames (or a video): decoded together as a track
 (docs/tracking.md), written to ``--out`` as track.csv and track.png, and measured in metres
-(metrics.json) when ``--coords-csv`` knows where the frames were taken.
+(metrics.json) when ``--coords-csv`` knows where the frames were taken.  ``--format geojson kml gpx
+csv json`` also writes the answers as ``<out>/localized.<format>`` (positions, top-k tile
+footprints, the track) for map programs (:mod:`mean_geo.localization.formats`).
 The model is the one the index was built with (a training checkpoint or an export folder); an
 index from another model is refused.
 """
@@ -26,6 +28,7 @@ from mean_geo.cli import ToolParser, report_user_errors, whole_number_at_least
 from mean_geo.cli.plugins import add_plugins_option, import_plugins
 from mean_geo.data.layouts import list_images
 from mean_geo.errors import MeanGeoError
+from mean_geo.inference.answers import flight_answers, photo_answers
 from mean_geo.inference.flight import (
     FRAME_CORRUPTIONS,
     STATIC,
@@ -49,6 +52,7 @@ from mean_geo.inference.geo import haversine_m
 from mean_geo.inference.loading import load_model
 from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
 from mean_geo.inference.refinement import RefinedPhoto, TileStore, draw_inliers, refine_photos
+from mean_geo.localization.formats import FORMATS, SUFFIX, PhotoAnswer, render
 from mean_geo.localization.matching import MATCHERS, Matcher, build_matcher
 from mean_geo.localization.refine import RERANK, RefinedPosition, RefineSettings
 from mean_geo.localization.sequence import SequenceFrame, is_video, order_frames, read_video
@@ -56,6 +60,7 @@ from mean_geo.localization.track import MotionModel, tile_spacing_m
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.retrieval.search import BACKENDS
 from mean_geo.retrieval.strips import QUERY, Cell, write_strips
+from mean_geo.utils import atomic
 from mean_geo.utils.output import writable_folder
 
 
@@ -81,6 +86,13 @@ def parser() -> ToolParser:
         "adds each match's distance in metres",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--format",
+        choices=[f for f in FORMATS if f != "table"],
+        nargs="+",
+        default=[],
+        help="also write the answers as <out>/localized.<format>: geojson, kml, gpx (map programs), csv, json",
+    )
     add_refine_options(p)
     add_track_options(p)
     add_plugins_option(p)
@@ -336,6 +348,7 @@ def run_track(
     write_track_plot(out / TRACK_PNG, flight, index, truth)
     for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
         write_strip(photo, matches[:5], out / f"{i:04d}_{photo.stem}.png")
+    write_formats(args.format, flight_answers(flight, args.track, index, args.k or 5), out, track=True)
     if args.json:
         rows = []
         for i, (frame, matches, point) in enumerate(zip(frames, results, flight.chosen(args.track), strict=True)):
@@ -416,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         write_strip(photo, matches[: args.k or 5], out / f"{i:04d}_{photo.stem}.png")
         if refined is not None:
             draw_inliers(refined[i], out / f"{i:04d}_{photo.stem}_matches.png")
+    positions = [r.position for r in refined] if refined is not None else None
+    write_formats(args.format, photo_answers(photos, results, index, args.k or 5, positions), out)
     if args.json:
         rows = []
         for i, (p, ms) in enumerate(zip(photos, results, strict=True)):
@@ -427,6 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_tables(photos, results, out, refined)
     return 0
+
+
+def write_formats(formats: list[str], answers: list[PhotoAnswer], out: Path, track: bool = False) -> None:
+    """``--format``: the answers as ``<out>/localized.<suffix>``, one file per format."""
+    for fmt in dict.fromkeys(formats):
+        path = out / f"localized{SUFFIX[fmt]}"
+        atomic.write_text(path, render(fmt, answers, track=track))
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def refined_record(position: RefinedPosition, truth: tuple[float, float] | None) -> dict:

@@ -11,12 +11,14 @@ from mean_geo.data.denseuav import HEIGHTS
 from mean_geo.data.layouts import SUES200_ALTITUDES
 from mean_geo.synthetic.flights import LAYOUT as FLIGHTS
 from mean_geo.synthetic.flights import FlightSpec, write_flights_world
+from mean_geo.synthetic.orthophoto import LAYOUT as ORTHOPHOTO
+from mean_geo.synthetic.orthophoto import OrthophotoSpec, write_orthophoto
 from mean_geo.synthetic.writer import LAYOUTS, SATELLITE_SIDE_M, WorldSpec, write_world
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ToolParser(prog="python -m mean_geo.synth", description=__doc__)
-    p.add_argument("--layout", choices=(*LAYOUTS, FLIGHTS), default="sues200")
+    p.add_argument("--layout", choices=(*LAYOUTS, FLIGHTS, ORTHOPHOTO), default="sues200")
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     p.add_argument(
         "--locations", type=int, default=40, help="places (SUES-200: all; U1652: per split; GTA-UAV: photos drawn)"
@@ -54,8 +56,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     f.add_argument("--tile-m", type=float, default=FlightSpec.tile_m, help="tile side, m (default %(default)s)")
     f.add_argument("--overlap", type=float, default=FlightSpec.overlap, help="tile overlap share (default %(default)s)")
     f.add_argument("--map-m", type=float, default=FlightSpec.map_m, help="map side, m (default %(default)s)")
+    o = p.add_argument_group("--layout orthophoto (a georeferenced GeoTIFF and views cut from it; extra geo)")
+    o.add_argument(
+        "--crs", default=OrthophotoSpec.crs, help="the map's CRS (default %(default)s; EPSG:4326, EPSG:3857, ...)"
+    )
+    o.add_argument("--centre", type=float, nargs=2, default=None, metavar=("LAT", "LON"), help="the map's centre")
+    o.add_argument("--pixel-m", type=float, default=OrthophotoSpec.pixel_m, help="ground metres a pixel")
+    o.add_argument("--views", type=int, default=OrthophotoSpec.views, help="views cut from the map")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
+
+
+def orthophoto_spec(args: argparse.Namespace) -> OrthophotoSpec:
+    """``--size`` is the map's side in pixels here (default 1024 when left at 256)."""
+    lat, lon = args.centre if args.centre else (OrthophotoSpec.lat, OrthophotoSpec.lon)
+    return OrthophotoSpec(
+        crs=args.crs,
+        lat=lat,
+        lon=lon,
+        size_px=args.size if args.size != 256 else OrthophotoSpec.size_px,
+        pixel_m=args.pixel_m,
+        views=args.views,
+        seed=args.seed,
+    )
 
 
 def flight_spec(args: argparse.Namespace) -> FlightSpec:
@@ -94,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.layout == FLIGHTS:
         root = write_flights_world(flight_spec(args), args.out)
+    elif args.layout == ORTHOPHOTO:
+        root = write_orthophoto(orthophoto_spec(args), args.out)
     else:
         root = write_world(world_spec(args), args.out, workers=args.workers, progress=not args.quiet)
     if not args.quiet:

@@ -2,6 +2,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 from mean_geo.datamodules import SUES200DataModule, University1652DataModule
 from mean_geo.errors import ConfigError
@@ -97,3 +98,27 @@ def test_memory_is_pinned_for_the_trainers_device_not_for_a_gpu_being_present(u1
     dm.setup("fit")
     assert dm.train_dataloader().pin_memory is pinned
     assert all(loader.pin_memory is pinned for loader in dm.test_dataloader())
+
+
+def test_gallery_tiles_sized_in_the_coordinates_csv_carry_their_footprints(u1652_world, tmp_path):
+    """``m_per_px`` in a path-keyed coordinates CSV: each D→S gallery tile's north-up footprint
+    travels with its batches (the error browser lays the tiles on its map)."""
+    import math
+
+    from mean_geo.data.eval_sets import EvalKey
+
+    tiles = sorted((u1652_world / "test" / "gallery_satellite").glob("*/*"))
+    rows = [f"{p.relative_to(u1652_world)},{30 + i / 100},{120 + i / 100},2.0" for i, p in enumerate(tiles[:3])]
+    csv_file = tmp_path / "coords.csv"
+    csv_file.write_text("path,lat,lon,m_per_px\n" + "\n".join(rows) + "\n")
+    dm = University1652DataModule(u1652_world, image_size=32, num_workers=0, coordinates_csv=str(csv_file))
+    dm.setup("test")
+    gallery = dm.eval_set("test", EvalKey("d2s", "gallery"))
+    footprints = gallery.truth["footprint"]
+    known = [i for i in range(len(gallery)) if not footprints[i].isnan().any()]
+    assert [gallery.records[i].path for i in known] == tiles[:3]
+    side = Image.open(tiles[0]).size[0] * 2.0  # metres
+    (north, west), (_, east), (south, _), _ = footprints[known[0]].tolist()
+    assert (north - south) * 111_195 == pytest.approx(side, rel=1e-3)
+    assert (east - west) * 111_195 * math.cos(math.radians(30)) == pytest.approx(side, rel=1e-3)
+    assert "footprint" not in dm.eval_set("test", EvalKey("d2s", "query")).truth

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,3 +86,54 @@ _STALE_HANDLER = re.compile(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", 
 def without_stale_logging(err: str) -> str:
     """``err`` without the messages of logging handlers left on closed streams by earlier tests."""
     return _STALE_HANDLER.sub("", err)
+
+
+@contextlib.contextmanager
+def serving_module(
+    args: list[str], cwd: Path, ready: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> Iterator[str]:
+    """``python <args>`` started in ``cwd`` and left running while the block runs; yields the
+    first line of its output that contains ``ready`` (a server's "listening on …" line) and stops
+    the process after the block (a server that exits or never says it is ready fails here)."""
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environment.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen: list[str] = []
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"not ready within {timeout} s: {''.join(seen)[-2000:]}") from None
+            if line is None:
+                raise AssertionError(f"exited with {proc.wait()} before it was ready: {''.join(seen)[-2000:]}")
+            seen.append(line)
+            if ready in line:
+                break
+        yield line.strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,3 +1,4 @@
+import pyproj
 import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
 
@@ -64,12 +65,13 @@ def test_bad_coordinate_csv(tmp_path, text, message):
 @pytest.mark.parametrize(
     "world, message",
     [
-        ("0.01\n0\n0\n-0.01\nnan\n47.5\n", "w.pgw: expected six finite numbers"),
-        ("0.01\n0\n0\n-0.01\n8.5\ninf\n", "w.pgw: expected six finite numbers"),
-        ("0\n0\n0\n0\n8.5\n47.5\n", "a pixel size that is not 0"),
+        ("0.01\n0\n0\n-0.01\nnan\n47.5\n", "w.pgw: its georeferencing is not finite numbers"),
+        ("0.01\n0\n0\n-0.01\n8.5\ninf\n", "w.pgw: its georeferencing is not finite numbers"),
+        ("0\n0\n0\n0\n8.5\n47.5\n", "w.pgw: not a usable world file"),
+        ("0.01\n0.002\n0\n-0.01\n8.5\n47.5\n", "w.png: a rotated or sheared raster"),
     ],
 )
-def test_a_world_file_of_non_finite_or_degenerate_numbers_is_named(tmp_path, world, message):
+def test_a_world_file_of_non_finite_degenerate_or_rotated_numbers_is_named(tmp_path, world, message):
     png = tile(tmp_path / "w.png", size=(11, 11))
     (tmp_path / "w.pgw").write_text(world)
     with pytest.raises(MeanGeoError, match=message):
@@ -86,24 +88,29 @@ def _geotiff(path, tie, scale, geokeys=None):
     return path
 
 
-def test_projected_tiles_are_refused_not_reported_as_lat_lon(tmp_path):
+def test_projected_tiles_are_converted_and_a_missing_crs_is_named(tmp_path):
     # GeoKeys: version header, then GTModelType=1 (projected) and ProjectedCSType=32632 (UTM 32N)
     utm_keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32632)
     utm = _geotiff(tmp_path / "utm.tif", (0.0, 0.0, 0.0, 465000.0, 5247000.0, 0.0), (0.5, 0.5, 0.0), utm_keys)
-    with pytest.raises(MeanGeoError, match=r"utm.tif: its GeoTIFF coordinates are in a projected CRS \(EPSG:32632\)"):
-        locate_tiles([utm], tmp_path)
-    geographic_keys = (1, 1, 0, 1, 1024, 0, 1, 2)  # GTModelType=2: geographic, fine
+    # the tile's centre: 10 px of 0.5 m east and south of the corner, by pyproj itself
+    to_lonlat = pyproj.Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(465000.0 + 5.0, 5247000.0 - 5.0)
+    assert locate_tiles([utm], tmp_path)[0] == pytest.approx((lat, lon), abs=1e-9)
+    geographic_keys = (1, 1, 0, 1, 1024, 0, 1, 2)  # GTModelType=2: geographic
     ok = _geotiff(tmp_path / "ll.tif", (0.0, 0.0, 0.0, 8.5, 47.5, 0.0), (0.01, 0.01, 0.0), geographic_keys)
     assert locate_tiles([ok], tmp_path)[0] == pytest.approx((47.4, 8.6))
     no_keys = _geotiff(tmp_path / "merc.tif", (0.0, 0.0, 0.0, 950000.0, 6000000.0, 0.0), (1.0, 1.0, 0.0))
-    with pytest.raises(MeanGeoError, match="are not degrees"):
+    with pytest.raises(
+        MeanGeoError, match="merc.tif: georeferenced without a CRS, and its coordinates are not degrees"
+    ):
         locate_tiles([no_keys], tmp_path)
     world = tile(tmp_path / "w.png", size=(11, 11))
-    (tmp_path / "w.pgw").write_text("0.5\n0\n0\n-0.5\n465000\n5247000\n")  # metres
-    with pytest.raises(MeanGeoError, match="w.png: its world-file coordinates are in a projected CRS"):
+    (tmp_path / "w.pgw").write_text("0.5\n0\n0\n-0.5\n465000\n5247000\n")  # metres, no .prj
+    with pytest.raises(MeanGeoError, match="w.png: georeferenced without a CRS"):
         locate_tiles([world], tmp_path)
-    small = tile(tmp_path / "s.png", size=(11, 11))
-    (tmp_path / "s.pgw").write_text("0.5\n0\n0\n-0.5\n10\n20\n")  # small numbers, but a .prj says metres
-    (tmp_path / "s.prj").write_text('PROJCS["WGS 84 / UTM zone 32N",GEOGCS["WGS 84"]]')
-    with pytest.raises(MeanGeoError, match=r"s.prj names a PROJCS"):
-        locate_tiles([small], tmp_path)
+    (tmp_path / "w.prj").write_text(pyproj.CRS.from_epsg(32632).to_wkt())  # ... its CRS beside it: fine
+    lon, lat = to_lonlat.transform(465000.0 + 2.5, 5247000.0 - 2.5)  # pixel (5, 5): a world file names pixel centres
+    assert locate_tiles([world], tmp_path)[0] == pytest.approx((lat, lon), abs=1e-9)
+    (tmp_path / "w.prj").write_text("not a CRS at all")
+    with pytest.raises(MeanGeoError, match="w.prj: not a CRS pyproj knows"):
+        locate_tiles([world], tmp_path)

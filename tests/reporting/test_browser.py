@@ -112,3 +112,31 @@ def _thumbs():
     from mean_geo.reporting.browser import _Thumbnails
 
     return _Thumbnails(32)
+
+
+def test_the_map_lays_the_tiles_where_their_footprints_are(tmp_path):
+    """Tiles with ground footprints lie under the positions at their place (north up); a tile
+    without one is only a point."""
+    d = direction(tmp_path)
+    half = 0.002
+    d.gallery_footprints = [
+        [(lat + half, lon - half), (lat + half, lon + half), (lat - half, lon + half), (lat - half, lon - half)]
+        for lat, lon in GALLERY_LATLON
+    ]
+    d.gallery_footprints[1] = None
+    page = write_browser(tmp_path / "b.html", [d])
+    svg = page_data(page)["directions"][0]["map"]
+    boxes = [
+        tuple(float(v) for v in m)
+        for m in re.findall(
+            r'<image class="tile" href="data:image/jpeg;base64,[^"]+" x="([\d.]+)" y="([\d.]+)" '
+            r'width="([\d.]+)" height="([\d.]+)"',
+            svg,
+        )
+    ]
+    assert len(boxes) == 2  # tiles A and C; B has no footprint
+    (xa, ya, wa, ha), (xc, yc, wc, hc) = boxes
+    assert xc > xa and yc == ya  # C lies east of A, at the same latitude
+    assert abs(wa - wc) < 0.2 and abs(ha - hc) < 0.2 and abs(wa / ha - 0.8563) < 0.01  # cos(31°): square on the ground
+    assert svg.index('class="tile"') < svg.index('class="gallery-point"')  # under the points
+    assert "b.html" in str(page) and direction_page_data(direction(tmp_path), lambda p: 0)["map"].count("<image") == 0

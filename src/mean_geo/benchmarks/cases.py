@@ -456,7 +456,7 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
     import csv
     import tempfile
 
-    from mean_geo.inference.geo import locate_tiles, world_file_geometry
+    from mean_geo.inference.geo import locate_tiles, raster_geometry
     from mean_geo.localization.matching import build_matcher, read_for_matching
     from mean_geo.localization.refine import Candidate, RefineSettings, refine
     from mean_geo.localization.track import to_local_m
@@ -477,7 +477,7 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
         for path in tiles:
             image, sx, sy = read_for_matching(path, side)
             cached[path] = m.features(image)
-            geometry[path] = world_file_geometry(path).resized(sx, sy)
+            geometry[path] = raster_geometry(path).resized(sx, sy)
         model, _, x = _setup("resnet18", False, 1, 256)
         model.eval()
         gallery = torch.nn.functional.normalize(torch.randn(len(tiles), model.embedding_dim), dim=1)
@@ -514,4 +514,71 @@ def refine(photos: int = 10, side: int = 512, top_n: int = 5, matcher: str = "si
         "refine_uncached_s": med["uncached"],
         "accepted_share": accepted / len(frames),
         **peak_memory_mb(),
+    }
+
+
+def _write_big_map(path: Path, side: int, pixel_m: float = 0.5) -> int:
+    """A ``side`` × ``side`` RGB GeoTIFF in UTM 32N (deflate, 512-px blocks), written a strip of
+    blocks at a time from a textured 512-px pattern, so the bench process never holds the map."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from mean_geo.synthetic.world import generate_place
+
+    pattern = np.clip(generate_place(0, 0, radius_m=128.0, cell_m=pixel_m).colour, 0, 255).astype(np.uint8)
+    pattern = pattern.transpose(2, 0, 1)[:, :512, :512]
+    transform = rasterio.transform.Affine(pixel_m, 0.0, 465000.0, 0.0, -pixel_m, 5247000.0)
+    profile = dict(
+        driver="GTiff", width=side, height=side, count=3, dtype="uint8", crs="EPSG:32632", transform=transform,
+        compress="deflate", zlevel=1, tiled=True, blockxsize=512, blockysize=512, photometric="RGB", BIGTIFF="YES",
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(0, side, 512):
+            height = min(512, side - row)
+            strip = np.tile(pattern[:, :height], (1, 1, side // 512 + 1))[:, :, :side]
+            strip = np.roll(strip, row // 512 * 97, axis=2)  # not one block repeated: each row shifted
+            dst.write(strip, window=Window(0, row, side, height))
+    return side * side * 3
+
+
+def tile_map(side: int = 20_000, tile_m: float = 256.0, overlap: float = 0.0) -> dict:
+    """``python -m mean_geo.tile`` on a ``side`` × ``side``-pixel GeoTIFF at 0.5 m a pixel, run as
+    users run it (its own process): wall time, tiles a second, and the process's peak memory next
+    to the map's size decoded (the target: under 1 GB whatever the map's size)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench_tile_") as tmp:
+        raster = Path(tmp) / "map.tif"
+        t0 = time.perf_counter()
+        decoded = _write_big_map(raster, side)
+        write_s = time.perf_counter() - t0
+        # the peak of the tiler's own memory: VmHWM (ru_maxrss would count this process's pages at the fork)
+        code = (
+            "import re, sys, time\n"
+            "from mean_geo.tile import main\n"
+            "t = time.perf_counter()\n"
+            "rc = main(sys.argv[1:])\n"
+            "print('WALL', time.perf_counter() - t)\n"
+            "status = open('/proc/self/status').read()\n"
+            "print('PEAK_KB', re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n"
+            "sys.exit(rc)\n"
+        )
+        args = [str(raster), "--out", str(Path(tmp) / "tiles"), "--tile-m", str(tile_m), "--overlap", str(overlap)]
+        done = subprocess.run([sys.executable, "-c", code, *args, "--quiet"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"tile failed: {done.stderr[-2000:]}")
+        found = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("WALL", "PEAK_KB")))
+        tiles = len(list((Path(tmp) / "tiles").glob("*.tif")))
+    wall = float(found["WALL"])
+    peak_mb = int(found["PEAK_KB"]) / 1024
+    return {
+        "median_s": wall,
+        "tiles": tiles,
+        "tiles_per_s": tiles / wall,
+        "map_pixels": side * side,
+        "map_decoded_mb": round(decoded / 2**20, 1),
+        "peak_rss_mb": round(peak_mb, 1),  # the tiler's process (VmHWM), not this one
+        "peak_vs_map": round(peak_mb / (decoded / 2**20), 4),
+        "write_map_s": round(write_s, 1),
     }

@@ -216,6 +216,8 @@ RULES: dict[str, Rule] = {
     "num_workers": Rule(whole(0), tasks=frozenset({"index"})),
     "part_size": Rule(whole(1), tasks=frozenset({"index"})),
     "flip_tta": Rule(boolean, tasks=frozenset({"index"})),
+    "tile_m": Rule(number(0.0, low_open=True), tasks=frozenset({"index"})),
+    "tile_overlap": Rule(number(0.0, 1.0, high_open=True), tasks=frozenset({"index"})),
 }
 
 

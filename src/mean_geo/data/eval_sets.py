@@ -12,6 +12,8 @@ set has, as tensors of fixed shape so batches collate and gather across ranks:
 
 - ``altitude``: metres (NaN where the layout has none);
 - ``latlon``: ``(2,)`` degrees (NaN where the coordinates table does not know the image);
+- ``footprint``: ``(4, 2)`` lat/lon corners of a D→S gallery tile whose coordinates table gives its
+  ground size (``m_per_px``), NaN elsewhere;
 - ``position_m``: ``(2,)`` map metres (GTA-UAV);
 - ``positives``: the set's gallery indices of the query's positive tiles, padded with -1 (GTA-UAV).
 """
@@ -25,12 +27,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from mean_geo.data.corruptions import condition_seed, corrupt
 from mean_geo.data.datasets import load_rgb
 from mean_geo.data.layouts import ImageRecord, TrainSplit
 from mean_geo.errors import ConfigError
+from mean_geo.utils.earth import EARTH_RADIUS_M
 
 ROLES = ("query", "gallery")
 
@@ -116,15 +120,51 @@ def positions_of(
         return None
     found = []
     for record in records:
-        if key == "place":
-            at = where.get(record.location)
-        else:
-            rel = record.path.relative_to(root) if record.path.is_relative_to(root) else record.path
-            at = where.get(str(rel)) or where.get(str(record.path))
+        at = _lookup(record, key, where, root)
         found.append((math.nan, math.nan) if at is None else at)
     if all(math.isnan(lat) for lat, _ in found):
         return None
     return torch.tensor(found, dtype=torch.float64)
+
+
+def _lookup(record: ImageRecord, key: str, table: dict, root: Path):
+    if key == "place":
+        return table.get(record.location)
+    rel = record.path.relative_to(root) if record.path.is_relative_to(root) else record.path
+    return table.get(str(rel)) or table.get(str(record.path))
+
+
+def footprints_of(
+    records: Sequence[ImageRecord],
+    table: tuple[str, dict[str, tuple[float, float]]],
+    sizes: dict[str, float],
+    root: Path,
+) -> torch.Tensor | None:
+    """``(N, 4, 2)`` lat/lon corners of north-up tiles (top-left, top-right, bottom-right,
+    bottom-left) from a coordinates table and its ``m_per_px`` column; NaN where unknown, None
+    when no record has one.  The error browser draws the tiles there."""
+    key, where = table
+    if not where or not sizes:
+        return None
+    out = torch.full((len(records), 4, 2), math.nan, dtype=torch.float64)
+    found = False
+    for i, record in enumerate(records):
+        centre, m_per_px = _lookup(record, key, where, root), _lookup(record, key, sizes, root)
+        if centre is None or m_per_px is None:
+            continue
+        try:
+            with Image.open(record.path) as img:
+                width, height = img.size
+        except OSError:
+            continue
+        half_lat = math.degrees(m_per_px * height / 2 / EARTH_RADIUS_M)
+        half_lon = math.degrees(m_per_px * width / 2 / EARTH_RADIUS_M) / math.cos(math.radians(centre[0]))
+        lat, lon = centre
+        corners = [(lat + half_lat, lon - half_lon), (lat + half_lat, lon + half_lon)]
+        corners += [(lat - half_lat, lon + half_lon), (lat - half_lat, lon - half_lon)]
+        out[i] = torch.tensor(corners, dtype=torch.float64)
+        found = True
+    return out if found else None
 
 
 def altitudes_of(records: Sequence[ImageRecord]) -> torch.Tensor:

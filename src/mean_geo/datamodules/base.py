@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mean_geo.data.augment import COLOR_JITTER, ViewRecipe, checked_jitter, mean_fill, normalize_batch
-from mean_geo.data.coordinates import read_coordinates_csv
+from mean_geo.data.coordinates import read_coordinates_csv, read_ground_sizes
 from mean_geo.data.datasets import PairedViewsDataset, collate_pairs, make_pairs
 from mean_geo.data.decoded_cache import CACHE_KINDS, CachedPairsDataset, DecodedCache, check_cache_dir
 from mean_geo.data.device_decode import DECODE_ON, EncodedPairsDataset, collate_encoded, finish_encoded_batch
@@ -34,6 +34,7 @@ from mean_geo.data.eval_sets import (
     EvalImages,
     EvalKey,
     altitudes_of,
+    footprints_of,
     place_ids,
     positions_of,
     split_off_validation,
@@ -181,6 +182,7 @@ class CrossViewDataModule(L.LightningDataModule):
         # root's coordinates.csv when there is one (a synthetic world writes it)
         self.coordinates_csv = coordinates_csv
         self._coordinates: tuple[str, dict] | None = None
+        self._ground_sizes: dict[str, float] = {}
         self._full_train: TrainSplit | None = None
         self._train_split: TrainSplit | None = None
         self._val_split: TrainSplit | None = None
@@ -378,14 +380,24 @@ class CrossViewDataModule(L.LightningDataModule):
         """
         if self._coordinates is None:  # read once, not at every evaluation
             self._coordinates = self.coordinate_table()
+            self._ground_sizes = self.ground_sizes()
         out = {}
         for key, records in sets.items():
             truth = {"altitude": altitudes_of(records)}
             latlon = positions_of(records, self._coordinates, self.root)
             if latlon is not None:
                 truth["latlon"] = latlon
+                if key == ("d2s", "gallery", None):  # satellite tiles: their footprints, where sized
+                    footprints = footprints_of(records, self._coordinates, self._ground_sizes, self.root)
+                    if footprints is not None:
+                        truth["footprint"] = footprints
             out[key] = truth
         return out
+
+    def ground_sizes(self) -> dict[str, float]:
+        """``{key: metres per pixel}`` of the coordinates CSV's ``m_per_px`` column (north-up tiles)."""
+        source = Path(self.coordinates_csv).expanduser() if self.coordinates_csv else self.root / "coordinates.csv"
+        return read_ground_sizes(source) if source.suffix.lower() == ".csv" and source.is_file() else {}
 
     def eval_datasets_for(self, stage: str) -> list[EvalImages]:
         """The clean query/gallery sets (in :meth:`eval_keys` order) that ``stage`` evaluates."""

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass
 
 from mean_geo.data.numbers import is_pixel_map
 from mean_geo.errors import MeanGeoError
-from mean_geo.retrieval.distances import EARTH_RADIUS_M
+from mean_geo.utils.earth import EARTH_RADIUS_M
 
 
 @dataclass(frozen=True)

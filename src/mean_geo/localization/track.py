@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mean_geo.errors import MeanGeoError
-from mean_geo.retrieval.distances import EARTH_RADIUS_M
+from mean_geo.utils.earth import EARTH_RADIUS_M
 
 #: a frame is lost when the decoder's belief in its own estimate falls below this
 LOST_BELOW = 0.5

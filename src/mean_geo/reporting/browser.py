@@ -53,6 +53,9 @@ class BrowserDirection:
     #: per query, where refinement placed it: (gallery index, x, y as shares of the tile's width and
     #: height), or None (not refined); marked on that tile's thumbnail
     refined: Sequence[tuple[int, float, float] | None] | None = None
+    #: per gallery item, its ground footprint (four (lat, lon) corners, north-up) or None: where
+    #: known, the map shows the tiles themselves under the positions
+    gallery_footprints: Sequence[Sequence[tuple[float, float]] | None] | None = None
 
 
 class _Thumbnails:
@@ -86,9 +89,17 @@ def _known(point: tuple[float, float] | None) -> bool:
     return point is not None and all(math.isfinite(v) for v in point)
 
 
-def map_svg(direction: BrowserDirection, shown: Sequence[int], width: int = 640, height: int = 440) -> str | None:
+def map_svg(
+    direction: BrowserDirection,
+    shown: Sequence[int],
+    width: int = 640,
+    height: int = 440,
+    thumbs: _Thumbnails | None = None,
+) -> str | None:
     """Gallery positions, the shown queries' true positions and a line from each to its top-1
-    match (green right, red wrong), equirectangular around the centre; None without positions."""
+    match (green right, red wrong), equirectangular around the centre; None without positions.
+    Where the gallery has ground footprints (and ``thumbs`` is given), each tile's image lies under
+    them at its place."""
     q_pos, g_pos = direction.query_latlon, direction.gallery_latlon
     if q_pos is None or g_pos is None:
         return None
@@ -97,7 +108,18 @@ def map_svg(direction: BrowserDirection, shown: Sequence[int], width: int = 640,
     gallery = [(j, p) for j, p in enumerate(g_pos) if _known(p)]
     if not links:
         return None
-    points = [p for _, p in gallery] + [q for _, q, _ in links]
+    footprints = direction.gallery_footprints if thumbs is not None else None
+    # the tiles the shown queries retrieved first and the tiles of their true places (bounded: each
+    # is embedded once more in the map)
+    truth_places = {direction.query_places[i] for i, _, _ in links}
+    wanted = {direction.top[i][0] for i, _, _ in links}
+    wanted |= {j for j, place in enumerate(direction.gallery_places) if place in truth_places}
+    tiles = [
+        (j, fp)
+        for j, fp in enumerate(footprints or [])
+        if j in wanted and fp is not None and len(fp) == 4 and all(_known(c) for c in fp)
+    ]
+    points = [p for _, p in gallery] + [q for _, q, _ in links] + [c for _, fp in tiles for c in fp]
     lat0 = sum(p[0] for p in points) / len(points)
     squash = math.cos(math.radians(lat0))
     xs = [p[1] * squash for p in points]
@@ -116,6 +138,16 @@ def map_svg(direction: BrowserDirection, shown: Sequence[int], width: int = 640,
         f'<svg class="map" viewBox="0 0 {width + 2 * margin} {height + 2 * margin}" width="{width + 2 * margin}" '
         f'height="{height + 2 * margin}" role="img" aria-label="query and gallery positions">'
     ]
+    for j, fp in tiles:  # the tiles themselves, under everything (north-up: their footprint's box)
+        corners = [xy(c) for c in fp]
+        x0, y0 = min(c[0] for c in corners), min(c[1] for c in corners)
+        x1, y1 = max(c[0] for c in corners), max(c[1] for c in corners)
+        uri = thumbs.uris[thumbs(direction.gallery_paths[j])] if thumbs is not None else ""
+        if uri:
+            parts.append(
+                f'<image class="tile" href="{uri}" x="{x0}" y="{y0}" width="{round(x1 - x0, 1)}" '
+                f'height="{round(y1 - y0, 1)}" preserveAspectRatio="none" opacity="0.85"/>'
+            )
     for j, p in gallery:
         x, y = xy(p)
         label = html.escape(f"gallery {direction.gallery_places[j]}")
@@ -206,7 +238,7 @@ def direction_page_data(
         "gallery": gallery,
         "places": [[p, errors[p], counts[p]] for p in places],
         "altitudes": sorted({a for a in direction.query_altitudes if a is not None}),
-        "map": map_svg(direction, shown),
+        "map": map_svg(direction, shown, thumbs=thumbs),
     }
 
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 
 from mean_geo.retrieval.search import topk_search
+from mean_geo.utils.earth import EARTH_RADIUS_M
 
-EARTH_RADIUS_M = 6_371_008.8
 SDM_SCALE = 0.001
 THRESHOLDS_M = (25, 50, 100)
 

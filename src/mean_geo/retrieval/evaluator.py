@@ -38,7 +38,7 @@ from mean_geo.retrieval.search import topk_search
 log = logging.getLogger(__name__)
 
 #: the per-image truth a batch may carry (mean_geo.data.eval_sets)
-TRUTH_FIELDS = ("altitude", "latlon", "position_m", "positives")
+TRUTH_FIELDS = ("altitude", "latlon", "footprint", "position_m", "positives")
 
 
 def _distributed() -> bool:
@@ -140,6 +140,14 @@ class CollectedSet:
         if values is None:
             return [None] * len(self.paths)
         return [None if math.isnan(a) else int(a) for a in values.tolist()]
+
+    @property
+    def footprints(self) -> list[list[tuple[float, float]] | None] | None:
+        """Each image's ground footprint (four lat/lon corners) or None; None when none has one."""
+        values = self.truth.get("footprint")
+        if values is None:
+            return None
+        return [None if torch.isnan(fp).any() else [(float(a), float(b)) for a, b in fp.tolist()] for fp in values]
 
     @property
     def latlon(self) -> torch.Tensor | None:

@@ -146,6 +146,7 @@ def browser_direction(name: str, direction: DirectionResult, refined: list | Non
         query_latlon=_latlon_rows(query.latlon) if both else None,
         gallery_latlon=_latlon_rows(gallery.latlon) if both else None,
         refined=refined,
+        gallery_footprints=gallery.footprints,
     )
 
 

@@ -44,6 +44,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new partial folder to fill; on success it becomes ``path`` (which may exist only as an
+    empty folder), on any error it is removed.  Stale partials of killed writers are cleared first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
+    partial = unique_partial_dir(path)
+    try:
+        yield partial
+        if path.exists():
+            path.rmdir()  # empty, or this raises: nothing is written over
+        partial.rename(path)
+    except BaseException:
+        _remove(partial)
+        raise
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as partial:
         partial.write_text(text)
