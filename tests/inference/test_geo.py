@@ -1,3 +1,5 @@
+import sys
+
 import pyproj
 import pytest
 from PIL import Image, TiffImagePlugin, TiffTags
@@ -114,3 +116,13 @@ def test_projected_tiles_are_converted_and_a_missing_crs_is_named(tmp_path):
     (tmp_path / "w.prj").write_text("not a CRS at all")
     with pytest.raises(MeanGeoError, match="w.prj: not a CRS pyproj knows"):
         locate_tiles([world], tmp_path)
+
+
+def test_without_the_geo_extra_plain_tiles_work_and_georeferenced_ones_name_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # what a missing extra looks like to an import
+    plain = tile(tmp_path / "plain.tif")  # a TIFF without GeoTIFF tags (DenseUAV's tiles)
+    slippy = tile(tmp_path / "16" / "34322" / "22950.png")
+    assert locate_tiles([plain, slippy], tmp_path) == [None, pytest.approx(slippy_tile_centre(16, 34322, 22950))]
+    geotiff = _geotiff(tmp_path / "g.tif", (0.0, 0.0, 0.0, 8.5, 47.5, 0.0), (0.01, 0.01, 0.0))
+    with pytest.raises(MeanGeoError, match=r"need the geo extra \(rasterio, pyproj\): pip install -e '\.\[geo\]'"):
+        locate_tiles([geotiff], tmp_path)

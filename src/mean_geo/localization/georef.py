@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from mean_geo.errors import MeanGeoError
 from mean_geo.localization.geometry import TileGeometry
@@ -46,12 +47,30 @@ def geo_libraries():
     return rasterio, pyproj
 
 
+#: the TIFF tags that georeference a GeoTIFF (ModelPixelScale, ModelTiepoint, ModelTransformation)
+GEOTIFF_TAGS = (33550, 33922, 34264)
+
+
+def _geotiff_tags(path: Path) -> bool:
+    """Whether a TIFF's header has GeoTIFF tags (PIL reads the header only)."""
+    try:
+        with Image.open(path) as img:
+            tags = getattr(img, "tag_v2", None) or {}
+            return any(t in tags for t in GEOTIFF_TAGS)
+    except OSError:
+        return True  # rasterio will say what it is
+
+
 def may_be_georeferenced(path: Path) -> bool:
-    """Whether a file could carry georeferencing (a raster format that has tags, or a world file
-    or ``.aux.xml`` beside it): only those are opened with rasterio."""
-    if path.suffix.lower() in RASTER_SUFFIXES:
+    """Whether a file carries georeferencing by what GDAL reads: GeoTIFF tags, a world file or an
+    ``.aux.xml`` beside it, or a raster format of its own (VRT, JPEG 2000, ERDAS): only those are
+    opened with rasterio, so a plain gallery (DenseUAV's TIFFs) needs no raster library."""
+    suffix = path.suffix.lower()
+    if _world_file(path) is not None or Path(f"{path}.aux.xml").is_file():
         return True
-    return _world_file(path) is not None or Path(f"{path}.aux.xml").is_file()
+    if suffix in (".tif", ".tiff"):
+        return _geotiff_tags(path)
+    return suffix in RASTER_SUFFIXES
 
 
 @lru_cache(maxsize=64)
