@@ -25,6 +25,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import geojson
+import gpxpy
 import pytest
 import torch
 
@@ -214,6 +216,13 @@ def test_every_readme_command_runs_as_documented(tmp_path):
     assert not failures, "README commands that fail:\n" + "\n".join(failures)
     # what the commands promise to write
     assert (tmp_path / "tiles.index").is_file()
+    # the map path: a GeoTIFF tiled, indexed, the views localized into files map programs open
+    assert len(list((tmp_path / "data" / "ortho_tiles").glob("*.tif"))) == 49
+    located = geojson.loads((tmp_path / "located" / "localized.geojson").read_text())
+    assert located.is_valid and sum(f["properties"]["kind"] == "position" for f in located["features"]) == 4
+    assert (tmp_path / "located" / "localized.kml").is_file()
+    flight = gpxpy.parse((tmp_path / "flight_out" / "localized.gpx").read_text())
+    assert len(flight.tracks[0].segments[0].points) == len(flight.waypoints) > 1  # the frames, as a track
     assert (tmp_path / "exports" / "mean_sues200_150m" / "model.onnx").is_file()
     assert len(list((tmp_path / "logs" / "smoke" / "multiruns").glob("*/*/metrics.json"))) >= 3 + 1 + 2
     assert len(list((tmp_path / "logs" / "demo" / "multiruns").glob("*/*/metrics.json"))) == 4  # the methods
