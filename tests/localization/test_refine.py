@@ -12,7 +12,7 @@ from PIL import Image
 
 from mean_geo import localize as loc
 from mean_geo.index import build_index
-from mean_geo.inference.geo import haversine_m, world_file_geometry
+from mean_geo.inference.geo import haversine_m, raster_geometry
 from mean_geo.localization.geometry import TileGeometry
 from mean_geo.localization.matching import build_matcher
 from mean_geo.localization.refine import RefineSettings, _homography_problem, verify
@@ -55,7 +55,7 @@ def cut_photo(tile: np.ndarray, h: np.ndarray, size=(192, 144)) -> np.ndarray:
 
 def true_position(tiles, name: str, h: np.ndarray, size=(192, 144)) -> tuple[float, float]:
     centre = h @ np.array([(size[0] - 1) / 2, (size[1] - 1) / 2, 1.0])
-    return world_file_geometry(tiles / f"{name}.png").to_latlon(centre[0] / centre[2], centre[1] / centre[2])
+    return raster_geometry(tiles / f"{name}.png").to_latlon(centre[0] / centre[2], centre[1] / centre[2])
 
 
 CASES = {
