@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     localizer = Localizer(args.index, args.ckpt, k=args.k, matcher=args.matcher, basemap=args.basemap)
     demo = build_app(localizer, args.refine, args.example)
     demo.queue(max_size=8, default_concurrency_limit=1)
-    print(f"mean_geo app on http://127.0.0.1:{args.port}/ (Ctrl+C to stop)", flush=True)
     demo.launch(
         server_name="127.0.0.1",
         server_port=args.port,
@@ -125,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         max_file_size=MAX_FILE_SIZE,
         show_error=True,
         quiet=True,
+        prevent_thread_lock=True,  # returns once the server listens: the line below is true when printed
     )
+    print(f"mean_geo app on http://127.0.0.1:{args.port}/ (Ctrl+C to stop)", flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import geojson
@@ -43,6 +44,8 @@ def served(learned_run, tmp_path_factory):
     args += ["--example", str(example)]
     with serving_module(args, root, "mean_geo app on", env={"GRADIO_ANALYTICS_ENABLED": "False"}) as line:
         url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        with urllib.request.urlopen(url, timeout=30) as page:  # the line comes once the server listens
+            assert page.status == 200
         yield url, truth, root
 
 
