@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -15,10 +14,9 @@ from PIL import Image
 
 from mean_geo.inference.geo import haversine_m
 from mean_geo.synthetic.orthophoto import OrthophotoSpec, write_orthophoto
+from tests.helpers.browser import chromium
 from tests.helpers.cli import free_port, run_module, serving_module
 from tests.inference.test_localize import trainer
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +81,9 @@ def test_requests_are_bounded(served):
         client.predict([], False, api_name="/localize")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI installs it)")
 def test_the_page_renders_in_headless_chromium(served, tmp_path):
     url, _, _ = served
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000"]
+    common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000"]
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert "where was this photo taken?" in dom.stdout, dom.stderr[-2000:]
     assert "view_00.png" in dom.stdout  # the example photo, answered when the page opened
