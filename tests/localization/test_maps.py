@@ -209,3 +209,45 @@ def test_index_takes_the_map_itself_and_tiles_it_once(maps, learned_run, tmp_pat
     assert sorted(Path(t["path"]).name for t in index.tiles) == sorted(p.name for p in (root / "tiles").glob("*.tif"))
     again = run_module([*args[:-3], "tile_m=100", "num_workers=0"], tmp_path)  # not the tiles it holds
     assert again.returncode == 2 and "m_tiles: holds files that are not map.tif's tiles at 100 m" in again.stderr
+
+
+def test_a_basemap_of_the_users_own_goes_under_the_map(tmp_path):
+    """``--basemap``: XYZ tiles fetched from the user's server (here a local one) under the answers;
+    a server that does not answer leaves the map without it."""
+    import http.server
+    import threading
+
+    import torch
+
+    from mean_geo.inference.map_image import draw_answers_map
+    from mean_geo.localization.formats import PhotoAnswer
+    from mean_geo.retrieval.index_store import GalleryIndex
+
+    green = io.BytesIO()
+    Image.new("RGB", (256, 256), (10, 200, 10)).save(green, "PNG")
+    asked = []
+
+    class Tiles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(green.getvalue())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        index = GalleryIndex(torch.zeros(0, 4), [], "x", 64)
+        answers = [PhotoAnswer("a.png", 47.37, 8.54, "top1", 0.9), PhotoAnswer("b.png", 47.372, 8.543, "top1", 0.8)]
+        url = f"http://127.0.0.1:{server.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+        drawn = draw_answers_map(answers, index, tmp_path / "map.png", basemap=url)
+        assert asked and all(p.count("/") == 3 and p.endswith(".png") for p in asked)
+        assert Image.open(drawn).getpixel((3, 3)) == (10, 200, 10)  # the basemap, where nothing else is
+    finally:
+        server.shutdown()
+    drawn = draw_answers_map(answers, index, tmp_path / "none.png", basemap="http://127.0.0.1:9/{z}/{x}/{y}.png")
+    assert Image.open(drawn).getpixel((3, 3)) == (235, 235, 230)  # no server: the plain background
