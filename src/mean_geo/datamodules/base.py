@@ -419,7 +419,6 @@ class CrossViewDataModule(L.LightningDataModule):
             altitudes=tuple(altitudes) if altitudes is not None else None,
             image_size=self.image_size,
             root=self.root,
-            directions=self.directions,
         )
 
     def _pins(self) -> bool:

@@ -53,7 +53,7 @@ def _box(points: Sequence[tuple[float, float]], margin: float) -> tuple[float, f
     return min(lats) - dlat, min(lons) - dlon, max(lats) + dlat, max(lons) + dlon
 
 
-def _footprints(index: GalleryIndex, answers: Sequence[PhotoAnswer]) -> dict[str, list[tuple[float, float]]]:
+def _footprints(answers: Sequence[PhotoAnswer]) -> dict[str, list[tuple[float, float]]]:
     found = {}
     for answer in answers:
         for tile in answer.tiles:
@@ -132,7 +132,7 @@ def draw_answers_map(
 ) -> Path | None:
     """The answers on a map of the index's tiles (PNG); None when no answer has a position."""
     placed = [(a.lat, a.lon) for a in answers if a.lat is not None and a.lon is not None]
-    outlines = _footprints(index, answers)
+    outlines = _footprints(answers)
     corners = [c for fp in outlines.values() for c in fp]
     if not placed:
         return None

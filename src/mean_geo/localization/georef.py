@@ -10,7 +10,7 @@ refused with one line, as a rotated raster and one placed only by ground control
 Refinement and the index work with :class:`~mean_geo.localization.geometry.TileGeometry`, an affine
 map from pixel centres to latitude/longitude: for a raster in a projected CRS it is fitted by least
 squares through a grid of pixels converted exactly (over a tile of a few hundred metres the fit
-is within 1e-9 degrees; :attr:`Georeference.fit_error_deg` says how far it is).
+is within 1e-9 degrees).
 
 rasterio and pyproj are the ``geo`` extra; without them, the sources that need no raster library
 (a coordinates CSV, slippy-map and ``<lat>_<lon>`` names) still work, and a georeferenced raster is
@@ -125,15 +125,6 @@ class Georeference:
         (a, b, c), *_ = np.linalg.lstsq(design, lon, rcond=None)
         (d, e, f), *_ = np.linalg.lstsq(design, lat, rcond=None)
         return TileGeometry(float(a), float(d), float(b), float(e), float(c), float(f))
-
-    @property
-    def fit_error_deg(self) -> float:
-        """The largest distance, in degrees, between :meth:`tile_geometry` and pyproj on the fit's grid."""
-        cols, rows = self._grid()
-        lon, lat = self.lonlat(cols, rows)
-        geometry = self.tile_geometry()
-        fitted = np.array([geometry.to_latlon(c, r) for c, r in zip(cols, rows, strict=True)])
-        return float(np.max(np.abs(fitted - np.stack([lat, lon], axis=1))))
 
     def ground_pixel_m(self) -> tuple[float, float]:
         """Ground metres of one pixel across and down at the raster's centre (geodesic, WGS 84)."""

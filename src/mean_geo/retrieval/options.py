@@ -62,7 +62,6 @@ class DatasetDescription:
         altitudes: the altitudes or heights chosen, where the layout has them.
         image_size: the evaluation image side.
         root: the dataset's folder (paths in the fingerprint are relative to it).
-        directions: the directions evaluated.
     """
 
     name: str
@@ -71,7 +70,6 @@ class DatasetDescription:
     altitudes: tuple[int, ...] | None
     image_size: int
     root: Path
-    directions: tuple[str, ...] = ("d2s", "s2d")
 
 
 def _flag(settings: Mapping, key: str) -> bool:
