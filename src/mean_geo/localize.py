@@ -50,7 +50,7 @@ from mean_geo.inference.flight_files import (
 )
 from mean_geo.inference.geo import haversine_m
 from mean_geo.inference.loading import load_model
-from mean_geo.inference.localization import Match, add_distances, localize, photo_positions
+from mean_geo.inference.localization import Match, add_distances, localize, photo_positions, write_strip
 from mean_geo.inference.refinement import RefinedPhoto, TileStore, draw_inliers, refine_photos
 from mean_geo.localization.formats import FORMATS, SUFFIX, PhotoAnswer, render
 from mean_geo.localization.matching import MATCHERS, Matcher, build_matcher
@@ -59,7 +59,6 @@ from mean_geo.localization.sequence import SequenceFrame, is_video, order_frames
 from mean_geo.localization.track import MotionModel, tile_spacing_m
 from mean_geo.retrieval.index_store import read_index
 from mean_geo.retrieval.search import BACKENDS
-from mean_geo.retrieval.strips import QUERY, Cell, write_strips
 from mean_geo.utils import atomic
 from mean_geo.utils.output import writable_folder
 
@@ -367,11 +366,6 @@ def run_track(
         written = [TRACK_CSV, TRACK_PNG] + ([METRICS] if truth is not None else [])
         Console().print(f"{', '.join(written)} and strips written to {out}/")
     return 0
-
-
-def write_strip(photo: Path, matches: list[Match], out: Path, size: int = 128) -> None:
-    cells = [Cell(photo, "query", QUERY)] + [Cell(Path(m.path), f"#{m.rank} {m.id} {m.score:.2f}") for m in matches]
-    write_strips([cells], out, size)
 
 
 def print_tables(

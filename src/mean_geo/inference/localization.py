@@ -20,6 +20,7 @@ from mean_geo.models.mean import retrieval_embedding
 from mean_geo.retrieval.distances import haversine_m
 from mean_geo.retrieval.index_store import GalleryIndex
 from mean_geo.retrieval.search import topk_search
+from mean_geo.retrieval.strips import QUERY, Cell, write_strips
 
 
 @dataclass
@@ -125,3 +126,10 @@ def add_distances(results: list[list[Match]], positions: list[Coords | None]) ->
             if truth is not None and m.lat is not None and m.lon is not None:
                 here, there = (torch.tensor(c, dtype=torch.float64) for c in (truth, (m.lat, m.lon)))
                 m.distance_m = float(haversine_m(here, there))
+
+
+def write_strip(photo: Path, matches: list[Match], out: Path, size: int = 128) -> Path:
+    """The photo beside its matches (rank, id, score under each) as one PNG row; returns ``out``."""
+    cells = [Cell(photo, "query", QUERY)] + [Cell(Path(m.path), f"#{m.rank} {m.id} {m.score:.2f}") for m in matches]
+    write_strips([cells], out, size)
+    return out

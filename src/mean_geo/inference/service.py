@@ -13,14 +13,13 @@ from pathlib import Path
 from mean_geo.errors import MeanGeoError
 from mean_geo.inference.answers import photo_answers
 from mean_geo.inference.loading import load_model
-from mean_geo.inference.localization import localize
+from mean_geo.inference.localization import localize, write_strip
 from mean_geo.inference.map_image import draw_answers_map
 from mean_geo.inference.refinement import TileStore, draw_inliers, refine_photos
 from mean_geo.localization.formats import PhotoAnswer, render
 from mean_geo.localization.matching import build_matcher
 from mean_geo.localization.refine import RefineSettings
 from mean_geo.retrieval.index_store import read_index
-from mean_geo.retrieval.strips import QUERY, Cell, write_strips
 from mean_geo.utils import atomic
 
 #: photos one request may hold (the app refuses more in one line)
@@ -76,11 +75,7 @@ class Localizer:
         answers = photo_answers(photos, results, self.index, self.k, [r.position for r in refined] if refined else None)
         strips, inliers = [], []
         for i, (photo, matches) in enumerate(zip(photos, results, strict=True)):
-            cells = [Cell(photo, "photo", QUERY)]
-            cells += [Cell(Path(m.path), f"#{m.rank} {m.id} {m.score:.2f}") for m in matches[: self.k]]
-            strip = out / f"{i:02d}_{photo.stem}_top{self.k}.png"
-            write_strips([cells], strip, size=128)
-            strips.append(strip)
+            strips.append(write_strip(photo, matches[: self.k], out / f"{i:02d}_{photo.stem}_top{self.k}.png"))
             if refined is not None:
                 drawn = draw_inliers(refined[i], out / f"{i:02d}_{photo.stem}_inliers.png")
                 if drawn is not None:
